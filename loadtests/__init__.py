@@ -1,0 +1,1 @@
+"""Locust load generation (see the load-generation issue)."""

@@ -1,0 +1,280 @@
+"""The `inflection` command.
+
+    inflection run                      all-in-one: replicas + server + a burst of tasks
+    inflection serve --config FILE      replicas + gRPC server until stopped
+    inflection agents [--target ADDR]   list agent programs (built-in, or a server's)
+    inflection status --target ADDR     replicas of a running server, their state and load
+
+Heavy imports (Ray, vLLM, transformers) happen inside the commands that need them, so
+`inflection agents` and `inflection status` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from orchestrator.config import ConfigError, DeploymentConfig, load_config
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Inputs for the main job's tasks: short agentic requests of varied length.
+_SAMPLE_INPUTS = (
+    "Compare H100 and B200 clusters for an agentic coding workload.",
+    "Plan a migration of our inference fleet to tensor-parallel replicas.",
+    "Summarise why agents multiply the tokens of a chat turn.",
+    "Find the cheapest way to serve a research agent at a 5 second TTFT.",
+    "Explain prefix caching to a new engineer, with one example.",
+    "Draft a load test that measures token amplification and goodput.",
+)
+
+
+def _config(args: argparse.Namespace) -> DeploymentConfig:
+    config = load_config(Path(args.config)) if args.config else DeploymentConfig()
+    updates: dict[str, Any] = {}
+    server = config.server
+    if getattr(args, "port", None) is not None:
+        server = server.model_copy(update={"port": args.port})
+    if getattr(args, "host", None) is not None:
+        server = server.model_copy(update={"host": args.host})
+    updates["server"] = server
+    replicas = config.replicas
+    if getattr(args, "replicas", None) is not None:
+        replicas = replicas.model_copy(update={"count": args.replicas})
+    if getattr(args, "model", None) is not None:
+        replicas = replicas.model_copy(
+            update={"engine": replicas.engine.model_copy(update={"model": args.model})}
+        )
+    updates["replicas"] = replicas
+    # Round-trip through validation so overrides obey the same rules as files.
+    return DeploymentConfig.model_validate(
+        {**config.model_dump(), **{k: v.model_dump() for k, v in updates.items()}}
+    )
+
+
+def _quiet_logs() -> None:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+async def _serve(config: DeploymentConfig) -> None:
+    from orchestrator.server.app import Deployment
+
+    deployment = await Deployment.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Tests and scripts wait for this exact line.
+    print(f"inflection: serving on {deployment.address}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await deployment.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _quiet_logs()
+    asyncio.run(_serve(_config(args)))
+    return 0
+
+
+async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    from orchestrator.client import AsyncClient, InflectionError
+    from orchestrator.domain import TaskResult
+    from orchestrator.report import summarize, summary_table
+    from orchestrator.server.app import Deployment
+
+    with console.status("starting replicas (the first start builds a tiny model)..."):
+        t0 = time.monotonic()
+        deployment = await Deployment.start(config)
+        startup = time.monotonic() - t0
+    console.print(
+        f"{config.replicas.count} replica(s) of {deployment.pool.model} ready in "
+        f"{startup:.1f} s; server on {deployment.address}"
+    )
+    rng = random.Random(args.seed)
+    results: list[TaskResult] = []
+    failures: list[str] = []
+    try:
+        async with AsyncClient(deployment.address) as client:
+            gate = asyncio.Semaphore(args.concurrency)
+            with Progress(console=console, transient=True) as progress:
+                bar = progress.add_task(f"{args.agent} tasks", total=args.tasks)
+
+                async def one(index: int) -> None:
+                    async with gate:
+                        try:
+                            result = await client.run(
+                                args.agent, rng.choice(_SAMPLE_INPUTS), seed=args.seed + index
+                            )
+                            results.append(result)
+                        except InflectionError as exc:
+                            failures.append(str(exc))
+                        progress.advance(bar)
+
+                started = time.monotonic()
+                await asyncio.gather(*(one(i) for i in range(args.tasks)))
+                duration = time.monotonic() - started
+    finally:
+        await deployment.stop()
+    summary = summarize(results, duration, failed=len(failures))
+    console.print(summary_table(summary, title=f"inflection run: {args.agent}"))
+    for failure in failures[:5]:
+        err_console.print(f"[red]failed task:[/red] {failure}")
+    return {"summary": asdict(summary), "failures": failures, "startup_s": startup}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_logs()
+    config = _config(args)
+    out = asyncio.run(_run_burst(args, config))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0 if not out["failures"] else 1
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from orchestrator.domain import AgentInfo, AgentStepInfo
+
+    if args.target:
+        from orchestrator.client import Client
+
+        with Client(args.target, token=args.token, timeout=10.0) as client:
+            agents = client.list_agents()
+    else:
+        from agents import BUILTIN_PROGRAMS
+
+        agents = [
+            AgentInfo(
+                name=p.name,
+                description=p.description,
+                steps=tuple(
+                    AgentStepInfo(s.name, s.after, s.max_tokens, s.fanout) for s in p.steps
+                ),
+                expected_llm_calls=p.expected_llm_calls(),
+            )
+            for p in BUILTIN_PROGRAMS.values()
+        ]
+    table = Table(title="agent programs", title_justify="left")
+    for column in ("name", "steps (max_tokens x fan-out)", "LLM calls/task", "description"):
+        table.add_column(column)
+    for agent in agents:
+        steps = " -> ".join(f"{s.name}({s.max_tokens}x{s.fanout})" for s in agent.steps)
+        table.add_row(agent.name, steps, str(agent.expected_llm_calls), agent.description)
+    console.print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from orchestrator.client import Client
+
+    with Client(args.target, token=args.token, timeout=10.0) as client:
+        status = client.cluster_status()
+    table = Table(
+        title=f"{status.model} (max_model_len {status.max_model_len})", title_justify="left"
+    )
+    for column in ("replica", "state", "engine", "unfinished", "in flight", "calls", "tokens out"):
+        table.add_column(column)
+    for r in status.replicas:
+        table.add_row(
+            r.name,
+            r.state.value,
+            r.engine,
+            str(r.unfinished_requests),
+            str(r.in_flight_calls),
+            str(r.calls_served),
+            str(r.output_tokens_served),
+        )
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inflection", description="Agentic workload orchestrator and load generator."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def deployment_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="deployment YAML (see cluster/local.yaml)")
+        p.add_argument(
+            "--model",
+            help="model path or Hugging Face id (default: a tiny local model built on first use)",
+        )
+        p.add_argument("--replicas", type=int, help="number of replicas")
+        p.add_argument("--host", help="interface for the gRPC server (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="gRPC port (0: any free port)")
+
+    serve = sub.add_parser("serve", help="start replicas and the gRPC server until stopped")
+    deployment_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="the main job: an all-in-one local run with a summary")
+    deployment_flags(run)
+    run.add_argument("--agent", default="plan_execute", help="agent program to run")
+    run.add_argument("--tasks", type=int, default=24, help="tasks to run")
+    run.add_argument("--concurrency", type=int, default=8, help="tasks in flight at once")
+    run.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling")
+    run.add_argument("--json", help="also write the summary as JSON to this file")
+    run.set_defaults(func=cmd_run, port=0)
+
+    agents = sub.add_parser("agents", help="list agent programs")
+    agents.add_argument("--target", help="a server's host:port (default: built-in list)")
+    agents.add_argument("--token", help="bearer token, if the server wants one")
+    agents.set_defaults(func=cmd_agents)
+
+    status = sub.add_parser("status", help="show a server's replicas and their load")
+    status.add_argument("--target", required=True, help="the server's host:port")
+    status.add_argument("--token", help="bearer token, if the server wants one")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "tasks", 1) < 1 or getattr(args, "concurrency", 1) < 1:
+        err_console.print("error: --tasks and --concurrency must be at least 1")
+        return 2
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        err_console.print(f"config error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from orchestrator.client import InflectionError
+
+        if isinstance(exc, InflectionError):
+            err_console.print(f"error: {exc}")
+            return 1
+        raise
+    return code
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,150 @@
+"""Deployment configuration: pydantic models validated once, where config enters.
+
+A YAML file (see cluster/*.yaml) or CLI flags become a `DeploymentConfig`; everything
+downstream receives typed, validated values. Unknown keys are errors, so a typo in a
+config file fails at load time with the file and the field named.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchedulingPolicy(enum.Enum):
+    FCFS = "fcfs"
+    PRIORITY = "priority"
+
+
+class VllmEngineConfig(_Strict):
+    """Arguments for vLLM's `AsyncEngineArgs`, one replica's engine."""
+
+    model: str | None = Field(
+        default=None,
+        description="Local path or Hugging Face id. None: a tiny random Llama generated "
+        "locally (for machines without a GPU and for tests).",
+    )
+    dtype: str = Field(default="bfloat16", description="Weight and activation dtype.")
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs per replica; >1 gets a placement group."
+    )
+    max_model_len: int = Field(default=1024, ge=16, description="Context length in tokens.")
+    max_num_seqs: int = Field(default=64, ge=1, description="Sequences per engine step.")
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=1, description="Token budget per engine step; None: vLLM's default."
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="Automatic prefix caching (agent contexts reuse it)."
+    )
+    speculative_config: dict[str, Any] | None = Field(
+        default=None, description="vLLM speculative decoding config, passed through."
+    )
+    quantization: str | None = Field(default=None, description="e.g. 'fp8'; None: none.")
+    kv_cache_dtype: str = Field(default="auto", description="e.g. 'fp8' for an FP8 KV cache.")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may use."
+    )
+    enforce_eager: bool = Field(
+        default=True, description="Skip CUDA graph capture (faster start; required on CPU)."
+    )
+    scheduling_policy: SchedulingPolicy = Field(
+        default=SchedulingPolicy.FCFS, description="'priority' honours each call's priority."
+    )
+    seed: int = Field(default=0, description="Engine seed.")
+    cpu_kvcache_space_gib: int = Field(
+        default=1, ge=1, description="KV cache size on vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict, description="Further AsyncEngineArgs fields, passed through."
+    )
+
+
+class ReplicasConfig(_Strict):
+    count: int = Field(default=1, ge=1, description="Number of replicas (Ray actors).")
+    num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs reserved per replica.")
+    use_gpus: bool | None = Field(
+        default=None,
+        description="Place replicas on GPUs (tensor_parallel_size each). None: when the "
+        "Ray cluster has GPUs.",
+    )
+    engine: VllmEngineConfig = Field(
+        default_factory=VllmEngineConfig, description="The engine every replica hosts."
+    )
+    start_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long a replica may take to load its engine."
+    )
+    health_period_s: float = Field(
+        default=2.0, gt=0, description="Seconds between health checks of each replica."
+    )
+
+
+class ServerConfig(_Strict):
+    host: str = Field(default="127.0.0.1", description="Interface the gRPC server binds.")
+    port: int = Field(default=50051, ge=0, le=65535, description="0: an ephemeral port.")
+    auth_token: str | None = Field(
+        default=None, description="If set, clients must send 'authorization: Bearer TOKEN'."
+    )
+
+
+class LimitsConfig(_Strict):
+    max_tokens_per_call: int = Field(
+        default=4096, ge=1, description="Largest max_tokens a request may ask for."
+    )
+    max_input_chars: int = Field(
+        default=200_000, ge=1, description="Largest user input or prompt, in characters."
+    )
+    max_concurrent_calls_per_task: int = Field(
+        default=32, ge=1, description="Calls of one task in flight at once."
+    )
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster to join ('auto' = the local `ray start` cluster). None: "
+        "join a running cluster if there is one, else start a local one.",
+    )
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs of a locally started cluster; None: all."
+    )
+    namespace: str = Field(default="inflection", description="Ray namespace of the actors.")
+
+
+class DeploymentConfig(_Strict):
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where replicas run.")
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Replicas.")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="gRPC server.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+def load_config(path: Path) -> DeploymentConfig:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return DeploymentConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc

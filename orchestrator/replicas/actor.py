@@ -1,0 +1,89 @@
+"""`ReplicaActor`: a Ray async actor hosting one engine.
+
+Unary calls return the whole `CallResult` (with usage and engine-side timings) in one
+Ray reply: streaming every token through Ray costs more than the engine producing it
+(REFERENCE.md), so only the final answer of a task streams, through `generate_stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from orchestrator.config import VllmEngineConfig
+from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats
+from orchestrator.replicas.engine import Engine
+
+
+@dataclass(slots=True, frozen=True)
+class ReplicaInfo:
+    """What a replica reports once its engine is up."""
+
+    name: str
+    engine: str
+    model: str
+    node: str  # Ray node id
+    max_model_len: int
+
+
+class ReplicaActor:
+    """Wrapped with `ray.remote` by the pool (which sets resources and placement)."""
+
+    def __init__(self, name: str, engine_config: VllmEngineConfig, model: str) -> None:
+        self._name = name
+        self._config = engine_config
+        self._model = model
+        self._engine: Engine | None = None
+
+    async def start(self) -> ReplicaInfo:
+        import ray
+
+        from orchestrator.replicas.vllm_engine import VllmEngine
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._config.cpu_kvcache_space_gib))
+        if self._config.model is None:
+            # The tiny model is generated per node, so replicas on other machines of a
+            # Ray cluster find it too (idempotent; a built copy is reused).
+            from pathlib import Path
+
+            from orchestrator.replicas.tiny_model import build_tiny_model
+
+            await asyncio.to_thread(build_tiny_model, Path(self._model))
+        engine = VllmEngine(self._config, self._model)
+        await engine.start()
+        self._engine = engine
+        return ReplicaInfo(
+            name=self._name,
+            engine=engine.name,
+            model=self._model,
+            node=ray.get_runtime_context().get_node_id(),
+            max_model_len=engine.max_model_len,
+        )
+
+    def _require(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError(f"replica {self._name} has not started")
+        return self._engine
+
+    async def generate(self, call: CallRequest) -> CallResult:
+        async for item in self._require().generate(call):
+            if isinstance(item, CallResult):
+                return item
+        raise RuntimeError(f"engine ended call {call.call_id} without a result")
+
+    async def generate_stream(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
+        async for item in self._require().generate(call):
+            yield item
+
+    async def abort(self, call_id: str) -> None:
+        await self._require().abort(call_id)
+
+    async def stats(self) -> EngineStats:
+        return self._require().stats()
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            await self._engine.shutdown()
+            self._engine = None

@@ -1,0 +1,52 @@
+"""The `Engine` seam: what serves calls inside one replica.
+
+An engine takes `CallRequest`s and produces output deltas followed by one `CallResult`
+carrying usage and engine-side timings. `VllmEngine` implements it with vLLM; later
+backends (a simulated GPU) implement the same protocol so the replica actor, the pool,
+the executor and the tests do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
+
+
+class EngineError(Exception):
+    """A call the engine refused or failed; `code` says whose fault it is."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        # Both in args, so the exception pickles across Ray intact.
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Engine(Protocol):
+    @property
+    def name(self) -> str:
+        """Backend name, e.g. "vllm"."""
+        ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    def generate(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
+        """Deltas as tokens are produced, then exactly one CallResult.
+
+        Cancelling the consumer aborts the request inside the engine.
+        """
+        ...
+
+    async def abort(self, call_id: str) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,211 @@
+"""`VllmEngine`: the Engine protocol over vLLM's V1 `AsyncLLM`.
+
+The same code runs the CUDA build on GPUs and vLLM's CPU build (tests, machines without
+a GPU). vLLM is imported inside `start()`, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.config import VllmEngineConfig
+from orchestrator.domain import (
+    CallDelta,
+    CallRequest,
+    CallResult,
+    CallTimings,
+    CallUsage,
+    EngineStats,
+    ErrorCode,
+    FinishReason,
+)
+from orchestrator.replicas.engine import EngineError
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+def engine_args(config: VllmEngineConfig, model: str) -> dict[str, Any]:
+    """The AsyncEngineArgs keyword arguments for a config (pure, so it is testable
+    without vLLM)."""
+    args: dict[str, Any] = {
+        "model": model,
+        "dtype": config.dtype,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "max_model_len": config.max_model_len,
+        "max_num_seqs": config.max_num_seqs,
+        "enable_prefix_caching": config.enable_prefix_caching,
+        "kv_cache_dtype": config.kv_cache_dtype,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "enforce_eager": config.enforce_eager,
+        "scheduling_policy": config.scheduling_policy.value,
+        "seed": config.seed,
+        # Per-request stats carry the engine-core timestamps behind queue_time.
+        "disable_log_stats": False,
+    }
+    if config.max_num_batched_tokens is not None:
+        args["max_num_batched_tokens"] = config.max_num_batched_tokens
+    if config.speculative_config is not None:
+        args["speculative_config"] = dict(config.speculative_config)
+    if config.quantization is not None:
+        args["quantization"] = config.quantization
+    if config.tensor_parallel_size > 1:
+        # Workers of a tensor-parallel replica are Ray actors in the replica's placement
+        # group (vLLM picks up the current placement group).
+        args["distributed_executor_backend"] = "ray"
+    args.update(config.extra_args)
+    return args
+
+
+def _finish_reason(raw: str | None) -> FinishReason:
+    if raw == "length":
+        return FinishReason.LENGTH
+    if raw == "abort":
+        return FinishReason.ABORT
+    return FinishReason.STOP
+
+
+class VllmEngine:
+    """One vLLM engine. Call `start()` before `generate()`, `shutdown()` at the end."""
+
+    def __init__(self, config: VllmEngineConfig, model: str) -> None:
+        self._config = config
+        self._model = model
+        self._llm: AsyncLLM | None = None
+        self._calls_served = 0
+        self._output_tokens_served = 0
+
+    @property
+    def name(self) -> str:
+        return "vllm"
+
+    @property
+    def max_model_len(self) -> int:
+        return self._config.max_model_len
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._llm = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**engine_args(self._config, self._model))
+        )
+
+    def _require(self) -> AsyncLLM:
+        if self._llm is None:
+            raise EngineError(ErrorCode.UNAVAILABLE, "engine not started")
+        return self._llm
+
+    async def generate(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        llm = self._require()
+        if len(call.prompt_token_ids) + call.sampling.max_tokens > self.max_model_len:
+            raise EngineError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"prompt of {len(call.prompt_token_ids)} tokens plus max_tokens "
+                f"{call.sampling.max_tokens} exceeds the model's context of "
+                f"{self.max_model_len} tokens",
+            )
+        params = SamplingParams(
+            max_tokens=call.sampling.max_tokens,
+            temperature=call.sampling.temperature,
+            top_p=call.sampling.top_p,
+            ignore_eos=call.sampling.ignore_eos,
+            seed=call.sampling.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        # Replica-side clock: these timings exclude Ray and gRPC transport.
+        arrival = time.monotonic()
+        first_token_at: float | None = None
+        last_token_at = arrival
+        itl: list[float] = []
+        token_ids: list[int] = []
+        text_parts: list[str] = []
+        cached = 0
+        prompt_tokens = len(call.prompt_token_ids)
+        finish: str | None = None
+        queue_time = 0.0
+        stream = llm.generate(
+            prompt=TokensPrompt(prompt_token_ids=list(call.prompt_token_ids)),
+            sampling_params=params,
+            request_id=call.call_id,
+            priority=call.priority,
+        )
+        try:
+            async for out in stream:
+                completion = out.outputs[0]
+                new_ids = tuple(completion.token_ids)
+                if new_ids:
+                    now = time.monotonic()
+                    if first_token_at is None:
+                        first_token_at = now
+                    else:
+                        itl.append(now - last_token_at)
+                    last_token_at = now
+                    token_ids.extend(new_ids)
+                    text_parts.append(completion.text)
+                    yield CallDelta(token_ids=new_ids, text=completion.text)
+                if out.finished:
+                    finish = completion.finish_reason
+                    cached = out.num_cached_tokens or 0
+                    if out.prompt_token_ids is not None:
+                        prompt_tokens = len(out.prompt_token_ids)
+                    metrics = out.metrics
+                    if metrics is not None and getattr(metrics, "scheduled_ts", 0.0) > 0.0:
+                        queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        except VLLMValidationError as exc:
+            raise EngineError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+        except asyncio.CancelledError:
+            # vLLM aborts the request when its generator is cancelled; abort explicitly
+            # too, so no path leaves a request running in the engine.
+            await llm.abort(call.call_id)
+            raise
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(ErrorCode.INTERNAL, f"vLLM failed: {exc!r}") from exc
+
+        ttft = (first_token_at - arrival) if first_token_at is not None else 0.0
+        e2e = last_token_at - arrival
+        n_out = len(token_ids)
+        tpot = (e2e - ttft) / (n_out - 1) if n_out > 1 else None
+        self._calls_served += 1
+        self._output_tokens_served += n_out
+        yield CallResult(
+            call_id=call.call_id,
+            token_ids=tuple(token_ids),
+            text="".join(text_parts),
+            finish_reason=_finish_reason(finish),
+            usage=CallUsage(
+                prompt_tokens=prompt_tokens, cached_prompt_tokens=cached, output_tokens=n_out
+            ),
+            timings=CallTimings(
+                queue_time=queue_time, ttft=ttft, tpot=tpot, itl=tuple(itl), e2e=e2e
+            ),
+        )
+
+    async def abort(self, call_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(call_id)
+
+    def stats(self) -> EngineStats:
+        unfinished = 0
+        if self._llm is not None:
+            unfinished = self._llm.get_num_unfinished_requests()
+        return EngineStats(
+            unfinished_requests=unfinished,
+            calls_served=self._calls_served,
+            output_tokens_served=self._output_tokens_served,
+        )
+
+    async def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None

@@ -1,0 +1,287 @@
+"""The gRPC servicer: validate each request, convert it to domain types, hand it to the
+executor, convert what comes back. Every failure leaves as a gRPC status with a message a
+person can act on; unexpected errors are logged here and reported as INTERNAL, never as a
+traceback, and the server keeps serving."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, Protocol
+
+import grpc
+
+from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.config import LimitsConfig
+from orchestrator.convert import (
+    agent_to_pb,
+    cluster_to_pb,
+    event_to_pb,
+    generate_output_to_pb,
+    task_result_to_pb,
+    task_usage_to_pb,
+)
+from orchestrator.domain import (
+    AgentInfo,
+    AgentStepInfo,
+    ClusterStatus,
+    ErrorCode,
+    GenerateSpec,
+    Mode,
+    Sampling,
+    TaskCompleted,
+    TaskResult,
+    TaskSpec,
+)
+from orchestrator.executor.executor import Executor, TaskFailed
+
+log = logging.getLogger(__name__)
+
+# Trailing metadata key carrying a failed task's partial usage (a serialized TaskUsage).
+USAGE_TRAILER = "inflection-usage-bin"
+
+STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class ClusterView(Protocol):
+    async def status(self) -> ClusterStatus: ...
+
+
+class _Invalid(Exception):
+    """A request field that fails validation; the message names the field."""
+
+
+def _check_sampling(s: pb.SamplingOptions, limits: LimitsConfig) -> None:
+    if s.HasField("max_tokens") and not 1 <= s.max_tokens <= limits.max_tokens_per_call:
+        raise _Invalid(
+            f"sampling.max_tokens: must be between 1 and {limits.max_tokens_per_call}, "
+            f"got {s.max_tokens}"
+        )
+    if s.HasField("temperature") and not 0.0 <= s.temperature <= 10.0:
+        raise _Invalid(f"sampling.temperature: must be between 0 and 10, got {s.temperature}")
+    if s.HasField("top_p") and not 0.0 < s.top_p <= 1.0:
+        raise _Invalid(f"sampling.top_p: must be in (0, 1], got {s.top_p}")
+
+
+def _deadline(request_ms: int | None, context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """The tighter of the request's deadline_ms and the RPC's own gRPC deadline."""
+    budgets = []
+    if request_ms is not None:
+        budgets.append(request_ms / 1000.0)
+    remaining = context.time_remaining()
+    if remaining is not None:
+        budgets.append(remaining)
+    return min(budgets) if budgets else None
+
+
+def task_spec(
+    request: pb.TaskRequest,
+    limits: LimitsConfig,
+    context: grpc.aio.ServicerContext[Any, Any],
+    step_names: Callable[[str], tuple[str, ...] | None],
+) -> TaskSpec:
+    """Validate a TaskRequest (raises _Invalid, or TaskFailed for an unknown agent)."""
+    if not request.agent:
+        raise _Invalid("agent: required (see ListAgents for the names)")
+    steps = step_names(request.agent)
+    if steps is None:
+        raise TaskFailed(
+            ErrorCode.NOT_FOUND,
+            f"agent {request.agent!r} does not exist (ListAgents names the agents)",
+        )
+    if not request.input.strip():
+        raise _Invalid("input: must not be empty")
+    if len(request.input) > limits.max_input_chars:
+        raise _Invalid(
+            f"input: {len(request.input)} characters, over the limit of {limits.max_input_chars}"
+        )
+    _check_sampling(request.sampling, limits)
+    for name, tokens in request.step_max_tokens.items():
+        if name not in steps:
+            raise _Invalid(
+                f"step_max_tokens: agent {request.agent!r} has no step {name!r} "
+                f"(its steps: {', '.join(steps)})"
+            )
+        if not 1 <= tokens <= limits.max_tokens_per_call:
+            raise _Invalid(
+                f"step_max_tokens[{name!r}]: must be between 1 and "
+                f"{limits.max_tokens_per_call}, got {tokens}"
+            )
+    if request.HasField("deadline_ms") and request.deadline_ms == 0:
+        raise _Invalid("deadline_ms: must be positive when set")
+    if request.mode not in (pb.MODE_UNSPECIFIED, pb.MODE_SYNTHETIC, pb.MODE_LIVE):
+        raise _Invalid(f"mode: unknown value {request.mode}")
+    s = request.sampling
+    return TaskSpec(
+        agent=request.agent,
+        input=request.input,
+        mode=Mode.LIVE if request.mode == pb.MODE_LIVE else Mode.SYNTHETIC,
+        temperature=s.temperature if s.HasField("temperature") else 1.0,
+        top_p=s.top_p if s.HasField("top_p") else 1.0,
+        max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
+        ignore_eos=s.ignore_eos if s.HasField("ignore_eos") else None,
+        seed=request.seed if request.HasField("seed") else None,
+        deadline_s=_deadline(
+            request.deadline_ms if request.HasField("deadline_ms") else None, context
+        ),
+        step_max_tokens=tuple(sorted(request.step_max_tokens.items())),
+    )
+
+
+def generate_spec(
+    request: pb.GenerateRequest,
+    limits: LimitsConfig,
+    vocab_size: int,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> GenerateSpec:
+    has_text = bool(request.prompt)
+    has_ids = len(request.prompt_token_ids) > 0
+    if has_text == has_ids:
+        raise _Invalid("prompt / prompt_token_ids: give exactly one of them")
+    if len(request.prompt) > limits.max_input_chars:
+        raise _Invalid(
+            f"prompt: {len(request.prompt)} characters, over the limit of {limits.max_input_chars}"
+        )
+    for position, token in enumerate(request.prompt_token_ids):
+        if token >= vocab_size:
+            raise _Invalid(
+                f"prompt_token_ids[{position}]: {token} is outside the vocabulary "
+                f"(size {vocab_size})"
+            )
+    _check_sampling(request.sampling, limits)
+    if request.HasField("deadline_ms") and request.deadline_ms == 0:
+        raise _Invalid("deadline_ms: must be positive when set")
+    s = request.sampling
+    return GenerateSpec(
+        prompt=request.prompt,
+        prompt_token_ids=tuple(request.prompt_token_ids),
+        sampling=Sampling(
+            max_tokens=s.max_tokens if s.HasField("max_tokens") else 16,
+            temperature=s.temperature if s.HasField("temperature") else 1.0,
+            top_p=s.top_p if s.HasField("top_p") else 1.0,
+            ignore_eos=s.ignore_eos if s.HasField("ignore_eos") else False,
+            seed=request.seed if request.HasField("seed") else None,
+        ),
+        deadline_s=_deadline(
+            request.deadline_ms if request.HasField("deadline_ms") else None, context
+        ),
+    )
+
+
+def agent_infos(executor: Executor) -> list[AgentInfo]:
+    return [
+        AgentInfo(
+            name=p.name,
+            description=p.description,
+            steps=tuple(
+                AgentStepInfo(name=s.name, after=s.after, max_tokens=s.max_tokens, fanout=s.fanout)
+                for s in p.steps
+            ),
+            expected_llm_calls=p.expected_llm_calls(),
+        )
+        for p in executor.programs.values()
+    ]
+
+
+class OrchestratorServicer(pb_grpc.OrchestratorServicer):
+    def __init__(
+        self, executor: Executor, cluster: ClusterView, limits: LimitsConfig, vocab_size: int
+    ) -> None:
+        self._executor = executor
+        self._cluster = cluster
+        self._limits = limits
+        self._vocab_size = vocab_size
+
+    def _steps_of(self, agent: str) -> tuple[str, ...] | None:
+        program = self._executor.programs.get(agent)
+        return None if program is None else tuple(s.name for s in program.steps)
+
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+        if isinstance(exc, _Invalid):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, TaskFailed):
+            if exc.usage is not None:
+                context.set_trailing_metadata(
+                    ((USAGE_TRAILER, task_usage_to_pb(exc.usage).SerializeToString()),)
+                )
+            await context.abort(STATUS_OF[exc.code], exc.message)
+        log.exception("internal error while serving a request")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+        )
+
+    async def RunTask(  # noqa: N802 (gRPC method name)
+        self, request: pb.TaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.TaskEvent]:
+        try:
+            spec = task_spec(request, self._limits, context, self._steps_of)
+            state = self._executor.prepare(spec)
+            events = self._executor.run(state)
+            try:
+                async for event in events:
+                    yield event_to_pb(event)
+            finally:
+                await events.aclose()
+        except (_Invalid, TaskFailed) as exc:
+            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001 (the last line of defence: never a traceback)
+            await self._fail(context, exc)
+
+    async def Run(  # noqa: N802
+        self, request: pb.TaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TaskResult:
+        try:
+            spec = task_spec(request, self._limits, context, self._steps_of)
+            state = self._executor.prepare(spec)
+            result: TaskResult | None = None
+            events = self._executor.run(state)
+            try:
+                async for event in events:
+                    if isinstance(event, TaskCompleted):
+                        result = event.result
+            finally:
+                await events.aclose()
+            if result is None:
+                raise TaskFailed(ErrorCode.INTERNAL, "task ended without a result")
+            return task_result_to_pb(result)
+        except (_Invalid, TaskFailed) as exc:
+            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+
+    async def Generate(  # noqa: N802
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        try:
+            spec = generate_spec(request, self._limits, self._vocab_size, context)
+            outputs = self._executor.generate(spec)
+            try:
+                async for output in outputs:
+                    yield generate_output_to_pb(output)
+            finally:
+                await outputs.aclose()
+        except (_Invalid, TaskFailed) as exc:
+            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+
+    async def ListAgents(  # noqa: N802
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListAgentsResponse:
+        return pb.ListAgentsResponse(agents=[agent_to_pb(a) for a in agent_infos(self._executor)])
+
+    async def GetClusterStatus(  # noqa: N802
+        self, request: pb.GetClusterStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ClusterStatus:
+        try:
+            return cluster_to_pb(await self._cluster.status())
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)

@@ -1,0 +1,70 @@
+"""Session-wide fixtures: one Ray cluster, one replica of vLLM's CPU build with the tiny
+model, and one gRPC server, shared by every integration test (the machine has 2 cores;
+starting the engine costs ~30 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+# Tests build the tiny model inside the checkout, so a clean clone builds its own.
+os.environ.setdefault("INFLECTION_CACHE_DIR", str(REPO / "build" / "cache"))
+
+
+@dataclass
+class LiveServer:
+    address: str
+    model_dir: str
+    loop: asyncio.AbstractEventLoop
+    max_model_len: int
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    """A real deployment: Ray actor hosting vLLM (CPU build) behind grpc.aio on
+    127.0.0.1, run on its own event loop in a background thread."""
+    import ray
+
+    from orchestrator.config import DeploymentConfig
+    from orchestrator.server.app import Deployment
+
+    config = DeploymentConfig.model_validate(
+        {
+            "ray": {"num_cpus": 2},
+            "server": {"host": "127.0.0.1", "port": 0},
+            "replicas": {"count": 1, "health_period_s": 0.5},
+            "limits": {"max_tokens_per_call": 1024},
+        }
+    )
+    # Ray is started from the main thread (it installs signal handlers there); the
+    # deployment then joins it.
+    ray.init(num_cpus=2, include_dashboard=False, namespace="inflection", log_to_driver=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        deployment = asyncio.run_coroutine_threadsafe(Deployment.start(config), loop).result(
+            timeout=600
+        )
+        try:
+            yield LiveServer(
+                address=deployment.address,
+                model_dir=deployment.pool.model,
+                loop=loop,
+                max_model_len=deployment.pool.max_model_len,
+            )
+        finally:
+            asyncio.run_coroutine_threadsafe(deployment.stop(), loop).result(timeout=120)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        ray.shutdown()

@@ -1,0 +1,121 @@
+"""Loading deployment config: good files load, bad ones name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError, DeploymentConfig, SchedulingPolicy, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(text)
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as failed:
+        load_config(path)
+    return str(failed.value)
+
+
+def test_values_from_the_file_reach_the_config(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+replicas:
+  count: 3
+  engine:
+    max_model_len: 2048
+    scheduling_policy: priority
+    extra_args: {block_size: 32}
+server:
+  port: 0
+  auth_token: s3cret
+limits:
+  max_tokens_per_call: 512
+""",
+    )
+    config = load_config(path)
+    assert config.replicas.count == 3
+    assert config.replicas.engine.max_model_len == 2048
+    assert config.replicas.engine.scheduling_policy is SchedulingPolicy.PRIORITY
+    assert config.replicas.engine.extra_args == {"block_size": 32}
+    assert config.server.port == 0
+    assert config.server.auth_token == "s3cret"
+    assert config.limits.max_tokens_per_call == 512
+    assert config.ray == DeploymentConfig().ray
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    assert load_config(write(tmp_path, text)) == DeploymentConfig()
+
+
+def test_unknown_key_names_the_file_and_the_dotted_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "replicas:\n  engine:\n    max_modle_len: 2048\n")
+    message = load_error(path)
+    assert message.startswith(f"{path}: ")
+    assert "replicas.engine.max_modle_len" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "replica:\n  count: 2\n"))
+    assert "replica: Extra inputs are not permitted" in message
+
+
+def test_wrong_type_names_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "replicas:\n  count: many\n")
+    message = load_error(path)
+    assert message.startswith(f"{path}: ")
+    assert "replicas.count: " in message
+    assert "integer" in message
+
+
+def test_out_of_range_value_names_the_field_and_the_bound(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "server:\n  port: 70000\n"))
+    assert "server.port: " in message
+    assert "65535" in message
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "replicas:\n  count: 0\nlimits:\n  bogus: 1\n"))
+    assert "replicas.count" in message
+    assert "limits.bogus" in message
+
+
+def test_bad_enum_value_names_the_field(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "replicas:\n  engine:\n    scheduling_policy: lifo\n"))
+    assert "replicas.engine.scheduling_policy" in message
+
+
+def test_section_that_is_not_a_mapping_names_the_section(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "server: 50051\n"))
+    assert "server: " in message
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "replicas: [1, 2\n")
+    message = load_error(path)
+    assert message.startswith(f"{path}: not valid YAML")
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path) == f"{path}: expected a mapping at the top level"
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    message = load_error(path)
+    assert message.startswith(f"{path}: cannot read")
+    assert "No such file" in message
+
+
+def test_config_errors_are_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"deploy\.yaml"):
+        load_config(write(tmp_path, "[]\n"))
