@@ -146,6 +146,12 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> dict
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_logs()
     config = _config(args)
+    if config.ray.address is None:
+        # The all-in-one run owns its cluster: joining whatever Ray happens to be
+        # running would measure someone else's load.
+        config = config.model_copy(
+            update={"ray": config.ray.model_copy(update={"address": "local"})}
+        )
     out = asyncio.run(_run_burst(args, config))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -109,8 +109,9 @@ class LimitsConfig(_Strict):
 class RayConfig(_Strict):
     address: str | None = Field(
         default=None,
-        description="Ray cluster to join ('auto' = the local `ray start` cluster). None: "
-        "join a running cluster if there is one, else start a local one.",
+        description="Ray cluster to join ('auto' = the local `ray start` cluster; 'local' = "
+        "always start a new local cluster). None: join RAY_ADDRESS or a running cluster "
+        "if there is one, else start a local one.",
     )
     num_cpus: int | None = Field(
         default=None, ge=1, description="CPUs of a locally started cluster; None: all."

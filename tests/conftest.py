@@ -47,7 +47,13 @@ def live_server() -> Iterator[LiveServer]:
     )
     # Ray is started from the main thread (it installs signal handlers there); the
     # deployment then joins it.
-    ray.init(num_cpus=2, include_dashboard=False, namespace="inflection", log_to_driver=False)
+    ray.init(
+        address="local",  # never join a cluster that happens to be running
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="inflection",
+        log_to_driver=False,
+    )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="live-server", daemon=True)
     thread.start()

@@ -42,6 +42,9 @@ def connect_ray(config: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     common: dict[str, Any] = {"namespace": config.namespace, "log_to_driver": False}
+    if config.address == "local":
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, **common)
+        return True
     if config.address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=config.address, **common)
         return True

@@ -1,0 +1,155 @@
+"""The commands a user types: `make run`, and the service started as a Ray job.
+
+These run before the integration tests (pytest collects tests/e2e first), while no Ray
+cluster of the test session is up: each starts and stops its own."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.client import Client, InflectionError
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.pop("RAY_ADDRESS", None)
+    # Ray 2.5x enables token authentication on clusters; the CLI must send the token.
+    env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
+def test_make_run_prints_the_summary() -> None:
+    proc = subprocess.run(
+        ["make", "run"],
+        cwd=REPO,
+        env={**_env(), "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for row in (
+        "tasks completed",
+        "LLM calls per task",
+        "token amplification",
+        "task TTFT (ms)",
+        "task latency (ms)",
+        "output tokens/s",
+    ):
+        assert row in out, out[-3000:]
+    assert "tasks failed" in out and "│ tasks failed        │      0 │" in out
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A `ray start --head --block` cluster on loopback; yields the job server address.
+
+    --block keeps the head in the foreground, so stopping this one process stops exactly
+    this cluster (`ray stop` would stop every Ray on the machine)."""
+    gcs, dashboard = _free_port(), _free_port()
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 180
+        while _ray("job", "list", "--address", address, timeout=60).returncode != 0:
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head never came up"
+            time.sleep(1)
+        yield address
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(timeout=30)
+
+
+def _ray(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ray"), *args], env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_serve_as_a_ray_job(ray_head: str) -> None:
+    port = _free_port()
+    submitted = _ray(
+        "job",
+        "submit",
+        "--address",
+        ray_head,
+        "--no-wait",
+        "--working-dir",
+        str(REPO),
+        "--submission-id",
+        "inflection-e2e",
+        "--",
+        "inflection",
+        "serve",
+        "--config",
+        "cluster/local.yaml",
+        "--port",
+        str(port),
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    try:
+        deadline = time.monotonic() + 600
+        with Client(f"127.0.0.1:{port}", timeout=10) as client:
+            while True:
+                try:
+                    agents = client.list_agents()
+                    break
+                except InflectionError:
+                    status = _ray("job", "status", "--address", ray_head, "inflection-e2e")
+                    assert "FAILED" not in status.stdout, _ray(
+                        "job", "logs", "--address", ray_head, "inflection-e2e"
+                    ).stdout[-3000:]
+                    assert time.monotonic() < deadline, "the job's server never came up"
+                    time.sleep(2)
+            assert "plan_execute" in {a.name for a in agents}
+        with Client(f"127.0.0.1:{port}", timeout=120) as client:
+            result = client.run("plan_execute", "Plan a trip to the data centre.", max_tokens=8)
+        assert result.usage.llm_calls == 5
+        assert result.usage.output_tokens_total == 40
+        logs = _ray("job", "logs", "--address", ray_head, "inflection-e2e").stdout
+        assert f"inflection: serving on 127.0.0.1:{port}" in logs
+    finally:
+        _ray("job", "stop", "--address", ray_head, "inflection-e2e")
