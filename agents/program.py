@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.domain import AgentInfo, AgentStepInfo
+
 
 class ProgramError(ValueError):
     """A program that cannot run; the message names the program and the step."""
@@ -100,3 +102,15 @@ class Program:
     def expected_llm_calls(self) -> int:
         """Calls per task in synthetic mode."""
         return sum(s.fanout for s in self.steps)
+
+    def info(self) -> AgentInfo:
+        """The program as ListAgents and `inflection agents` describe it."""
+        return AgentInfo(
+            name=self.name,
+            description=self.description,
+            steps=tuple(
+                AgentStepInfo(name=s.name, after=s.after, max_tokens=s.max_tokens, fanout=s.fanout)
+                for s in self.steps
+            ),
+            expected_llm_calls=self.expected_llm_calls(),
+        )

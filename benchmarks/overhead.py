@@ -11,7 +11,10 @@ executor builds them and the same per-call sampling (the executor's own
 Both sides run the same tasks (synthetic mode: ignore_eos, fixed max_tokens per step), so
 they generate exactly the same number of tokens. Rounds alternate b, a, b, a on one
 machine and the script reports the median output tokens/s of each side and the ratio
-(a)/(b). Only one side is ever loaded at a time; both engines stay alive between rounds.
+(a)/(b). Only one side is ever loaded at a time; both engines stay alive between rounds,
+and each batch starts after a pause that outlasts the idle engine's busy-polling.
+It also prints per-step call latencies and the CPU seconds each process used per batch,
+which show where Inflection's extra time goes.
 
     cd /work/main && .venv/bin/python benchmarks/overhead.py [--tasks 32] [--rounds 2]
 """
@@ -27,7 +30,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +76,9 @@ class Workload:
         }
 
     def inputs(self, batch: str) -> list[str]:
-        # Distinct per task and per batch, so no batch is served from prefix-cache
-        # entries an earlier batch left behind (each side's round r sees the same texts).
+        # Distinct per task and per batch, so no batch reuses the cached contexts of an
+        # earlier one (the shared system prompt still hits, as in production). Each
+        # side's round r sees the same texts.
         return [
             f"Batch {batch}, task {i}: compare two GPU clusters for an agentic coding workload."
             for i in range(self.tasks)
@@ -120,6 +124,8 @@ class BatchResult:
     # Side (a): per task, the server's task_latency (executor accepted -> completed).
     server_task_latency_s: tuple[float, ...]
     call_samples: tuple[CallSample, ...]
+    # CPU seconds each role's processes used during the batch (see cpu_by_role).
+    cpu_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def output_tps(self) -> float:
@@ -307,6 +313,74 @@ async def run_direct(
     )
 
 
+# ---------------------------------------------------------------------------- CPU accounting
+
+DRIVER = "this process"  # (a): SDK, gRPC server, executor, Ray driver; (b): AsyncLLM front end
+REPLICA = "ray replica actor"  # Ray worker, VllmEngine, AsyncLLM front end of side (a)
+OTHER = "ray system, other"  # raylet, GCS, agents, idle workers, resource trackers
+ROLES = (
+    DRIVER,
+    REPLICA,
+    "engine core (a)",
+    "engine worker (a)",
+    "engine core (b)",
+    "engine worker (b)",
+    OTHER,
+)
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this process and its descendants (Ray's processes, the
+    replica actor, both engines' processes), by role. Reads /proc (Linux); {} elsewhere.
+    On this 2-core machine the ratio is set by who competes with the engine for CPU."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    command: dict[int, str] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        command[pid] = argv.replace(b"\0", b" ").decode(errors="replace")
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, ppid in parent.items():
+        children[ppid].append(pid)
+    totals = dict.fromkeys(ROLES, 0.0)
+    me = os.getpid()
+    stack = [(me, False)]  # (pid, descends from the replica actor)
+    while stack:
+        pid, in_replica = stack.pop()
+        name = command.get(pid, "")
+        if pid == me:
+            role = DRIVER
+        elif name.startswith("ray::ReplicaActor"):
+            role, in_replica = REPLICA, True
+        elif name.startswith("VLLM::EngineCore"):
+            role = f"engine core ({'a' if in_replica else 'b'})"
+        elif name.startswith("VLLM::Worker"):
+            role = f"engine worker ({'a' if in_replica else 'b'})"
+        else:
+            role = OTHER
+        totals[role] += cpu.get(pid, 0.0)
+        stack.extend((child, in_replica) for child in children.get(pid, []))
+    return totals
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple((role, after[role] - before.get(role, 0.0)) for role in after)
+
+
 # ---------------------------------------------------------------------------- reporting
 
 
@@ -337,6 +411,8 @@ def summarize(
     medians = {side: statistics.median(r.output_tps for r in by_side[side]) for side in Side}
     ratio = medians[Side.INFLECTION] / medians[Side.DIRECT]
     return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu_count": os.cpu_count(),
         "workload": asdict(workload),
         "engine_args": engine,
         "vllm_version": _vllm_version(),
@@ -355,6 +431,7 @@ def summarize(
                 "calls": r.calls,
                 "output_tps": r.output_tps,
                 "mean_task_latency_s": statistics.fmean(r.task_latency_s),
+                "cpu_s_by_process": dict(r.cpu_s),
             }
             for r in [*warmups, *measured]
         ],
@@ -367,7 +444,7 @@ def print_report(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     title = (
         f"plan_execute x {workload.tasks} concurrent tasks, synthetic: planner "
         f"{workload.planner_tokens}, worker {workload.worker_tokens} x3, synthesizer "
@@ -408,6 +485,25 @@ def print_report(
         over = [s.latency_s - s.engine_e2e_s for s in infl if s.engine_e2e_s is not None]
         steps.add_row(step, _ms(direct), _ms([s.latency_s for s in infl]), _ms(e2e), _ms(over))
     console.print(steps)
+
+    cpu = Table(title="CPU seconds per batch by process (mean of measured rounds)")
+    cpu.add_column("process")
+    for side in Side:
+        cpu.add_column(side.value, justify="right")
+    per_side: dict[Side, dict[str, list[float]]] = {side: defaultdict(list) for side in Side}
+    for r in measured:
+        for role, seconds in r.cpu_s:
+            per_side[r.side][role].append(seconds)
+        per_side[r.side]["wall s x 2 cores"].append(2 * r.wall_s)
+    for role in (*ROLES, "wall s x 2 cores"):
+        cpu.add_row(
+            role,
+            *(
+                f"{statistics.fmean(per_side[side][role]):.2f}" if per_side[side][role] else "-"
+                for side in Side
+            ),
+        )
+    console.print(cpu)
 
     client_task = [t for r in measured if r.side is Side.INFLECTION for t in r.task_latency_s]
     server_task = [
@@ -501,27 +597,36 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer = HfTokenizer(model)
         encoded = encode_program(BUILTIN_PROGRAMS[AGENT], tokenizer)
 
-        # Each side's awaits finish before the next batch starts: one engine busy at a time.
-        warmups = [
-            await run_direct(llm, encoded, tokenizer, workload, "warmup"),
-            await run_inflection(client, workload, "warmup"),
+        async def batch(side: Side, label: str, engine: AsyncLLM) -> BatchResult:
+            # Each batch finishes before the next starts, and the pause outlasts the
+            # engine's idle spin (vLLM's workers busy-poll their queue for 1 s after the
+            # last step, on the same core as the other engine's worker): one engine
+            # busy at a time.
+            await asyncio.sleep(args.pause)
+            before = cpu_by_role()
+            if side is Side.DIRECT:
+                result = await run_direct(engine, encoded, tokenizer, workload, label)
+            else:
+                result = await run_inflection(client, workload, label)
+            result = replace(result, cpu_s=cpu_delta(before, cpu_by_role()))
+            console.print(
+                f"{label:>6} {side.value}: {result.output_tokens} output tokens in "
+                f"{result.wall_s:.2f} s = {result.output_tps:,.0f} tok/s"
+            )
+            return result
+
+        warmups = [await batch(side, "warmup", llm) for side in (Side.DIRECT, Side.INFLECTION)]
+        measured = [
+            await batch(side, str(round_), llm)
+            for round_ in range(1, args.rounds + 1)
+            for side in (Side.DIRECT, Side.INFLECTION)
         ]
-        measured: list[BatchResult] = []
-        for round_ in range(1, args.rounds + 1):
-            for side in (Side.DIRECT, Side.INFLECTION):
-                if side is Side.DIRECT:
-                    result = await run_direct(llm, encoded, tokenizer, workload, str(round_))
-                else:
-                    result = await run_inflection(client, workload, str(round_))
-                console.print(
-                    f"round {round_} {side.value}: {result.output_tokens} output tokens in "
-                    f"{result.wall_s:.2f} s = {result.output_tps:,.0f} tok/s"
-                )
-                measured.append(result)
     finally:
         await client.close()
         if llm is not None:
             llm.shutdown()
+            # Collected now, while the interpreter is whole (its __del__ shuts down again).
+            llm = None
         await deployment.stop()
 
     per_batch = check_same_work([*warmups, *measured], workload)
@@ -557,11 +662,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="engine token budget per step, both sides (default: vLLM's, 2048 on CPU)",
     )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=2.0,
+        help="seconds to idle before each batch, so the other engine's idle spin has ended",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     for name in ("tasks", "rounds", "planner_tokens", "worker_tokens", "answer_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.pause < 0:
+        parser.error("--pause must be >= 0")
     if args.max_num_batched_tokens is not None and args.max_num_batched_tokens < 1:
         parser.error("--max-num-batched-tokens must be >= 1")
     return args

@@ -161,8 +161,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_agents(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from orchestrator.domain import AgentInfo, AgentStepInfo
-
     if args.target:
         from orchestrator.client import Client
 
@@ -171,17 +169,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
     else:
         from agents import BUILTIN_PROGRAMS
 
-        agents = [
-            AgentInfo(
-                name=p.name,
-                description=p.description,
-                steps=tuple(
-                    AgentStepInfo(s.name, s.after, s.max_tokens, s.fanout) for s in p.steps
-                ),
-                expected_llm_calls=p.expected_llm_calls(),
-            )
-            for p in BUILTIN_PROGRAMS.values()
-        ]
+        agents = [p.info() for p in BUILTIN_PROGRAMS.values()]
     table = Table(title="agent programs", title_justify="left")
     for column in ("name", "steps (max_tokens x fan-out)", "LLM calls/task", "description"):
         table.add_column(column)

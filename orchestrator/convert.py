@@ -203,20 +203,16 @@ def agent_from_pb(msg: pb.AgentInfo) -> AgentInfo:
     )
 
 
+# Every ReplicaStatus field but `state` has the same name and type on both sides.
+_REPLICA_FIELDS = tuple(f for f in ReplicaStatus.__dataclass_fields__ if f != "state")
+
+
 def cluster_to_pb(status: ClusterStatus) -> pb.ClusterStatus:
     return pb.ClusterStatus(
         replicas=[
             pb.ReplicaStatus(
-                name=r.name,
                 state=_REPLICA_STATE_TO_PB[r.state],
-                engine=r.engine,
-                model=r.model,
-                node=r.node,
-                unfinished_requests=r.unfinished_requests,
-                in_flight_calls=r.in_flight_calls,
-                calls_served=r.calls_served,
-                output_tokens_served=r.output_tokens_served,
-                last_error=r.last_error,
+                **{name: getattr(r, name) for name in _REPLICA_FIELDS},
             )
             for r in status.replicas
         ],
@@ -229,16 +225,8 @@ def cluster_from_pb(msg: pb.ClusterStatus) -> ClusterStatus:
     return ClusterStatus(
         replicas=tuple(
             ReplicaStatus(
-                name=r.name,
                 state=_REPLICA_STATE_FROM_PB.get(r.state, ReplicaState.UNHEALTHY),
-                engine=r.engine,
-                model=r.model,
-                node=r.node,
-                unfinished_requests=r.unfinished_requests,
-                in_flight_calls=r.in_flight_calls,
-                calls_served=r.calls_served,
-                output_tokens_served=r.output_tokens_served,
-                last_error=r.last_error,
+                **{name: getattr(r, name) for name in _REPLICA_FIELDS},
             )
             for r in msg.replicas
         ),

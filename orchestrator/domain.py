@@ -213,7 +213,7 @@ class EngineStats:
     """Live load of one engine, read inside the replica."""
 
     unfinished_requests: int  # requests the engine holds (waiting + running)
-    calls_served: int
+    calls_served: int  # calls that finished (aborted ones excluded)
     output_tokens_served: int
 
 

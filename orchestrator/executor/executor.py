@@ -99,7 +99,8 @@ class _Done:
     call: PlannedCall
     replica: str
     result: CallResult
-    dispatch_to_result: float
+    dispatched_at: float  # monotonic, in this process
+    finished_at: float
 
 
 @dataclass(slots=True, frozen=True)
@@ -184,8 +185,16 @@ class Executor:
             )
         return state
 
-    async def run(self, state: TaskState) -> AsyncGenerator[TaskEvent, None]:
-        """Run a prepared task, yielding its events; raises TaskFailed on failure."""
+    async def run(
+        self, state: TaskState, *, stream_answer: bool = True
+    ) -> AsyncGenerator[TaskEvent, None]:
+        """Run a prepared task, yielding its events; raises TaskFailed on failure.
+
+        stream_answer=False (the unary `Run`): the answer call returns whole, like every
+        other call, and no AnswerDelta is yielded; streaming tokens through Ray that no
+        client watches costs more CPU than the engine spends producing them. task_ttft is
+        then when the engine produced the first answer token (dispatch + engine TTFT).
+        """
         accepted_at = time.monotonic()
         first_answer_at: float | None = None
         yield TaskAccepted(task_id=state.task_id, agent=state.program.name)
@@ -194,15 +203,19 @@ class Executor:
         deadline = (
             accepted_at + state.spec.deadline_s if state.spec.deadline_s is not None else None
         )
+        # Only a finished call changes what can run next; deltas do not.
+        replan = True
         try:
             while not state.done():
-                for planned in next_calls(state, self._max_running):
+                for planned in next_calls(state, self._max_running) if replan else ():
                     replica = self._choose(planned)
                     state.start(planned)
+                    stream = planned.answer and stream_answer
                     in_flight[planned.call_id] = asyncio.create_task(
-                        self._dispatch(planned, replica, queue)
+                        self._dispatch(planned, replica, queue, stream)
                     )
                     yield StepStarted(planned.call_id, planned.step, planned.branch, replica)
+                replan = False
                 if state.done():
                     break
                 timeout = None if deadline is None else deadline - time.monotonic()
@@ -216,6 +229,9 @@ class Executor:
                     yield AnswerDelta(message.delta.text, message.delta.token_ids)
                 elif isinstance(message, _Done):
                     in_flight.pop(message.call.call_id, None)
+                    replan = True
+                    if message.call.answer and first_answer_at is None:
+                        first_answer_at = message.dispatched_at + message.result.timings.ttft
                     record = CallRecord(
                         call_id=message.call.call_id,
                         step=message.call.step,
@@ -225,7 +241,7 @@ class Executor:
                         timings=message.result.timings,
                         finish_reason=message.result.finish_reason,
                         after=message.call.after,
-                        dispatch_to_result=message.dispatch_to_result,
+                        dispatch_to_result=message.finished_at - message.dispatched_at,
                     )
                     state.finish(message.call, message.result, record)
                     yield StepFinished(record)
@@ -281,15 +297,15 @@ class Executor:
         )
 
     async def _dispatch(
-        self, planned: PlannedCall, replica: str, queue: asyncio.Queue[_Message]
+        self, planned: PlannedCall, replica: str, queue: asyncio.Queue[_Message], stream: bool
     ) -> None:
         request = CallRequest(planned.call_id, planned.prompt_token_ids, planned.sampling)
         started = time.monotonic()
         try:
-            if planned.answer:
+            if stream:
                 result: CallResult | None = None
-                async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as stream:
-                    async for item in stream:
+                async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as deltas:
+                    async for item in deltas:
                         if isinstance(item, CallResult):
                             result = item
                         else:
@@ -301,7 +317,7 @@ class Executor:
         except EngineError as exc:
             queue.put_nowait(_Failed(planned, exc))
             return
-        queue.put_nowait(_Done(planned, replica, result, time.monotonic() - started))
+        queue.put_nowait(_Done(planned, replica, result, started, time.monotonic()))
 
     async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerateOutput, None]:
         """One plain call on one replica; the last output carries the call record."""

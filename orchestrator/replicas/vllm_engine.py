@@ -88,11 +88,16 @@ class VllmEngine:
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._llm = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**engine_args(self._config, self._model))
-        )
+        args = engine_args(self._config, self._model)
+        if current_platform.is_cpu() and self._config.max_num_batched_tokens is None:
+            # vLLM 0.32's CPU build kills its engine core ("CPU Generator does not use
+            # offset") when a seeded request's prefill is split across steps. A step
+            # budget that holds every sequence's whole context never splits one.
+            args["max_num_batched_tokens"] = self._config.max_model_len * self._config.max_num_seqs
+        self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     def _require(self) -> AsyncLLM:
         if self._llm is None:
@@ -104,6 +109,7 @@ class VllmEngine:
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         llm = self._require()
         if len(call.prompt_token_ids) + call.sampling.max_tokens > self.max_model_len:
@@ -162,6 +168,10 @@ class VllmEngine:
                         queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
         except VLLMValidationError as exc:
             raise EngineError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+        except EngineDeadError as exc:
+            raise EngineError(
+                ErrorCode.UNAVAILABLE, f"the replica's vLLM engine died: {exc}"
+            ) from exc
         except asyncio.CancelledError:
             # vLLM aborts the request when its generator is cancelled; abort explicitly
             # too, so no path leaves a request running in the engine.
@@ -176,13 +186,16 @@ class VllmEngine:
         e2e = last_token_at - arrival
         n_out = len(token_ids)
         tpot = (e2e - ttft) / (n_out - 1) if n_out > 1 else None
-        self._calls_served += 1
-        self._output_tokens_served += n_out
+        reason = _finish_reason(finish)
+        if reason is not FinishReason.ABORT:
+            # An aborted call's output went nowhere: it is not "served".
+            self._calls_served += 1
+            self._output_tokens_served += n_out
         yield CallResult(
             call_id=call.call_id,
             token_ids=tuple(token_ids),
             text="".join(text_parts),
-            finish_reason=_finish_reason(finish),
+            finish_reason=reason,
             usage=CallUsage(
                 prompt_tokens=prompt_tokens, cached_prompt_tokens=cached, output_tokens=n_out
             ),
@@ -196,8 +209,12 @@ class VllmEngine:
             await self._llm.abort(call_id)
 
     def stats(self) -> EngineStats:
+        """Live load; raises EngineError when the engine has died (the pool's health
+        check then marks the replica unhealthy, so routing stops sending it calls)."""
         unfinished = 0
         if self._llm is not None:
+            if self._llm.errored:
+                raise EngineError(ErrorCode.UNAVAILABLE, "the replica's vLLM engine has died")
             unfinished = self._llm.get_num_unfinished_requests()
         return EngineStats(
             unfinished_requests=unfinished,

@@ -23,8 +23,6 @@ from orchestrator.convert import (
     task_usage_to_pb,
 )
 from orchestrator.domain import (
-    AgentInfo,
-    AgentStepInfo,
     ClusterStatus,
     ErrorCode,
     GenerateSpec,
@@ -176,21 +174,6 @@ def generate_spec(
     )
 
 
-def agent_infos(executor: Executor) -> list[AgentInfo]:
-    return [
-        AgentInfo(
-            name=p.name,
-            description=p.description,
-            steps=tuple(
-                AgentStepInfo(name=s.name, after=s.after, max_tokens=s.max_tokens, fanout=s.fanout)
-                for s in p.steps
-            ),
-            expected_llm_calls=p.expected_llm_calls(),
-        )
-        for p in executor.programs.values()
-    ]
-
-
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     def __init__(
         self, executor: Executor, cluster: ClusterView, limits: LimitsConfig, vocab_size: int
@@ -242,7 +225,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             spec = task_spec(request, self._limits, context, self._steps_of)
             state = self._executor.prepare(spec)
             result: TaskResult | None = None
-            events = self._executor.run(state)
+            events = self._executor.run(state, stream_answer=False)
             try:
                 async for event in events:
                     if isinstance(event, TaskCompleted):
@@ -276,7 +259,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListAgentsResponse:
-        return pb.ListAgentsResponse(agents=[agent_to_pb(a) for a in agent_infos(self._executor)])
+        programs = self._executor.programs.values()
+        return pb.ListAgentsResponse(agents=[agent_to_pb(p.info()) for p in programs])
 
     async def GetClusterStatus(  # noqa: N802
         self, request: pb.GetClusterStatusRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -111,25 +111,17 @@ def _ray(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
 
 def test_serve_as_a_ray_job(ray_head: str) -> None:
     port = _free_port()
-    submitted = _ray(
-        "job",
-        "submit",
-        "--address",
-        ray_head,
-        "--no-wait",
-        "--working-dir",
-        str(REPO),
-        "--submission-id",
-        "inflection-e2e",
-        "--",
-        "inflection",
-        "serve",
-        "--config",
-        "cluster/local.yaml",
-        "--port",
-        str(port),
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    command = (
+        "job", "submit", "--address", ray_head, "--no-wait", "--working-dir", str(REPO),
+        "--submission-id", "inflection-e2e", "--",
+        "inflection", "serve", "--config", "cluster/local.yaml", "--port", str(port),
+    )  # fmt: skip
+    # The head answers before its job agent is up ("No available agent to submit job"),
+    # so submission is retried until it is accepted or the deadline passes.
+    deadline = time.monotonic() + 180
+    while (submitted := _ray(*command)).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(3)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
     try:
         deadline = time.monotonic() + 600
         with Client(f"127.0.0.1:{port}", timeout=10) as client:
