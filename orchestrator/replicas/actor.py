@@ -72,7 +72,7 @@ class ReplicaActor:
         return self._engine
 
     async def generate(self, call: CallRequest) -> CallResult:
-        async for item in self._require().generate(call):
+        async for item in self._require().generate(call, stream=False):
             if isinstance(item, CallResult):
                 return item
         raise RuntimeError(f"engine ended call {call.call_id} without a result")

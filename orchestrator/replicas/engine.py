@@ -38,8 +38,11 @@ class Engine(Protocol):
 
     async def start(self) -> None: ...
 
-    def generate(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
-        """Deltas as tokens are produced, then exactly one CallResult.
+    def generate(
+        self, call: CallRequest, *, stream: bool = True
+    ) -> AsyncIterator[CallDelta | CallResult]:
+        """Deltas as tokens are produced (none when `stream` is False), then exactly one
+        CallResult.
 
         Cancelling the consumer aborts the request inside the engine.
         """

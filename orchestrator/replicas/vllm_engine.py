@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
-def engine_args(config: VllmEngineConfig, model: str) -> dict[str, Any]:
+def engine_args(config: VllmEngineConfig, model: str, *, on_cpu: bool = False) -> dict[str, Any]:
     """The AsyncEngineArgs keyword arguments for a config (pure, so it is testable
-    without vLLM)."""
+    without vLLM). `on_cpu`: the engine is vLLM's CPU build."""
     args: dict[str, Any] = {
         "model": model,
         "dtype": config.dtype,
@@ -48,6 +48,11 @@ def engine_args(config: VllmEngineConfig, model: str) -> dict[str, Any]:
     }
     if config.max_num_batched_tokens is not None:
         args["max_num_batched_tokens"] = config.max_num_batched_tokens
+    elif on_cpu:
+        # vLLM 0.32's CPU build kills its engine core ("CPU Generator does not use
+        # offset") when a seeded request's prefill is split across steps. A step budget
+        # that holds every sequence's whole context never splits one.
+        args["max_num_batched_tokens"] = config.max_model_len * config.max_num_seqs
     if config.speculative_config is not None:
         args["speculative_config"] = dict(config.speculative_config)
     if config.quantization is not None:
@@ -91,12 +96,7 @@ class VllmEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = engine_args(self._config, self._model)
-        if current_platform.is_cpu() and self._config.max_num_batched_tokens is None:
-            # vLLM 0.32's CPU build kills its engine core ("CPU Generator does not use
-            # offset") when a seeded request's prefill is split across steps. A step
-            # budget that holds every sequence's whole context never splits one.
-            args["max_num_batched_tokens"] = self._config.max_model_len * self._config.max_num_seqs
+        args = engine_args(self._config, self._model, on_cpu=current_platform.is_cpu())
         self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     def _require(self) -> AsyncLLM:
@@ -104,7 +104,9 @@ class VllmEngine:
             raise EngineError(ErrorCode.UNAVAILABLE, "engine not started")
         return self._llm
 
-    async def generate(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
+    async def generate(
+        self, call: CallRequest, *, stream: bool = True
+    ) -> AsyncIterator[CallDelta | CallResult]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
@@ -138,14 +140,14 @@ class VllmEngine:
         prompt_tokens = len(call.prompt_token_ids)
         finish: str | None = None
         queue_time = 0.0
-        stream = llm.generate(
+        outputs = llm.generate(
             prompt=TokensPrompt(prompt_token_ids=list(call.prompt_token_ids)),
             sampling_params=params,
             request_id=call.call_id,
             priority=call.priority,
         )
         try:
-            async for out in stream:
+            async for out in outputs:
                 completion = out.outputs[0]
                 new_ids = tuple(completion.token_ids)
                 if new_ids:
@@ -157,7 +159,8 @@ class VllmEngine:
                     last_token_at = now
                     token_ids.extend(new_ids)
                     text_parts.append(completion.text)
-                    yield CallDelta(token_ids=new_ids, text=completion.text)
+                    if stream:
+                        yield CallDelta(token_ids=new_ids, text=completion.text)
                 if out.finished:
                     finish = completion.finish_reason
                     cached = out.num_cached_tokens or 0
