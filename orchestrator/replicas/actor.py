@@ -46,7 +46,8 @@ class ReplicaActor:
 
         from orchestrator.replicas.vllm_engine import VllmEngine
 
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._config.cpu_kvcache_space_gib))
+        # The config decides, not whatever the Ray worker inherited.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self._config.cpu_kvcache_space_gib)
         if self._config.model is None:
             # The tiny model is generated per node, so replicas on other machines of a
             # Ray cluster find it too (idempotent; a built copy is reused).
