@@ -42,10 +42,9 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from agents.program import LlmStep, Program
     from orchestrator.client import AsyncClient
     from orchestrator.domain import Sampling, TaskSpec
-    from orchestrator.server.app import HfTokenizer
+    from orchestrator.executor.interpreter import Interpreter
 
 AGENT = "plan_execute"
 GOAL = 0.9  # (a)/(b) output tokens/s
@@ -178,28 +177,6 @@ async def run_inflection(client: AsyncClient, workload: Workload, batch: str) ->
 
 
 @dataclass(slots=True, frozen=True)
-class EncodedProgram:
-    """The program's texts as token ids, as the executor encodes them."""
-
-    program: Program
-    head: tuple[int, ...]  # BOS + system + "\nUser: "
-    instructions: dict[tuple[str, int], tuple[int, ...]]  # (step, branch) -> ids
-
-
-def encode_program(program: Program, tokenizer: HfTokenizer) -> EncodedProgram:
-    bos = tokenizer.bos_token_id
-    head = ([bos] if bos is not None else []) + tokenizer.encode(program.system + "\nUser: ")
-    instructions: dict[tuple[str, int], tuple[int, ...]] = {}
-    for step in program.steps:
-        for branch in range(step.fanout):
-            text = step.instruction.replace("{branch}", str(branch + 1)).replace(
-                "{branches}", str(step.fanout)
-            )
-            instructions[(step.name, branch)] = tuple(tokenizer.encode(text))
-    return EncodedProgram(program, tuple(head), instructions)
-
-
-@dataclass(slots=True, frozen=True)
 class DirectCall:
     output_ids: tuple[int, ...]
     prompt_tokens: int
@@ -238,60 +215,47 @@ async def direct_call(
 
 async def direct_task(
     llm: AsyncLLM,
-    encoded: EncodedProgram,
-    tokenizer: HfTokenizer,
+    interpreter: Interpreter,
     workload: Workload,
     input_text: str,
     task: int,
     batch: str,
-) -> list[tuple[LlmStep, DirectCall]]:
-    """One task's calls with the executor's dependency structure: each step's branches
-    run concurrently once the steps before it finished (plan_execute is a chain of
-    steps), and each prompt is the prefix plus every ancestor's sections in program
-    and branch order plus the step's own instruction."""
-    from orchestrator.executor.plan import call_sampling
+) -> list[tuple[str, DirectCall]]:
+    """One task's calls with the executor's dependency structure and prompts: the
+    executor's own pure interpreter says which calls are ready and builds their token-id
+    prompts; here they go straight to the in-process engine, a wave at a time."""
+    from orchestrator.executor.interpreter import Outcome
 
-    program = encoded.program
     spec = workload.spec(input_text, task)
-    prefix = encoded.head + tuple(tokenizer.encode(input_text))
-    sections: dict[str, list[tuple[int, ...]]] = {}  # step -> per branch: instruction + output
-    calls: list[tuple[LlmStep, DirectCall]] = []
-    for step in program.steps:
-        context = list(prefix)
-        for name in program.ancestors(step.name):
-            for section in sections[name]:
-                context.extend(section)
+    progress = interpreter.start(f"direct-{batch}-{task}", spec, spec.seed or 0)
+    calls: list[tuple[str, DirectCall]] = []
+    while True:
+        actions = interpreter.advance(progress, 1 << 30)
+        if progress.done:
+            return calls
         done = await asyncio.gather(
             *(
-                direct_call(
-                    llm,
-                    context + list(encoded.instructions[(step.name, branch)]),
-                    call_sampling(spec, step, branch),
-                    f"direct-{batch}-{task}-{step.name}-{branch}",
-                )
-                for branch in range(step.fanout)
+                direct_call(llm, a.prompt_token_ids, a.sampling, a.action_id)
+                for a in actions
+                if a.sampling is not None
             )
         )
-        sections[step.name] = [
-            encoded.instructions[(step.name, branch)] + call.output_ids
-            for branch, call in enumerate(done)
-        ]
-        calls.extend((step, call) for call in done)
-    return calls
+        for action, call in zip(actions, done, strict=True):
+            interpreter.complete(progress, action.action_id, Outcome(call.output_ids, ""))
+            calls.append((action.step, call))
 
 
 async def run_direct(
     llm: AsyncLLM,
-    encoded: EncodedProgram,
-    tokenizer: HfTokenizer,
+    interpreter: Interpreter,
     workload: Workload,
     batch: str,
 ) -> BatchResult:
     inputs = workload.inputs(batch)
 
-    async def one(task: int) -> tuple[list[tuple[LlmStep, DirectCall]], float]:
+    async def one(task: int) -> tuple[list[tuple[str, DirectCall]], float]:
         started = time.perf_counter()
-        calls = await direct_task(llm, encoded, tokenizer, workload, inputs[task], task, batch)
+        calls = await direct_task(llm, interpreter, workload, inputs[task], task, batch)
         return calls, time.perf_counter() - started
 
     start = time.perf_counter()
@@ -308,7 +272,7 @@ async def run_direct(
         calls=len(calls),
         task_latency_s=tuple(latency for _, latency in outcomes),
         server_task_latency_s=(),
-        call_samples=tuple(CallSample(step.name, c.latency_s, None) for step, c in calls),
+        call_samples=tuple(CallSample(step, c.latency_s, None) for step, c in calls),
     )
 
 
@@ -533,17 +497,22 @@ def check_same_work(results: Sequence[BatchResult], workload: Workload) -> int:
     """Both sides must generate exactly the same tokens: the comparison is meaningless
     otherwise. Returns the output tokens per batch."""
     from agents import BUILTIN_PROGRAMS
+    from orchestrator.executor.estimate import approximate_encoder, dry_run
+    from orchestrator.executor.interpreter import Interpreter
 
-    program = BUILTIN_PROGRAMS[AGENT]
-    per_task = sum(step.fanout * workload.step_max_tokens()[step.name] for step in program.steps)
-    expected = workload.tasks * per_task
+    shape = dry_run(
+        Interpreter(BUILTIN_PROGRAMS[AGENT], approximate_encoder()),
+        workload.spec("x", 0),
+        0,
+    )
+    expected = workload.tasks * shape.output_tokens
     for r in results:
         if r.output_tokens != expected:
             raise SystemExit(
                 f"{r.side.value} batch {r.batch}: {r.output_tokens} output tokens, "
                 f"expected {expected}"
             )
-        if r.calls != workload.tasks * program.expected_llm_calls():
+        if r.calls != workload.tasks * shape.llm_calls:
             raise SystemExit(f"{r.side.value} batch {r.batch}: {r.calls} calls")
     prompts = {(r.batch, r.side): r.prompt_tokens for r in results}
     for (batch, side), tokens in prompts.items():
@@ -564,6 +533,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from agents import BUILTIN_PROGRAMS
     from orchestrator.client import AsyncClient
     from orchestrator.config import DeploymentConfig
+    from orchestrator.executor.interpreter import Encoder, Interpreter
     from orchestrator.replicas.vllm_engine import engine_args
     from orchestrator.server.app import Deployment, HfTokenizer
 
@@ -597,7 +567,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args_for_engine))
         console.print(f"  up in {time.perf_counter() - started:.1f} s")
         tokenizer = HfTokenizer(model)
-        encoded = encode_program(BUILTIN_PROGRAMS[AGENT], tokenizer)
+        interpreter = Interpreter(
+            BUILTIN_PROGRAMS[AGENT], Encoder(tokenizer.encode, tokenizer.bos_token_id)
+        )
 
         async def batch(side: Side, label: str, engine: AsyncLLM) -> BatchResult:
             # Each batch finishes before the next starts, and the pause outlasts the
@@ -607,7 +579,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.pause)
             before = cpu_by_role()
             if side is Side.DIRECT:
-                result = await run_direct(engine, encoded, tokenizer, workload, label)
+                result = await run_direct(engine, interpreter, workload, label)
             else:
                 result = await run_inflection(client, workload, label)
             result = replace(result, cpu_s=cpu_delta(before, cpu_by_role()))

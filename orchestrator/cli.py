@@ -168,14 +168,34 @@ def cmd_agents(args: argparse.Namespace) -> int:
             agents = client.list_agents()
     else:
         from agents import BUILTIN_PROGRAMS
+        from orchestrator.domain import TaskSpec
+        from orchestrator.executor.estimate import approximate_encoder, describe, expect
+        from orchestrator.executor.interpreter import Interpreter
 
-        agents = [p.info() for p in BUILTIN_PROGRAMS.values()]
+        encoder = approximate_encoder()
+        agents = []
+        for program in BUILTIN_PROGRAMS.values():
+            interpreter = Interpreter(program, encoder)
+            expected = expect(interpreter, TaskSpec(agent=program.name, input="x " * 32))
+            agents.append(describe(program, expected))
     table = Table(title="agent programs", title_justify="left")
-    for column in ("name", "steps (max_tokens x fan-out)", "LLM calls/task", "description"):
+    for column in ("name", "steps", "LLM calls/task", "token amplification", "description"):
         table.add_column(column)
     for agent in agents:
-        steps = " -> ".join(f"{s.name}({s.max_tokens}x{s.fanout})" for s in agent.steps)
-        table.add_row(agent.name, steps, str(agent.expected_llm_calls), agent.description)
+        steps = " ".join(
+            f"{s.name}({s.kind}"
+            + (f" {s.mean_tokens:g} tok" if s.mean_tokens else "")
+            + (f" x{s.mean_count:g}" if s.kind in ("parallel", "loop") else "")
+            + ")"
+            for s in agent.steps
+        )
+        table.add_row(
+            agent.name,
+            steps,
+            f"{agent.expected_llm_calls:.2f}",
+            f"{agent.expected_token_amplification:.1f}x",
+            agent.description,
+        )
     console.print(table)
     return 0
 

@@ -36,7 +36,11 @@ class VllmEngineConfig(_Strict):
     tensor_parallel_size: int = Field(
         default=1, ge=1, description="GPUs per replica; >1 gets a placement group."
     )
-    max_model_len: int = Field(default=1024, ge=16, description="Context length in tokens.")
+    max_model_len: int = Field(
+        default=16384,
+        ge=16,
+        description="Context length in tokens (the built-in coding agent needs ~15k).",
+    )
     max_num_seqs: int = Field(default=64, ge=1, description="Sequences per engine step.")
     max_num_batched_tokens: int | None = Field(
         default=None, ge=1, description="Token budget per engine step; None: vLLM's default."

@@ -20,12 +20,14 @@ from orchestrator.domain import (
     ReplicaState,
     ReplicaStatus,
     StepFinished,
+    StepKind,
     StepStarted,
     TaskAccepted,
     TaskCompleted,
     TaskEvent,
     TaskResult,
     TaskUsage,
+    ToolRecord,
 )
 
 _REPLICA_STATE_TO_PB = {
@@ -97,6 +99,35 @@ def record_from_pb(msg: pb.CallRecord) -> CallRecord:
     )
 
 
+def tool_to_pb(record: ToolRecord) -> pb.ToolRecord:
+    return pb.ToolRecord(
+        tool_id=record.tool_id,
+        step=record.step,
+        branch=record.branch,
+        tool=record.tool,
+        ok=record.ok,
+        elapsed=record.elapsed,
+        result_tokens=record.result_tokens,
+        after=list(record.after),
+    )
+
+
+def tool_from_pb(msg: pb.ToolRecord) -> ToolRecord:
+    return ToolRecord(
+        tool_id=msg.tool_id,
+        step=msg.step,
+        branch=msg.branch,
+        tool=msg.tool,
+        ok=msg.ok,
+        elapsed=msg.elapsed,
+        result_tokens=msg.result_tokens,
+        after=tuple(msg.after),
+    )
+
+
+_STEP_KIND_TO_PB = {StepKind.LLM: pb.STEP_KIND_LLM, StepKind.TOOL: pb.STEP_KIND_TOOL}
+_STEP_KIND_FROM_PB = {v: k for k, v in _STEP_KIND_TO_PB.items()}
+
 _TASK_USAGE_FIELDS = tuple(TaskUsage.__dataclass_fields__)
 
 
@@ -115,6 +146,7 @@ def task_result_to_pb(result: TaskResult) -> pb.TaskResult:
         answer=result.answer,
         usage=task_usage_to_pb(result.usage),
         calls=[record_to_pb(c) for c in result.calls],
+        tools=[tool_to_pb(t) for t in result.tools],
     )
 
 
@@ -125,6 +157,7 @@ def task_result_from_pb(msg: pb.TaskResult) -> TaskResult:
         answer=msg.answer,
         usage=task_usage_from_pb(msg.usage),
         calls=tuple(record_from_pb(c) for c in msg.calls),
+        tools=tuple(tool_from_pb(t) for t in msg.tools),
     )
 
 
@@ -134,11 +167,18 @@ def event_to_pb(event: TaskEvent) -> pb.TaskEvent:
     if isinstance(event, StepStarted):
         return pb.TaskEvent(
             step_started=pb.StepStarted(
-                call_id=event.call_id, step=event.step, branch=event.branch, replica=event.replica
+                call_id=event.call_id,
+                step=event.step,
+                branch=event.branch,
+                replica=event.replica,
+                kind=_STEP_KIND_TO_PB[event.kind],
             )
         )
     if isinstance(event, StepFinished):
-        return pb.TaskEvent(step_finished=pb.StepFinished(call=record_to_pb(event.call)))
+        if event.call is not None:
+            return pb.TaskEvent(step_finished=pb.StepFinished(call=record_to_pb(event.call)))
+        assert event.tool is not None
+        return pb.TaskEvent(step_finished=pb.StepFinished(tool=tool_to_pb(event.tool)))
     if isinstance(event, AnswerDelta):
         return pb.TaskEvent(
             answer_delta=pb.AnswerDelta(text=event.text, token_ids=list(event.token_ids))
@@ -152,9 +192,18 @@ def event_from_pb(msg: pb.TaskEvent) -> TaskEvent:
         return TaskAccepted(task_id=msg.accepted.task_id, agent=msg.accepted.agent)
     if kind == "step_started":
         s = msg.step_started
-        return StepStarted(call_id=s.call_id, step=s.step, branch=s.branch, replica=s.replica)
+        return StepStarted(
+            call_id=s.call_id,
+            step=s.step,
+            branch=s.branch,
+            replica=s.replica,
+            kind=_STEP_KIND_FROM_PB.get(s.kind, StepKind.LLM),
+        )
     if kind == "step_finished":
-        return StepFinished(record_from_pb(msg.step_finished.call))
+        finished = msg.step_finished
+        if finished.HasField("tool"):
+            return StepFinished(call=None, tool=tool_from_pb(finished.tool))
+        return StepFinished(record_from_pb(finished.call))
     if kind == "answer_delta":
         return AnswerDelta(text=msg.answer_delta.text, token_ids=tuple(msg.answer_delta.token_ids))
     if kind == "completed":
@@ -177,15 +226,20 @@ def generate_output_from_pb(msg: pb.GenerateChunk) -> GenerateOutput:
     )
 
 
+_AGENT_STEP_FIELDS = tuple(AgentStepInfo.__dataclass_fields__)
+
+
 def agent_to_pb(agent: AgentInfo) -> pb.AgentInfo:
     return pb.AgentInfo(
         name=agent.name,
         description=agent.description,
+        source=agent.source,
         steps=[
-            pb.AgentStep(name=s.name, after=list(s.after), max_tokens=s.max_tokens, fanout=s.fanout)
+            pb.AgentStep(**{name: getattr(s, name) for name in _AGENT_STEP_FIELDS})
             for s in agent.steps
         ],
         expected_llm_calls=agent.expected_llm_calls,
+        expected_token_amplification=agent.expected_token_amplification,
     )
 
 
@@ -193,13 +247,13 @@ def agent_from_pb(msg: pb.AgentInfo) -> AgentInfo:
     return AgentInfo(
         name=msg.name,
         description=msg.description,
+        source=msg.source,
         steps=tuple(
-            AgentStepInfo(
-                name=s.name, after=tuple(s.after), max_tokens=s.max_tokens, fanout=s.fanout
-            )
+            AgentStepInfo(**{name: getattr(s, name) for name in _AGENT_STEP_FIELDS})
             for s in msg.steps
         ),
         expected_llm_calls=msg.expected_llm_calls,
+        expected_token_amplification=msg.expected_token_amplification,
     )
 
 

@@ -62,6 +62,9 @@ class CallRequest:
     sampling: Sampling
     # Lower is served first when the engine runs a priority scheduler; 0 otherwise.
     priority: int = 0
+    # The task's remaining budget at dispatch, seconds; the engine aborts the call when
+    # it runs out (the executor also cancels it). None: no deadline.
+    deadline_s: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,6 +122,20 @@ class CallRecord:
 
 
 @dataclass(slots=True, frozen=True)
+class ToolRecord:
+    """A finished tool step."""
+
+    tool_id: str
+    step: str  # step name in the program
+    branch: int
+    tool: str  # the registered tool's name, or "simulated"
+    ok: bool  # False: the tool reported an error (the agent still sees it)
+    elapsed: float  # seconds, as the executor measured it
+    result_tokens: int  # tokens the result added to the task's context
+    after: tuple[str, ...]  # ids of the calls and tools this one depended on
+
+
+@dataclass(slots=True, frozen=True)
 class TaskUsage:
     """Per-task accounting, each field exactly as METRICS.md defines it."""
 
@@ -163,6 +180,7 @@ class TaskResult:
     answer: str
     usage: TaskUsage
     calls: tuple[CallRecord, ...]
+    tools: tuple[ToolRecord, ...] = ()
 
 
 # Task events, in the order a client sees them.
@@ -174,17 +192,24 @@ class TaskAccepted:
     agent: str
 
 
+class StepKind(enum.Enum):
+    LLM = "llm"
+    TOOL = "tool"
+
+
 @dataclass(slots=True, frozen=True)
 class StepStarted:
-    call_id: str
+    call_id: str  # the call's id, or the tool step's id
     step: str
     branch: int
-    replica: str
+    replica: str  # "" for a tool step
+    kind: StepKind = StepKind.LLM
 
 
 @dataclass(slots=True, frozen=True)
 class StepFinished:
-    call: CallRecord
+    call: CallRecord | None  # set for an LLM step
+    tool: ToolRecord | None = None  # set for a tool step
 
 
 @dataclass(slots=True, frozen=True)
@@ -241,17 +266,22 @@ class ClusterStatus:
 @dataclass(slots=True, frozen=True)
 class AgentStepInfo:
     name: str
-    after: tuple[str, ...]
-    max_tokens: int
-    fanout: int  # branches in synthetic mode; 1 when the step does not fan out
+    kind: str  # llm | tool | parallel | loop
+    path: str  # where it sits in the program, e.g. "body[1].body[0]"
+    mean_tokens: float  # llm: mean max_tokens; tool: mean result tokens; else 0
+    mean_count: float  # parallel: mean branches; loop: mean iterations; else 1
 
 
 @dataclass(slots=True, frozen=True)
 class AgentInfo:
     name: str
     description: str
+    source: str  # the published shape the program follows
     steps: tuple[AgentStepInfo, ...]
-    expected_llm_calls: int
+    # Per task in synthetic mode, by Monte Carlo over the program (estimate.py), for a
+    # 32-token input:
+    expected_llm_calls: float
+    expected_token_amplification: float
 
 
 @dataclass(slots=True, frozen=True)

@@ -4,32 +4,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.domain import CallRecord, TaskUsage
+from orchestrator.domain import CallRecord, TaskUsage, ToolRecord
 
 
-def _longest_chain(records: Sequence[CallRecord], weight: dict[str, float]) -> float:
-    """Largest summed weight over dependency chains of the executed call graph."""
-    by_id = {r.call_id: r for r in records}
+def _longest_chain(edges: dict[str, tuple[str, ...]], weight: dict[str, float]) -> float:
+    """Largest summed weight over dependency chains of the executed graph (calls and
+    tool steps). Iterative, so long agent loops cannot exhaust the recursion limit."""
     best: dict[str, float] = {}
+    for root in edges:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in best:
+                continue
+            deps = [d for d in edges[node] if d in edges]
+            if expanded:
+                best[node] = weight[node] + max((best[d] for d in deps), default=0.0)
+            else:
+                stack.append((node, True))
+                stack.extend((d, False) for d in deps if d not in best)
+    return max(best.values(), default=0.0)
 
-    def visit(call_id: str) -> float:
-        if call_id not in best:
-            record = by_id[call_id]
-            before = [visit(dep) for dep in record.after if dep in by_id]
-            best[call_id] = weight[call_id] + max(before, default=0.0)
-        return best[call_id]
 
-    return max((visit(r.call_id) for r in records), default=0.0)
+def _graph(
+    records: Sequence[CallRecord], tools: Sequence[ToolRecord]
+) -> dict[str, tuple[str, ...]]:
+    edges = {r.call_id: r.after for r in records}
+    edges.update({t.tool_id: t.after for t in tools})
+    return edges
 
 
-def critical_path_calls(records: Sequence[CallRecord]) -> int:
+def critical_path_calls(records: Sequence[CallRecord], tools: Sequence[ToolRecord] = ()) -> int:
     """LLM calls on the longest dependency chain (by number of calls)."""
-    return int(_longest_chain(records, {r.call_id: 1.0 for r in records}))
+    weight = {r.call_id: 1.0 for r in records} | {t.tool_id: 0.0 for t in tools}
+    return int(_longest_chain(_graph(records, tools), weight))
 
 
-def critical_path_time(records: Sequence[CallRecord]) -> float:
-    """Summed engine e2e along the slowest dependency chain."""
-    return _longest_chain(records, {r.call_id: r.timings.e2e for r in records})
+def critical_path_time(records: Sequence[CallRecord], tools: Sequence[ToolRecord] = ()) -> float:
+    """Summed engine e2e and tool time along the slowest dependency chain."""
+    weight = {r.call_id: r.timings.e2e for r in records} | {t.tool_id: t.elapsed for t in tools}
+    return _longest_chain(_graph(records, tools), weight)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -44,7 +58,7 @@ def task_usage(
     task_ttft: float,
     task_latency: float,
     retried_calls: int = 0,
-    tool_calls: int = 0,
+    tools: Sequence[ToolRecord] = (),
 ) -> TaskUsage:
     prompt = sum(r.usage.prompt_tokens for r in records)
     cached = sum(r.usage.cached_prompt_tokens for r in records)
@@ -54,15 +68,15 @@ def task_usage(
         final_output_tokens=final_output_tokens,
         llm_calls=len(records),
         retried_calls=retried_calls,
-        tool_calls=tool_calls,
+        tool_calls=len(tools),
         prompt_tokens_total=prompt,
         cached_tokens_total=cached,
         output_tokens_total=output,
         token_amplification=_ratio(prompt + output, user_input_tokens + final_output_tokens),
         output_amplification=_ratio(output, final_output_tokens),
         prefix_hit_rate=_ratio(cached, prompt),
-        critical_path_calls=critical_path_calls(records),
+        critical_path_calls=critical_path_calls(records, tools),
         task_ttft=task_ttft,
         task_latency=task_latency,
-        orchestration_overhead=task_latency - critical_path_time(records),
+        orchestration_overhead=task_latency - critical_path_time(records, tools),
     )

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agents.program import Program
+from agents.dsl import Program
+from agents.tools import get_tool
 from orchestrator.domain import (
+    AgentInfo,
     AnswerDelta,
     CallDelta,
     CallRecord,
@@ -29,6 +31,7 @@ from orchestrator.domain import (
     GenerateSpec,
     Mode,
     StepFinished,
+    StepKind,
     StepStarted,
     TaskAccepted,
     TaskCompleted,
@@ -36,15 +39,17 @@ from orchestrator.domain import (
     TaskResult,
     TaskSpec,
     TaskUsage,
+    ToolRecord,
 )
 from orchestrator.executor.accounting import task_usage
-from orchestrator.executor.plan import (
-    EncodedProgram,
-    PlannedCall,
-    TaskState,
-    max_context_tokens,
-    next_calls,
-    widths,
+from orchestrator.executor.estimate import describe, dry_run, expect
+from orchestrator.executor.interpreter import (
+    Action,
+    ActionKind,
+    Encoder,
+    Interpreter,
+    Outcome,
+    TaskProgress,
 )
 from orchestrator.replicas.engine import EngineError
 from orchestrator.routing import NoReplicaAvailable, ReplicaView, Router
@@ -90,26 +95,49 @@ class TaskFailed(Exception):
 
 @dataclass(slots=True, frozen=True)
 class _Delta:
-    call: PlannedCall
+    action: Action
     delta: CallDelta
 
 
 @dataclass(slots=True, frozen=True)
 class _Done:
-    call: PlannedCall
+    action: Action
     replica: str
     result: CallResult
     dispatched_at: float  # monotonic, in this process
     finished_at: float
+    retries: int  # re-dispatches after replicas failed
+
+
+@dataclass(slots=True, frozen=True)
+class _ToolDone:
+    action: Action
+    token_ids: tuple[int, ...]
+    text: str
+    ok: bool
+    elapsed: float
 
 
 @dataclass(slots=True, frozen=True)
 class _Failed:
-    call: PlannedCall
+    action: Action
     error: EngineError
 
 
-_Message = _Delta | _Done | _Failed
+_Message = _Delta | _Done | _ToolDone | _Failed
+
+# Samples behind the expected figures ListAgents reports.
+_EXPECTATION_SAMPLES = 200
+_EXPECTATION_INPUT = "x " * 32
+
+
+@dataclass(slots=True)
+class _Accounts:
+    """The driver's record of a running task."""
+
+    calls: list[CallRecord]
+    tools: list[ToolRecord]
+    retried_calls: int = 0
 
 
 class Executor:
@@ -121,72 +149,62 @@ class Executor:
         programs: Mapping[str, Program],
         *,
         max_concurrent_calls_per_task: int = 32,
+        max_retries: int = 2,
     ) -> None:
         self._dispatcher = dispatcher
         self._router = router
-        self._tokenizer = tokenizer
-        self._programs = dict(programs)
+        self._encoder = Encoder(tokenizer.encode, tokenizer.bos_token_id)
+        self._interpreters = {
+            name: Interpreter(program, self._encoder) for name, program in programs.items()
+        }
         self._max_running = max_concurrent_calls_per_task
-        self._encoded: dict[tuple[str, Mode], EncodedProgram] = {}
-        self._ids = itertools.count()
+        self._max_retries = max_retries
+        # Token ids standing in for a simulated tool's result.
+        self._filler = self._encoder(" result row: value, source, note;" * 8)
+        self._infos: dict[str, AgentInfo] = {}
 
     @property
     def programs(self) -> Mapping[str, Program]:
-        return self._programs
+        return {name: it.program for name, it in self._interpreters.items()}
 
-    def _encode(self, program: Program, mode: Mode) -> EncodedProgram:
-        key = (program.name, mode)
-        if key not in self._encoded:
-            bos = self._tokenizer.bos_token_id
-            head = ([bos] if bos is not None else []) + self._tokenizer.encode(
-                program.system + "\nUser: "
+    def info(self, name: str) -> AgentInfo:
+        """A program's description with its expected cost per task (cached)."""
+        if name not in self._infos:
+            interpreter = self._interpreters[name]
+            expected = expect(
+                interpreter,
+                TaskSpec(agent=name, input=_EXPECTATION_INPUT),
+                samples=_EXPECTATION_SAMPLES,
             )
-            instructions: dict[tuple[str, int, int], tuple[int, ...]] = {}
-            for step_name, step_widths in widths(program, mode).items():
-                step = program.step(step_name)
-                for width in step_widths:
-                    for branch in range(width):
-                        text = step.instruction.replace("{branch}", str(branch + 1)).replace(
-                            "{branches}", str(width)
-                        )
-                        instructions[(step_name, branch, width)] = tuple(
-                            self._tokenizer.encode(text)
-                        )
-            self._encoded[key] = EncodedProgram(program, tuple(head), instructions)
-        return self._encoded[key]
+            self._infos[name] = describe(interpreter.program, expected)
+        return self._infos[name]
 
-    def prepare(self, spec: TaskSpec) -> TaskState:
+    def prepare(self, spec: TaskSpec) -> TaskProgress:
         """Validate a task against the program and the model; raises TaskFailed."""
-        program = self._programs.get(spec.agent)
-        if program is None:
-            known = ", ".join(sorted(self._programs))
+        interpreter = self._interpreters.get(spec.agent)
+        if interpreter is None:
+            known = ", ".join(sorted(self._interpreters))
             raise TaskFailed(
                 ErrorCode.NOT_FOUND, f"unknown agent {spec.agent!r}; known agents: {known}"
             )
-        encoded = self._encode(program, spec.mode)
-        input_ids = tuple(self._tokenizer.encode(spec.input))
+        seed = spec.seed if spec.seed is not None else secrets.randbits(48)
         task_id = f"task-{uuid.uuid4().hex[:12]}"
-        state = TaskState(
-            task_id=task_id,
-            spec=spec,
-            encoded=encoded,
-            prefix=encoded.prefix_head + input_ids,
-            user_input_tokens=len(input_ids),
-        )
-        needed = max_context_tokens(state)
+        # The synthetic shape of this very seed: exact in synthetic mode, an estimate in
+        # live mode (calls there stop at end-of-sequence and are usually shorter).
+        shape = dry_run(interpreter, spec, seed)
         limit = self._dispatcher.max_model_len
-        if needed > limit:
+        if shape.max_context > limit:
             raise TaskFailed(
                 ErrorCode.INVALID_ARGUMENT,
-                f"input: {len(input_ids)} tokens of input make agent {program.name!r} need "
-                f"up to {needed} tokens of context (input + its steps' prompts and "
-                f"max_tokens), over the model's max_model_len of {limit}; shorten the "
-                f"input or lower max_tokens",
+                f"input: {shape.user_input_tokens} tokens of input make agent {spec.agent!r} "
+                f"need up to {shape.max_context} tokens of context (input + its steps' "
+                f"prompts and max_tokens), over the model's max_model_len of {limit}; "
+                f"shorten the input or lower max_tokens",
             )
-        return state
+        return interpreter.start(task_id, spec, seed)
 
     async def run(
-        self, state: TaskState, *, stream_answer: bool = True
+        self, task: TaskProgress, *, stream_answer: bool = True
     ) -> AsyncGenerator[TaskEvent, None]:
         """Run a prepared task, yielding its events; raises TaskFailed on failure.
 
@@ -195,28 +213,40 @@ class Executor:
         client watches costs more CPU than the engine spends producing them. task_ttft is
         then when the engine produced the first answer token (dispatch + engine TTFT).
         """
+        interpreter = self._interpreters[task.program.name]
         accepted_at = time.monotonic()
         first_answer_at: float | None = None
-        yield TaskAccepted(task_id=state.task_id, agent=state.program.name)
+        accounts = _Accounts([], [])
+        yield TaskAccepted(task_id=task.task_id, agent=task.program.name)
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         in_flight: dict[str, asyncio.Task[None]] = {}
-        deadline = (
-            accepted_at + state.spec.deadline_s if state.spec.deadline_s is not None else None
-        )
-        # Only a finished call changes what can run next; deltas do not.
+        deadline = accepted_at + task.spec.deadline_s if task.spec.deadline_s else None
+
+        def failed(code: ErrorCode, message: str) -> TaskFailed:
+            usage = self._usage(task, accounts, accepted_at, first_answer_at)
+            return TaskFailed(code, message, usage)
+
+        # Only a finished action changes what can run next; deltas do not.
         replan = True
         try:
-            while not state.done():
-                for planned in next_calls(state, self._max_running) if replan else ():
-                    replica = self._choose(planned)
-                    state.start(planned)
-                    stream = planned.answer and stream_answer
-                    in_flight[planned.call_id] = asyncio.create_task(
-                        self._dispatch(planned, replica, queue, stream)
-                    )
-                    yield StepStarted(planned.call_id, planned.step, planned.branch, replica)
-                replan = False
-                if state.done():
+            while True:
+                if replan:
+                    budget = self._max_running - task.running
+                    for action in interpreter.advance(task, budget):
+                        replica = ""
+                        if action.kind is ActionKind.LLM:
+                            replica = self._choose(action, frozenset())
+                            stream = action.answer and stream_answer
+                            work = self._dispatch(action, replica, queue, stream, deadline)
+                        else:
+                            work = self._run_tool(action, queue)
+                        in_flight[action.action_id] = asyncio.create_task(work)
+                        kind = StepKind.LLM if action.kind is ActionKind.LLM else StepKind.TOOL
+                        yield StepStarted(
+                            action.action_id, action.step, action.branch, replica, kind
+                        )
+                    replan = False
+                if task.done:
                     break
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
@@ -227,101 +257,177 @@ class Executor:
                     if first_answer_at is None:
                         first_answer_at = time.monotonic()
                     yield AnswerDelta(message.delta.text, message.delta.token_ids)
-                elif isinstance(message, _Done):
-                    in_flight.pop(message.call.call_id, None)
-                    replan = True
-                    if message.call.answer and first_answer_at is None:
-                        first_answer_at = message.dispatched_at + message.result.timings.ttft
-                    record = CallRecord(
-                        call_id=message.call.call_id,
-                        step=message.call.step,
-                        branch=message.call.branch,
-                        replica=message.replica,
-                        usage=message.result.usage,
-                        timings=message.result.timings,
-                        finish_reason=message.result.finish_reason,
-                        after=message.call.after,
-                        dispatch_to_result=message.finished_at - message.dispatched_at,
-                    )
-                    state.finish(message.call, message.result, record)
-                    yield StepFinished(record)
-                else:
-                    in_flight.pop(message.call.call_id, None)
-                    raise TaskFailed(
+                    continue
+                in_flight.pop(message.action.action_id, None)
+                replan = True
+                if isinstance(message, _Failed):
+                    raise failed(
                         message.error.code,
-                        f"step {message.call.step!r} (call {message.call.call_id}) failed: "
-                        f"{message.error.message}",
-                        self._usage(state, accepted_at, first_answer_at),
+                        f"step {message.action.step!r} (call {message.action.action_id}) "
+                        f"failed: {message.error.message}",
                     )
+                if isinstance(message, _ToolDone):
+                    tool = ToolRecord(
+                        tool_id=message.action.action_id,
+                        step=message.action.step,
+                        branch=message.action.branch,
+                        tool=message.action.tool or "simulated",
+                        ok=message.ok,
+                        elapsed=message.elapsed,
+                        result_tokens=len(message.token_ids),
+                        after=message.action.after,
+                    )
+                    accounts.tools.append(tool)
+                    interpreter.complete(
+                        task, message.action.action_id, Outcome(message.token_ids, message.text)
+                    )
+                    yield StepFinished(call=None, tool=tool)
+                    continue
+                if message.action.answer and first_answer_at is None:
+                    first_answer_at = message.dispatched_at + message.result.timings.ttft
+                record = CallRecord(
+                    call_id=message.action.action_id,
+                    step=message.action.step,
+                    branch=message.action.branch,
+                    replica=message.replica,
+                    usage=message.result.usage,
+                    timings=message.result.timings,
+                    finish_reason=message.result.finish_reason,
+                    after=message.action.after,
+                    dispatch_to_result=message.finished_at - message.dispatched_at,
+                )
+                accounts.calls.append(record)
+                accounts.retried_calls += message.retries
+                interpreter.complete(
+                    task,
+                    message.action.action_id,
+                    Outcome(message.result.token_ids, message.result.text),
+                )
+                yield StepFinished(record)
         except TimeoutError:
             await _cancel_all(in_flight)
-            raise TaskFailed(
+            raise failed(
                 ErrorCode.DEADLINE_EXCEEDED,
-                f"task {state.task_id} exceeded its deadline of "
-                f"{state.spec.deadline_s:.3f} s; its outstanding calls were aborted",
-                self._usage(state, accepted_at, first_answer_at),
+                f"task {task.task_id} exceeded its deadline of "
+                f"{task.spec.deadline_s:.3f} s; its outstanding calls were aborted",
             ) from None
         finally:
             # Completion leaves nothing in flight; failure and cancellation abort the rest.
             await _cancel_all(in_flight)
 
-        usage = self._usage(state, accepted_at, first_answer_at)
         yield TaskCompleted(
             TaskResult(
-                task_id=state.task_id,
-                agent=state.program.name,
-                answer=state.answer_text(),
-                usage=usage,
-                calls=tuple(state.records()),
+                task_id=task.task_id,
+                agent=task.program.name,
+                answer=task.answer_text,
+                usage=self._usage(task, accounts, accepted_at, first_answer_at),
+                calls=tuple(accounts.calls),
+                tools=tuple(accounts.tools),
             )
         )
 
-    def _choose(self, planned: PlannedCall) -> str:
-        request = CallRequest(planned.call_id, planned.prompt_token_ids, planned.sampling)
+    def _choose(self, action: Action, exclude: frozenset[str]) -> str:
+        assert action.sampling is not None
+        request = CallRequest(action.action_id, action.prompt_token_ids, action.sampling)
         try:
-            return self._router.choose(request, self._dispatcher.views())
+            return self._router.choose(request, self._dispatcher.views(), exclude)
         except NoReplicaAvailable as exc:
             raise TaskFailed(ErrorCode.UNAVAILABLE, str(exc)) from exc
 
     def _usage(
-        self, state: TaskState, accepted_at: float, first_answer_at: float | None
+        self,
+        task: TaskProgress,
+        accounts: _Accounts,
+        accepted_at: float,
+        first_answer_at: float | None,
     ) -> TaskUsage:
-        now = time.monotonic()
-        answer = state.answer_record()
+        answer = next((c for c in accounts.calls if c.call_id == task.answer_id), None)
         return task_usage(
-            state.records(),
-            user_input_tokens=state.user_input_tokens,
+            accounts.calls,
+            user_input_tokens=task.user_input_tokens,
             final_output_tokens=answer.usage.output_tokens if answer else 0,
             task_ttft=(first_answer_at - accepted_at) if first_answer_at is not None else 0.0,
-            task_latency=now - accepted_at,
+            task_latency=time.monotonic() - accepted_at,
+            retried_calls=accounts.retried_calls,
+            tools=accounts.tools,
         )
 
     async def _dispatch(
-        self, planned: PlannedCall, replica: str, queue: asyncio.Queue[_Message], stream: bool
+        self,
+        action: Action,
+        replica: str,
+        queue: asyncio.Queue[_Message],
+        stream: bool,
+        deadline: float | None,
     ) -> None:
-        request = CallRequest(planned.call_id, planned.prompt_token_ids, planned.sampling)
+        """Run one call; on a replica failure (UNAVAILABLE) retry it on another replica,
+        up to max_retries times."""
+        assert action.sampling is not None
         started = time.monotonic()
-        try:
-            if stream:
-                result: CallResult | None = None
-                async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as deltas:
-                    async for item in deltas:
-                        if isinstance(item, CallResult):
-                            result = item
-                        else:
-                            queue.put_nowait(_Delta(planned, item))
-                if result is None:
-                    raise EngineError(ErrorCode.INTERNAL, "stream ended without a result")
-            else:
-                result = await self._dispatcher.call(replica, request)
-        except EngineError as exc:
-            queue.put_nowait(_Failed(planned, exc))
-            return
-        queue.put_nowait(_Done(planned, replica, result, started, time.monotonic()))
+        failed_on: set[str] = set()
+        while True:
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            request = CallRequest(
+                action.action_id, action.prompt_token_ids, action.sampling, deadline_s=remaining
+            )
+            try:
+                result = await self._call(action, replica, request, queue, stream)
+                break
+            except EngineError as exc:
+                retryable = exc.code is ErrorCode.UNAVAILABLE
+                failed_on.add(replica)
+                if not retryable or len(failed_on) > self._max_retries:
+                    queue.put_nowait(_Failed(action, exc))
+                    return
+                try:
+                    replica = self._choose(action, frozenset(failed_on))
+                except TaskFailed:
+                    queue.put_nowait(_Failed(action, exc))
+                    return
+        retries = len(failed_on)
+        queue.put_nowait(_Done(action, replica, result, started, time.monotonic(), retries))
+
+    async def _call(
+        self,
+        action: Action,
+        replica: str,
+        request: CallRequest,
+        queue: asyncio.Queue[_Message],
+        stream: bool,
+    ) -> CallResult:
+        if not stream:
+            return await self._dispatcher.call(replica, request)
+        result: CallResult | None = None
+        async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as deltas:
+            async for item in deltas:
+                if isinstance(item, CallResult):
+                    result = item
+                else:
+                    queue.put_nowait(_Delta(action, item))
+        if result is None:
+            raise EngineError(ErrorCode.INTERNAL, "stream ended without a result")
+        return result
+
+    async def _run_tool(self, action: Action, queue: asyncio.Queue[_Message]) -> None:
+        started = time.monotonic()
+        if action.tool is None:
+            await asyncio.sleep(action.latency_s)
+            n = action.result_tokens
+            ids = (self._filler * (n // len(self._filler) + 1))[:n]
+            text = f"[simulated {action.step} result: {n} tokens]"
+            ok = True
+        else:
+            tool = get_tool(action.tool)
+            outcome = await asyncio.to_thread(
+                tool.run, action.argument, time_limit_s=action.time_limit_s
+            )
+            text, ok = outcome.text, outcome.ok
+            ids = self._encoder(text)
+        queue.put_nowait(_ToolDone(action, ids, text, ok, time.monotonic() - started))
 
     async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerateOutput, None]:
         """One plain call on one replica; the last output carries the call record."""
-        ids = spec.prompt_token_ids or tuple(self._tokenizer.encode(spec.prompt))
+        ids = spec.prompt_token_ids or tuple(self._encoder(spec.prompt))
         if not ids:
             raise TaskFailed(ErrorCode.INVALID_ARGUMENT, "prompt: encodes to no tokens")
         limit = self._dispatcher.max_model_len

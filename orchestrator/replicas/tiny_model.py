@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 # Bumped whenever the recipe changes, so a cached copy built by an older recipe is rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 _MARKER = "inflection-tiny-model.json"
 
 _CORPUS = [
@@ -93,7 +93,8 @@ def build_tiny_model(model_dir: Path | None = None, *, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,  # head_dim 64: the CPU attention backend rejects 16
         num_key_value_heads=2,
-        max_position_embeddings=4096,
+        # Long enough for the coding agent's growing context (~15k tokens).
+        max_position_embeddings=16384,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

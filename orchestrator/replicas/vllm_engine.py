@@ -50,9 +50,11 @@ def engine_args(config: VllmEngineConfig, model: str, *, on_cpu: bool = False) -
         args["max_num_batched_tokens"] = config.max_num_batched_tokens
     elif on_cpu:
         # vLLM 0.32's CPU build kills its engine core ("CPU Generator does not use
-        # offset") when a seeded request's prefill is split across steps. A step budget
-        # that holds every sequence's whole context never splits one.
-        args["max_num_batched_tokens"] = config.max_model_len * config.max_num_seqs
+        # offset") when a seeded request's prefill is split across steps, so on CPU
+        # prefills are never chunked: each step schedules whole prompts, up to one
+        # max_model_len of tokens.
+        args["enable_chunked_prefill"] = False
+        args["max_num_batched_tokens"] = config.max_model_len
     if config.speculative_config is not None:
         args["speculative_config"] = dict(config.speculative_config)
     if config.quantization is not None:
@@ -147,28 +149,35 @@ class VllmEngine:
             priority=call.priority,
         )
         try:
-            async for out in outputs:
-                completion = out.outputs[0]
-                new_ids = tuple(completion.token_ids)
-                if new_ids:
-                    now = time.monotonic()
-                    if first_token_at is None:
-                        first_token_at = now
-                    else:
-                        itl.append(now - last_token_at)
-                    last_token_at = now
-                    token_ids.extend(new_ids)
-                    text_parts.append(completion.text)
-                    if stream:
-                        yield CallDelta(token_ids=new_ids, text=completion.text)
-                if out.finished:
-                    finish = completion.finish_reason
-                    cached = out.num_cached_tokens or 0
-                    if out.prompt_token_ids is not None:
-                        prompt_tokens = len(out.prompt_token_ids)
-                    metrics = out.metrics
-                    if metrics is not None and getattr(metrics, "scheduled_ts", 0.0) > 0.0:
-                        queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+            async with asyncio.timeout(call.deadline_s):
+                async for out in outputs:
+                    completion = out.outputs[0]
+                    new_ids = tuple(completion.token_ids)
+                    if new_ids:
+                        now = time.monotonic()
+                        if first_token_at is None:
+                            first_token_at = now
+                        else:
+                            itl.append(now - last_token_at)
+                        last_token_at = now
+                        token_ids.extend(new_ids)
+                        text_parts.append(completion.text)
+                        if stream:
+                            yield CallDelta(token_ids=new_ids, text=completion.text)
+                    if out.finished:
+                        finish = completion.finish_reason
+                        cached = out.num_cached_tokens or 0
+                        if out.prompt_token_ids is not None:
+                            prompt_tokens = len(out.prompt_token_ids)
+                        metrics = out.metrics
+                        if metrics is not None and getattr(metrics, "scheduled_ts", 0.0) > 0.0:
+                            queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+        except TimeoutError:
+            await llm.abort(call.call_id)
+            raise EngineError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"call {call.call_id} ran out of its task's deadline ({call.deadline_s:.3f} s)",
+            ) from None
         except VLLMValidationError as exc:
             raise EngineError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
         except EngineDeadError as exc:

@@ -5,12 +5,14 @@ traceback, and the server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, Protocol
 
 import grpc
 
+from agents.dsl import walk
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.config import LimitsConfig
@@ -185,7 +187,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
     def _steps_of(self, agent: str) -> tuple[str, ...] | None:
         program = self._executor.programs.get(agent)
-        return None if program is None else tuple(s.name for s in program.steps)
+        return None if program is None else tuple(n.name for _, n in walk(program.body))
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
         if isinstance(exc, _Invalid):
@@ -259,8 +261,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListAgentsResponse:
-        programs = self._executor.programs.values()
-        return pb.ListAgentsResponse(agents=[agent_to_pb(p.info()) for p in programs])
+        names = sorted(self._executor.programs)
+        infos = await asyncio.to_thread(lambda: [self._executor.info(n) for n in names])
+        return pb.ListAgentsResponse(agents=[agent_to_pb(info) for info in infos])
 
     async def GetClusterStatus(  # noqa: N802
         self, request: pb.GetClusterStatusRequest, context: grpc.aio.ServicerContext[Any, Any]

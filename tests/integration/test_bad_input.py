@@ -37,7 +37,7 @@ def test_unknown_agent_is_not_found(client) -> None:  # type: ignore[no-untyped-
         ({"max_tokens": 5000}, ["sampling.max_tokens", "1024"]),
         ({"step_max_tokens": {"critic": 8}}, ["step_max_tokens", "critic", "planner"]),
         ({"step_max_tokens": {"worker": 0}}, ["step_max_tokens", "worker"]),
-        ({"input": "plan " * 600}, ["input", "max_model_len", "1024"]),
+        ({"input": "plan the plan " * 8000}, ["input", "max_model_len", "16384"]),
     ],
 )
 def test_invalid_task_requests_name_the_field(client, kwargs, names) -> None:  # type: ignore[no-untyped-def]

@@ -38,12 +38,16 @@ def test_reflection_describes_the_api(live_server) -> None:  # type: ignore[no-u
 def test_list_agents_and_cluster_status(live_server) -> None:  # type: ignore[no-untyped-def]
     with Client(live_server.address, timeout=30) as client:
         agents = {a.name: a for a in client.list_agents()}
-        assert agents["plan_execute"].expected_llm_calls == 5
-        assert [s.name for s in agents["plan_execute"].steps] == [
-            "planner",
-            "worker",
-            "synthesizer",
+        plan_execute = agents["plan_execute"]
+        assert plan_execute.expected_llm_calls == 5.0
+        assert plan_execute.expected_token_amplification > 1.0
+        assert [(s.name, s.kind) for s in plan_execute.steps] == [
+            ("planner", "llm"),
+            ("workers", "parallel"),
+            ("worker", "llm"),
+            ("synthesizer", "llm"),
         ]
+        assert set(agents) >= {"chat", "react", "coding_agent", "tree_of_thoughts"}
         status = client.cluster_status()
     assert [r.name for r in status.replicas] == ["replica-0"]
     assert status.replicas[0].state is ReplicaState.READY

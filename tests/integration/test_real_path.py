@@ -10,7 +10,7 @@ import time
 import pytest
 from transformers import AutoTokenizer
 
-from agents import plan_execute
+from agents import Llm, Parallel, plan_execute
 from orchestrator.client import (
     AnswerDelta,
     Client,
@@ -50,7 +50,7 @@ def test_plan_execute_usage_adds_up_call_by_call(client, tokenizer) -> None:  # 
     finished = [e.call for e in events if isinstance(e, StepFinished)]
     started = [e for e in events if isinstance(e, StepStarted)]
     program = plan_execute()
-    assert len(finished) == len(started) == program.expected_llm_calls() == 5
+    assert len(finished) == len(started) == 5
     assert [c.step for c in finished].count("worker") == 3
 
     # Synthetic mode: every call generated exactly what its step asked for.
@@ -69,13 +69,17 @@ def test_plan_execute_usage_adds_up_call_by_call(client, tokenizer) -> None:  # 
     # Prompt tokens match the tokenizer: BOS + system + input + the planner's instruction.
     head = [tokenizer.bos_token_id, *_encode(tokenizer, program.system + "\nUser: ")]
     user = _encode(tokenizer, INPUT)
-    planner_prompt = len(head) + len(user) + len(_encode(tokenizer, program.steps[0].instruction))
+    planner, workers, _ = program.body
+    assert isinstance(planner, Llm) and isinstance(workers, Parallel)
+    worker_node = workers.body[0]
+    assert isinstance(worker_node, Llm)
+    planner_prompt = len(head) + len(user) + len(_encode(tokenizer, planner.instruction))
     by_step = {c.step: c for c in finished}
     assert usage.user_input_tokens == len(user)
     assert by_step["planner"].usage.prompt_tokens == planner_prompt
     # Workers extend the planner's prompt with its output and their own instruction.
     worker = next(c for c in finished if c.step == "worker" and c.branch == 0)
-    worker_text = program.steps[1].instruction.replace("{branch}", "1")
+    worker_text = worker_node.instruction.replace("{branch}", "1")
     assert worker.usage.prompt_tokens == planner_prompt + 24 + len(_encode(tokenizer, worker_text))
 
     # Later calls reuse the shared prefix from vLLM's prefix cache.

@@ -1,12 +1,15 @@
-"""Small builders for unit tests: programs, task states, call results and records, and
-in-process fakes of the tokenizer and the replica pool (no Ray, no vLLM)."""
+"""Small builders for unit tests: programs, interpreters and task progress, call results
+and records, and in-process fakes of the tokenizer and the replica pool (no Ray, no
+vLLM)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 
-from agents.program import LlmStep, Program
+from agents.distributions import AnyDistribution, Constant
+from agents.dsl import Llm, Node, Program
 from orchestrator.domain import (
     CallDelta,
     CallRecord,
@@ -16,10 +19,10 @@ from orchestrator.domain import (
     CallUsage,
     ErrorCode,
     FinishReason,
-    Mode,
     TaskSpec,
+    ToolRecord,
 )
-from orchestrator.executor.plan import EncodedProgram, PlannedCall, TaskState, widths
+from orchestrator.executor.interpreter import Action, Encoder, Interpreter, Outcome, TaskProgress
 from orchestrator.replicas.engine import EngineError
 from orchestrator.routing import ReplicaView
 
@@ -42,64 +45,61 @@ class FakeTokenizer:
         return BOS
 
 
-# ---- programs and task states --------------------------------------------------------
+def encoder() -> Encoder:
+    return Encoder(FakeTokenizer().encode, BOS)
 
 
-def llm_step(name: str, *after: str, **fields: object) -> LlmStep:
-    options: dict[str, object] = {"instruction": f"\n<{name}>\n", "max_tokens": 8}
-    options.update(fields)
-    return LlmStep(name=name, after=after, **options)  # type: ignore[arg-type]
+# ---- programs, interpreters and task progress -----------------------------------------
 
 
-def program(*steps: LlmStep, name: str = "prog") -> Program:
-    return Program(name=name, description="test program", system="SYS", steps=steps)
+def llm(
+    name: str,
+    instruction: str | None = None,
+    max_tokens: int | AnyDistribution = 8,
+    **fields: object,
+) -> Llm:
+    """An Llm node whose instruction, by default, is "\\n<name>\\n"."""
+    tokens = Constant(float(max_tokens)) if isinstance(max_tokens, int) else max_tokens
+    text = f"\n<{name}>\n" if instruction is None else instruction
+    return Llm(name=name, instruction=text, max_tokens=tokens, **fields)  # type: ignore[arg-type]
 
 
-def instruction_text(step: LlmStep, branch: int, width: int) -> str:
-    return step.instruction.replace("{branch}", str(branch + 1)).replace("{branches}", str(width))
+def program(*body: Node, name: str = "prog") -> Program:
+    return Program(name=name, description="test program", system="SYS", body=body)
 
 
-def encoded_program(prog: Program, mode: Mode) -> EncodedProgram:
-    """Like Executor._encode: instruction ids keyed (step, branch, width)."""
-    instructions = {}
-    for name, step_widths in widths(prog, mode).items():
-        step = prog.step(name)
-        for width in step_widths:
-            for branch in range(width):
-                instructions[(name, branch, width)] = encode(instruction_text(step, branch, width))
-    return EncodedProgram(prog, (BOS, *encode(prog.system + "\nUser: ")), instructions)
+def interpreter(prog: Program) -> Interpreter:
+    return Interpreter(prog, encoder())
 
 
-def task_state(
-    prog: Program, user_input: str = "hello", task_id: str = "t1", **spec_fields: object
-) -> TaskState:
-    spec = TaskSpec(agent=prog.name, input=user_input, **spec_fields)  # type: ignore[arg-type]
-    enc = encoded_program(prog, spec.mode)
-    input_ids = encode(user_input)
-    return TaskState(
-        task_id=task_id,
-        spec=spec,
-        encoded=enc,
-        prefix=enc.prefix_head + input_ids,
-        user_input_tokens=len(input_ids),
-    )
+def head(user_input: str, system: str = "SYS") -> tuple[int, ...]:
+    """What every prompt of a task starts with: BOS, system, "User: ", the input."""
+    return (BOS, *encode(system + "\nUser: "), *encode(user_input))
+
+
+def spec(agent: str = "prog", user_input: str = "hello", **fields: object) -> TaskSpec:
+    return TaskSpec(agent=agent, input=user_input, **fields)  # type: ignore[arg-type]
+
+
+def start(
+    it: Interpreter,
+    user_input: str = "hello",
+    *,
+    seed: int = 0,
+    task_id: str = "t1",
+    **fields: object,
+) -> TaskProgress:
+    return it.start(task_id, spec(it.program.name, user_input, **fields), seed)
+
+
+def finish(it: Interpreter, task: TaskProgress, action: Action, text: str) -> None:
+    """Feed an action's output back, as the driver does (one token per character)."""
+    it.complete(task, action.action_id, Outcome(encode(text), text))
 
 
 def timings(e2e: float = 0.1, output_tokens: int = 2) -> CallTimings:
     tpot = (e2e - 0.01) / (output_tokens - 1) if output_tokens > 1 else None
     return CallTimings(queue_time=0.001, ttft=0.01, tpot=tpot, itl=(0.01,), e2e=e2e)
-
-
-def call_result(call_id: str, text: str, prompt_tokens: int = 10, cached: int = 0) -> CallResult:
-    ids = encode(text)
-    return CallResult(
-        call_id=call_id,
-        token_ids=ids,
-        text=text,
-        finish_reason=FinishReason.LENGTH,
-        usage=CallUsage(prompt_tokens, cached, len(ids)),
-        timings=timings(output_tokens=len(ids)),
-    )
 
 
 def call_record(
@@ -127,28 +127,44 @@ def call_record(
     )
 
 
-def finish(state: TaskState, call: PlannedCall, text: str) -> None:
-    """Feed a finished call back into the state, as the driver does."""
-    result = call_result(call.call_id, text, prompt_tokens=len(call.prompt_token_ids))
-    record = call_record(
-        call.call_id, call.after, step=call.step, branch=call.branch, output=len(result.token_ids)
+def tool_record(
+    tool_id: str,
+    after: Iterable[str] = (),
+    *,
+    step: str = "lookup",
+    elapsed: float = 0.1,
+    result_tokens: int = 12,
+    tool: str = "simulated",
+    ok: bool = True,
+) -> ToolRecord:
+    return ToolRecord(
+        tool_id=tool_id,
+        step=step,
+        branch=0,
+        tool=tool,
+        ok=ok,
+        elapsed=elapsed,
+        result_tokens=result_tokens,
+        after=tuple(after),
     )
-    state.finish(call, result, record)
 
 
 # ---- a fake replica pool --------------------------------------------------------------
 
 
-def step_of(call_id: str) -> tuple[str, int]:
-    """(step, branch) of a planner call id "<task>-<step>-<branch>"."""
-    _, step, branch = call_id.rsplit("-", 2)
-    return step, int(branch)
+def step_of(call_id: str) -> str:
+    """The step name of an interpreter action id "<task id>-<step>-<n>"."""
+    return call_id.rsplit("-", 2)[1]
 
 
 class FakeDispatcher:
     """An in-process replica pool. Each call outputs `max_tokens` characters labelled with
-    its step and branch, after `delay(call_id)` seconds (None: never finishes). Records
-    which calls started, finished and were cancelled."""
+    its step ("[planner][planner]..."), after `delay(call_id)` seconds (None: never
+    finishes). `fail(replica, call_id)` may make an attempt fail on a given replica.
+
+    Records every attempt (`requests`, `attempts`), which calls finished, failed and were
+    cancelled, and a logical clock reading when each call started and finished, so tests
+    can check the order of the executed graph."""
 
     def __init__(
         self,
@@ -156,20 +172,25 @@ class FakeDispatcher:
         replicas: int = 2,
         max_model_len: int = 4096,
         delay: Callable[[str], float | None] = lambda call_id: 0.0,
-        fail: Callable[[str], EngineError | None] = lambda call_id: None,
+        fail: Callable[[str, str], EngineError | None] = lambda replica, call_id: None,
         output: Callable[[CallRequest], str] | None = None,
     ) -> None:
         self._replicas = [f"replica-{i}" for i in range(replicas)]
         self._max_model_len = max_model_len
         self._delay = delay
         self._fail = fail
-        self._output = output or _labelled_output
-        self.requests: list[CallRequest] = []
+        self._output = output or labelled_output
+        self.requests: list[CallRequest] = []  # every attempt, retries included
+        self.attempts: list[tuple[str, str]] = []  # (replica, call_id) per attempt
         self.streamed: list[str] = []
         self.finished: set[str] = set()
+        self.failed: set[str] = set()
         self.cancelled: set[str] = set()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._clock = itertools.count()
+        self.started_at: dict[str, int] = {}  # call_id -> logical time of its last attempt
+        self.finished_at: dict[str, int] = {}
         self._arrived = asyncio.Event()
 
     @property
@@ -189,8 +210,10 @@ class FakeDispatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
 
-    async def _run(self, call: CallRequest) -> CallResult:
+    async def _run(self, replica: str, call: CallRequest) -> CallResult:
         self.requests.append(call)
+        self.attempts.append((replica, call.call_id))
+        self.started_at[call.call_id] = next(self._clock)
         self._arrived.set()
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -200,13 +223,15 @@ class FakeDispatcher:
                 await asyncio.Event().wait()
             else:
                 await asyncio.sleep(delay)
-            error = self._fail(call.call_id)
+            error = self._fail(replica, call.call_id)
             if error is not None:
+                self.failed.add(call.call_id)
                 raise error
             text = self._output(call)
             ids = encode(text)
             prompt = len(call.prompt_token_ids)
             self.finished.add(call.call_id)
+            self.finished_at[call.call_id] = next(self._clock)
             return CallResult(
                 call_id=call.call_id,
                 token_ids=ids,
@@ -222,13 +247,13 @@ class FakeDispatcher:
             self.in_flight -= 1
 
     async def call(self, replica_name: str, call: CallRequest) -> CallResult:
-        return await self._run(call)
+        return await self._run(replica_name, call)
 
     async def stream(
         self, replica_name: str, call: CallRequest
     ) -> AsyncIterator[CallDelta | CallResult]:
         self.streamed.append(call.call_id)
-        result = await self._run(call)
+        result = await self._run(replica_name, call)
         try:
             for i in range(0, len(result.token_ids), 4):
                 ids = result.token_ids[i : i + 4]
@@ -240,9 +265,10 @@ class FakeDispatcher:
         yield result
 
 
-def _labelled_output(call: CallRequest) -> str:
-    step, branch = step_of(call.call_id) if call.call_id.count("-") >= 2 else ("gen", 0)
-    label = f"[{step}{branch}]"
+def labelled_output(call: CallRequest) -> str:
+    """`max_tokens` characters repeating "[<step>]"."""
+    step = step_of(call.call_id) if call.call_id.count("-") >= 2 else "gen"
+    label = f"[{step}]"
     n = call.sampling.max_tokens
     return (label * (n // len(label) + 1))[:n]
 

@@ -13,6 +13,12 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_SYNTHETIC: _ClassVar[Mode]
     MODE_LIVE: _ClassVar[Mode]
 
+class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_KIND_UNSPECIFIED: _ClassVar[StepKind]
+    STEP_KIND_LLM: _ClassVar[StepKind]
+    STEP_KIND_TOOL: _ClassVar[StepKind]
+
 class ReplicaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REPLICA_STATE_UNSPECIFIED: _ClassVar[ReplicaState]
@@ -23,6 +29,9 @@ class ReplicaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 MODE_UNSPECIFIED: Mode
 MODE_SYNTHETIC: Mode
 MODE_LIVE: Mode
+STEP_KIND_UNSPECIFIED: StepKind
+STEP_KIND_LLM: StepKind
+STEP_KIND_TOOL: StepKind
 REPLICA_STATE_UNSPECIFIED: ReplicaState
 REPLICA_STATE_STARTING: ReplicaState
 REPLICA_STATE_READY: ReplicaState
@@ -112,6 +121,26 @@ class CallRecord(_message.Message):
     after: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, call_id: _Optional[str] = ..., step: _Optional[str] = ..., branch: _Optional[int] = ..., replica: _Optional[str] = ..., usage: _Optional[_Union[CallUsage, _Mapping]] = ..., timings: _Optional[_Union[CallTimings, _Mapping]] = ..., finish_reason: _Optional[str] = ..., after: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ToolRecord(_message.Message):
+    __slots__ = ("tool_id", "step", "branch", "tool", "ok", "elapsed", "result_tokens", "after")
+    TOOL_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    tool_id: str
+    step: str
+    branch: int
+    tool: str
+    ok: bool
+    elapsed: float
+    result_tokens: int
+    after: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tool_id: _Optional[str] = ..., step: _Optional[str] = ..., branch: _Optional[int] = ..., tool: _Optional[str] = ..., ok: _Optional[bool] = ..., elapsed: _Optional[float] = ..., result_tokens: _Optional[int] = ..., after: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class TaskUsage(_message.Message):
     __slots__ = ("user_input_tokens", "final_output_tokens", "llm_calls", "retried_calls", "tool_calls", "prompt_tokens_total", "cached_tokens_total", "output_tokens_total", "token_amplification", "output_amplification", "prefix_hit_rate", "critical_path_calls", "task_ttft", "task_latency", "orchestration_overhead")
     USER_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -147,18 +176,20 @@ class TaskUsage(_message.Message):
     def __init__(self, user_input_tokens: _Optional[int] = ..., final_output_tokens: _Optional[int] = ..., llm_calls: _Optional[int] = ..., retried_calls: _Optional[int] = ..., tool_calls: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., cached_tokens_total: _Optional[int] = ..., output_tokens_total: _Optional[int] = ..., token_amplification: _Optional[float] = ..., output_amplification: _Optional[float] = ..., prefix_hit_rate: _Optional[float] = ..., critical_path_calls: _Optional[int] = ..., task_ttft: _Optional[float] = ..., task_latency: _Optional[float] = ..., orchestration_overhead: _Optional[float] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "agent", "answer", "usage", "calls")
+    __slots__ = ("task_id", "agent", "answer", "usage", "calls", "tools")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     agent: str
     answer: str
     usage: TaskUsage
     calls: _containers.RepeatedCompositeFieldContainer[CallRecord]
-    def __init__(self, task_id: _Optional[str] = ..., agent: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[TaskUsage, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[ToolRecord]
+    def __init__(self, task_id: _Optional[str] = ..., agent: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[TaskUsage, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[ToolRecord, _Mapping]]] = ...) -> None: ...
 
 class TaskAccepted(_message.Message):
     __slots__ = ("task_id", "agent")
@@ -169,22 +200,26 @@ class TaskAccepted(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class StepStarted(_message.Message):
-    __slots__ = ("call_id", "step", "branch", "replica")
+    __slots__ = ("call_id", "step", "branch", "replica", "kind")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     step: str
     branch: int
     replica: str
-    def __init__(self, call_id: _Optional[str] = ..., step: _Optional[str] = ..., branch: _Optional[int] = ..., replica: _Optional[str] = ...) -> None: ...
+    kind: StepKind
+    def __init__(self, call_id: _Optional[str] = ..., step: _Optional[str] = ..., branch: _Optional[int] = ..., replica: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ...) -> None: ...
 
 class StepFinished(_message.Message):
-    __slots__ = ("call",)
+    __slots__ = ("call", "tool")
     CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
     call: CallRecord
-    def __init__(self, call: _Optional[_Union[CallRecord, _Mapping]] = ...) -> None: ...
+    tool: ToolRecord
+    def __init__(self, call: _Optional[_Union[CallRecord, _Mapping]] = ..., tool: _Optional[_Union[ToolRecord, _Mapping]] = ...) -> None: ...
 
 class AnswerDelta(_message.Message):
     __slots__ = ("text", "token_ids")
@@ -237,28 +272,34 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStep(_message.Message):
-    __slots__ = ("name", "after", "max_tokens", "fanout")
+    __slots__ = ("name", "kind", "path", "mean_tokens", "mean_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    AFTER_FIELD_NUMBER: _ClassVar[int]
-    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    FANOUT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
-    after: _containers.RepeatedScalarFieldContainer[str]
-    max_tokens: int
-    fanout: int
-    def __init__(self, name: _Optional[str] = ..., after: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., fanout: _Optional[int] = ...) -> None: ...
+    kind: str
+    path: str
+    mean_tokens: float
+    mean_count: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., mean_tokens: _Optional[float] = ..., mean_count: _Optional[float] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("name", "description", "steps", "expected_llm_calls")
+    __slots__ = ("name", "description", "steps", "expected_llm_calls", "expected_token_amplification", "source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_TOKEN_AMPLIFICATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     steps: _containers.RepeatedCompositeFieldContainer[AgentStep]
-    expected_llm_calls: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[AgentStep, _Mapping]]] = ..., expected_llm_calls: _Optional[int] = ...) -> None: ...
+    expected_llm_calls: float
+    expected_token_amplification: float
+    source: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[AgentStep, _Mapping]]] = ..., expected_llm_calls: _Optional[float] = ..., expected_token_amplification: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents",)
