@@ -161,26 +161,37 @@ def sample_int(dist: AnyDistribution, rng: np.random.Generator, minimum: int = 0
     return max(minimum, round(dist.sample(rng)))
 
 
+def _number(where: str, name: str, raw: Any) -> float:
+    """A YAML number (not a bool, not a numeric string) as a float."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise DistributionError(f"{where}: {name} must be a number, got {raw!r}")
+    try:
+        return float(raw)
+    except OverflowError:
+        raise DistributionError(f"{where}: {name} is too large") from None
+
+
 def parse(raw: Any, where: str, *, minimum: float = 0.0) -> AnyDistribution:
     """A distribution from its YAML/JSON form; errors name `where` (a field path)."""
-    if isinstance(raw, bool):
-        raise DistributionError(f"{where}: expected a number or a distribution, got {raw}")
-    if isinstance(raw, int | float):
-        _finite(where, "value", float(raw), minimum)
-        return Constant(float(raw))
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = _number(where, "value", raw)
+        _finite(where, "value", value, minimum)
+        return Constant(value)
     if not isinstance(raw, dict) or len(raw) != 1:
         raise DistributionError(
             f"{where}: expected a number or a one-key mapping "
-            "(constant, uniform, normal, lognormal, empirical), got {raw!r}"
+            f"(constant, uniform, normal, lognormal, empirical), got {raw!r}"
         )
     kind, args = next(iter(raw.items()))
     at = f"{where}.{kind}"
     try:
         if kind == "constant":
-            return parse(args, at, minimum=minimum)
+            value = _number(at, "value", args)
+            _finite(at, "value", value, minimum)
+            return Constant(value)
         if kind == "uniform":
             _check(at, isinstance(args, list) and len(args) == 2, "expected [low, high]")
-            low, high = float(args[0]), float(args[1])
+            low, high = _number(at, "low", args[0]), _number(at, "high", args[1])
             _finite(at, "low", low, minimum)
             _finite(at, "high", high, minimum)
             _check(at, low <= high, f"low ({low}) must not exceed high ({high})")
@@ -188,21 +199,24 @@ def parse(raw: Any, where: str, *, minimum: float = 0.0) -> AnyDistribution:
         if kind == "normal":
             _check(at, isinstance(args, dict), "expected {mean, std, min, max}")
             unknown = set(args) - {"mean", "std", "min", "max"}
-            _check(at, not unknown, f"unknown keys {sorted(unknown)}")
-            mu, std = float(args["mean"]), float(args["std"])
-            low = float(args.get("min", minimum))
-            high = float(args.get("max", mu + 4 * std))
+            _check(at, not unknown, f"unknown keys {sorted(map(str, unknown))}")
+            mu, std = _number(at, "mean", args["mean"]), _number(at, "std", args["std"])
+            low = _number(at, "min", args.get("min", minimum))
+            high = _number(at, "max", args.get("max", mu + 4 * std))
             _finite(at, "mean", mu, minimum)
             _finite(at, "std", std)
             _finite(at, "min", low, minimum)
             _finite(at, "max", high, minimum)
             _check(at, low <= high, f"min ({low}) must not exceed max ({high})")
+            _check(at, low <= mu <= high, f"mean ({mu}) must lie within [min, max]")
             return NormalClipped(mu, std, low, high)
         if kind == "lognormal":
             _check(at, isinstance(args, dict), "expected {median, sigma, max}")
             unknown = set(args) - {"median", "sigma", "max"}
-            _check(at, not unknown, f"unknown keys {sorted(unknown)}")
-            median, sigma, high = float(args["median"]), float(args["sigma"]), float(args["max"])
+            _check(at, not unknown, f"unknown keys {sorted(map(str, unknown))}")
+            median = _number(at, "median", args["median"])
+            sigma = _number(at, "sigma", args["sigma"])
+            high = _number(at, "max", args["max"])
             _finite(at, "median", median)
             _check(at, median > 0, f"median must be > 0, got {median}")
             _finite(at, "sigma", sigma)
@@ -212,13 +226,13 @@ def parse(raw: Any, where: str, *, minimum: float = 0.0) -> AnyDistribution:
             return LogNormal(median, sigma, high)
         if kind == "empirical":
             _check(at, isinstance(args, list) and len(args) > 0, "expected a non-empty list")
-            values = tuple(float(v) for v in args)
+            values = tuple(_number(f"{at}[{i}]", "value", v) for i, v in enumerate(args))
             for i, v in enumerate(values):
                 _finite(f"{at}[{i}]", "value", v, minimum)
             return Empirical(values)
     except KeyError as exc:
         raise DistributionError(f"{at}: missing {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, DistributionError):
             raise
         raise DistributionError(f"{at}: {exc}") from None

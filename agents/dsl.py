@@ -23,18 +23,20 @@ in this branch).
 from __future__ import annotations
 
 import enum
+import math
 import re
 import string
 from dataclasses import dataclass, field
 
 from agents.distributions import AnyDistribution, Constant
+from agents.tools import BUILTIN_TOOLS
 
 TEMPLATE_FIELDS = frozenset({"input", "branch", "branches", "iteration", "output"})
 # Bounds that keep a program finite and a task's context plausible.
 MAX_BRANCHES = 64
 MAX_ITERATIONS = 64
 MAX_DEPTH = 8
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class ProgramError(ValueError):
@@ -123,7 +125,14 @@ def walk(nodes: tuple[Node, ...], path: str = "body") -> list[tuple[str, Node]]:
 
 def _check_template(where: str, text: str, allowed: frozenset[str]) -> None:
     try:
-        names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        names: set[str] = set()
+        pending = [text]
+        while pending:
+            for _, name, spec, _ in string.Formatter().parse(pending.pop()):
+                if name is not None:
+                    names.add(name)
+                if spec:
+                    pending.append(spec)  # "{input:{width}}" nests a field in the spec
     except ValueError as exc:
         raise ProgramError(f"{where}: malformed template: {exc}") from None
     for name in sorted(names):
@@ -148,7 +157,7 @@ def _validate_nodes(
         raise ProgramError(f"{path}: must contain at least one step")
     for i, node in enumerate(nodes):
         at = f"{path}[{i}] ({node.name})"
-        if not _NAME.match(node.name):
+        if not _NAME.fullmatch(node.name):
             raise ProgramError(f"{at}: names are lower_snake_case, 1-64 characters")
         if node.name in names:
             raise ProgramError(f"{at}: duplicate step name {node.name!r}")
@@ -157,15 +166,31 @@ def _validate_nodes(
             _check_template(f"{at}.instruction", node.instruction, allowed)
             if node.max_tokens.upper() < 1:
                 raise ProgramError(f"{at}.max_tokens: must allow at least 1 token")
+            t = node.temperature
+            if t is not None and not (math.isfinite(t) and 0.0 <= t <= 2.0):
+                raise ProgramError(f"{at}.temperature: must be between 0 and 2, got {t}")
         elif isinstance(node, Tool):
             _check_template(f"{at}.argument", node.argument, allowed)
-            if node.tool is not None and node.time_limit_s <= 0:
-                raise ProgramError(f"{at}.time_limit_s: must be positive")
+            if node.tool is not None and node.tool not in BUILTIN_TOOLS:
+                raise ProgramError(
+                    f"{at}.tool: unknown tool {node.tool!r} "
+                    f"(known: {', '.join(sorted(BUILTIN_TOOLS))})"
+                )
+            limit = node.time_limit_s
+            if not (math.isfinite(limit) and 0 < limit <= 3600):
+                raise ProgramError(f"{at}.time_limit_s: must be in (0, 3600], got {limit}")
         elif isinstance(node, Parallel):
-            if node.branches.upper() > MAX_BRANCHES or node.max_branches > MAX_BRANCHES:
+            if node.branches.upper() > MAX_BRANCHES:
                 raise ProgramError(f"{at}.branches: at most {MAX_BRANCHES} branches")
-            if node.branches.upper() < 1 or node.max_branches < 1:
+            if not 1 <= node.max_branches <= MAX_BRANCHES:
+                raise ProgramError(f"{at}.max_branches: must be between 1 and {MAX_BRANCHES}")
+            if node.branches.upper() < 1:
                 raise ProgramError(f"{at}.branches: must allow at least 1 branch")
+            if node.branches.upper() > node.max_branches:
+                raise ProgramError(
+                    f"{at}.branches: can reach {node.branches.upper():g}, over "
+                    f"max_branches ({node.max_branches})"
+                )
             inner = allowed | {"branch", "branches"}
             _validate_nodes(node.body, f"{at}.body", inner, depth + 1, names)
             evaluator = node.join.evaluator
@@ -174,7 +199,9 @@ def _validate_nodes(
                     f"{at}.join: an evaluator is required for 'best' and only allowed there"
                 )
             if evaluator is not None:
-                _validate_nodes((evaluator,), f"{at}.join.evaluator", allowed, depth + 1, names)
+                # The evaluator reads every branch, so it may say how many there were.
+                judge_scope = allowed | {"branches"}
+                _validate_nodes((evaluator,), f"{at}.join.evaluator", judge_scope, depth + 1, names)
         else:
             if node.max_iterations < 1 or node.max_iterations > MAX_ITERATIONS:
                 raise ProgramError(
@@ -192,7 +219,7 @@ def _validate_nodes(
 
 def validate(program: Program) -> None:
     where = f"program {program.name!r}"
-    if not _NAME.match(program.name):
+    if not _NAME.fullmatch(program.name):
         raise ProgramError(f"{where}: names are lower_snake_case, 1-64 characters")
     try:
         _validate_nodes(program.body, "body", frozenset({"input", "output"}), 0, set())

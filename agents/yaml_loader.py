@@ -763,14 +763,22 @@ def load_program(path: Path, *, tools: Collection[str] | None = None) -> Program
 
 
 def load_programs(
-    paths: Iterable[Path], *, tools: Collection[str] | None = None
+    paths: Iterable[Path],
+    *,
+    tools: Collection[str] | None = None,
+    reserved: Collection[str] = (),
 ) -> dict[str, Program]:
     """Programs by name from files; a directory contributes its *.yaml and *.yml files in
-    name order. Two programs with one name are an error naming both files."""
+    name order. Two programs with one name are an error naming both files, and so is a
+    `reserved` name (the built-in programs')."""
     programs: dict[str, Program] = {}
     origins: dict[str, Path] = {}
     for path in _expand(paths):
         program = load_program(path, tools=tools)
+        if program.name in reserved:
+            raise ProgramLoadError(
+                str(path), "name", f"{program.name!r} is the name of a built-in program"
+            )
         if program.name in origins:
             raise ProgramLoadError(
                 str(path),

@@ -24,11 +24,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from orchestrator.config import ConfigError, DeploymentConfig, load_config
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from agents.dsl import Program
+    from orchestrator.domain import AgentInfo
+    from orchestrator.executor.interpreter import Encoder
 
 console = Console()
 err_console = Console(stderr=True)
@@ -158,45 +165,127 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if not out["failures"] else 1
 
 
-def cmd_agents(args: argparse.Namespace) -> int:
+def _agent_table(agents: Sequence[AgentInfo]) -> Table:
     from rich.table import Table
 
-    if args.target:
-        from orchestrator.client import Client
-
-        with Client(args.target, token=args.token, timeout=10.0) as client:
-            agents = client.list_agents()
-    else:
-        from agents import BUILTIN_PROGRAMS
-        from orchestrator.domain import TaskSpec
-        from orchestrator.executor.estimate import approximate_encoder, describe, expect
-        from orchestrator.executor.interpreter import Interpreter
-
-        encoder = approximate_encoder()
-        agents = []
-        for program in BUILTIN_PROGRAMS.values():
-            interpreter = Interpreter(program, encoder)
-            expected = expect(interpreter, TaskSpec(agent=program.name, input="x " * 32))
-            agents.append(describe(program, expected))
     table = Table(title="agent programs", title_justify="left")
-    for column in ("name", "steps", "LLM calls/task", "token amplification", "description"):
+    for column in ("name", "LLM calls/task", "token amplification", "description"):
         table.add_column(column)
     for agent in agents:
-        steps = " ".join(
-            f"{s.name}({s.kind}"
-            + (f" {s.mean_tokens:g} tok" if s.mean_tokens else "")
-            + (f" x{s.mean_count:g}" if s.kind in ("parallel", "loop") else "")
-            + ")"
-            for s in agent.steps
-        )
         table.add_row(
             agent.name,
-            steps,
             f"{agent.expected_llm_calls:.2f}",
             f"{agent.expected_token_amplification:.1f}x",
             agent.description,
         )
-    console.print(table)
+    return table
+
+
+def _local_programs(files: Sequence[str]) -> dict[str, Program]:
+    from agents import BUILTIN_PROGRAMS
+    from agents.tools import BUILTIN_TOOLS
+    from agents.yaml_loader import load_programs
+
+    programs = dict(BUILTIN_PROGRAMS)
+    programs.update(
+        load_programs([Path(f) for f in files], tools=BUILTIN_TOOLS, reserved=BUILTIN_PROGRAMS)
+    )
+    return programs
+
+
+def _encoder(model: str | None) -> Encoder:
+    from orchestrator.executor.estimate import approximate_encoder
+
+    if model is None:
+        return approximate_encoder()
+    from orchestrator.executor.interpreter import Encoder
+    from orchestrator.server.app import HfTokenizer
+
+    tokenizer = HfTokenizer(model)
+    return Encoder(tokenizer.encode, tokenizer.bos_token_id)
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from orchestrator.domain import TaskSpec
+    from orchestrator.executor.estimate import describe, expect
+    from orchestrator.executor.interpreter import Interpreter
+
+    if args.target:
+        from orchestrator.client import Client
+
+        with Client(args.target, token=args.token, timeout=60.0) as client:
+            console.print(_agent_table(client.list_agents()))
+        return 0
+    encoder = _encoder(None)
+    agents = []
+    for program in _local_programs(args.programs or []).values():
+        spec = TaskSpec(agent=program.name, input="x " * 32)
+        agents.append(describe(program, expect(Interpreter(program, encoder), spec)))
+    console.print(_agent_table(agents))
+    return 0
+
+
+def cmd_agents_validate(args: argparse.Namespace) -> int:
+    from agents.tools import BUILTIN_TOOLS
+    from agents.yaml_loader import ProgramLoadError, load_program
+
+    failed = 0
+    for name in args.files:
+        try:
+            program = load_program(Path(name), tools=BUILTIN_TOOLS)
+        except ProgramLoadError as exc:
+            err_console.print(f"[red]invalid[/red] {exc}", highlight=False)
+            failed += 1
+        else:
+            console.print(f"[green]ok[/green] {name}: program {program.name!r}", highlight=False)
+    return 1 if failed else 0
+
+
+def cmd_agents_show(args: argparse.Namespace) -> int:
+    from agents.dsl import Llm, Loop, Parallel, Tool, walk
+    from orchestrator.domain import TaskSpec
+    from orchestrator.executor.estimate import expect
+    from orchestrator.executor.interpreter import Interpreter
+
+    programs = _local_programs(args.programs or [])
+    program = programs.get(args.name)
+    if program is None:
+        err_console.print(f"error: no program {args.name!r}; known: {', '.join(sorted(programs))}")
+        return 2
+    console.print(f"[bold]{program.name}[/bold]: {program.description}", highlight=False)
+    if program.source:
+        console.print(f"source: {program.source}", highlight=False)
+    for path, node in walk(program.body):
+        indent = "  " * (path.count(".body") + path.count(".join"))
+        if isinstance(node, Llm):
+            what = f"llm, max_tokens ~{node.max_tokens.mean():.0f}"
+        elif isinstance(node, Tool):
+            kind = f"tool {node.tool}" if node.tool else "simulated tool"
+            what = f"{kind}, result ~{node.result_tokens.mean():.0f} tokens"
+        elif isinstance(node, Parallel):
+            what = f"parallel x{node.branches.mean():.3g}, join {node.join.kind.value}"
+        elif isinstance(node, Loop):
+            until = f", until {node.until!r}" if node.until else ""
+            what = f"loop x{node.iterations.mean():.3g} (max {node.max_iterations}{until})"
+        console.print(f"  {indent}{node.name}: {what}", highlight=False)
+    encoder = _encoder(args.model)
+    input_text = args.input or "x " * 32
+    expected = expect(
+        Interpreter(program, encoder), TaskSpec(agent=program.name, input=input_text), 1000
+    )
+    tokenizer_note = args.model or "about 4 characters per token (pass --model for exact)"
+    console.print(
+        f"expected per task (synthetic mode, {expected.tasks} seeded samples, "
+        f"tokenizer: {tokenizer_note}):",
+        highlight=False,
+    )
+    console.print(
+        f"  LLM calls {expected.llm_calls:.2f}, tool calls {expected.tool_calls:.2f}, "
+        f"prompt tokens {expected.prompt_tokens:,.0f}, output tokens "
+        f"{expected.output_tokens:,.0f}, token amplification "
+        f"{expected.token_amplification:.1f}x, longest context {expected.max_context:,}",
+        highlight=False,
+    )
     return 0
 
 
@@ -255,10 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="also write the summary as JSON to this file")
     run.set_defaults(func=cmd_run, port=0)
 
-    agents = sub.add_parser("agents", help="list agent programs")
-    agents.add_argument("--target", help="a server's host:port (default: built-in list)")
+    agents = sub.add_parser("agents", help="list, validate and show agent programs")
+    agents.add_argument("--target", help="a server's host:port (default: the local list)")
     agents.add_argument("--token", help="bearer token, if the server wants one")
+    agents.add_argument(
+        "--programs", nargs="*", help="YAML program files or folders to add to the built-ins"
+    )
     agents.set_defaults(func=cmd_agents)
+    agents_sub = agents.add_subparsers(dest="agents_command")
+    validate = agents_sub.add_parser("validate", help="check YAML program files")
+    validate.add_argument("files", nargs="+", help="program files")
+    validate.set_defaults(func=cmd_agents_validate)
+    show = agents_sub.add_parser("show", help="a program's graph and expected cost per task")
+    show.add_argument("name", help="program name")
+    show.add_argument("--programs", nargs="*", help="YAML program files or folders")
+    show.add_argument("--model", help="model folder whose tokenizer counts the tokens")
+    show.add_argument("--input", help="the user input to assume (default: 32 short words)")
+    show.set_defaults(func=cmd_agents_show)
 
     status = sub.add_parser("status", help="show a server's replicas and their load")
     status.add_argument("--target", required=True, help="the server's host:port")
@@ -277,6 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         err_console.print(f"config error: {exc}")
         return 2
+    except ValueError as exc:
+        from agents.yaml_loader import ProgramLoadError
+
+        if isinstance(exc, ProgramLoadError):
+            err_console.print(f"program error: {exc}", highlight=False)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -124,6 +124,11 @@ class RayConfig(_Strict):
 
 
 class DeploymentConfig(_Strict):
+    programs: tuple[str, ...] = Field(
+        default=(),
+        description="YAML agent program files or folders, served beside the built-in "
+        "programs (relative paths are relative to the working directory).",
+    )
     ray: RayConfig = Field(default_factory=RayConfig, description="Where replicas run.")
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Replicas.")
     server: ServerConfig = Field(default_factory=ServerConfig, description="gRPC server.")

@@ -51,9 +51,14 @@ class Expectation:
 
 
 def dry_run(interpreter: Interpreter, spec: TaskSpec, seed: int) -> TaskShape:
-    """Run one synthetic task to completion with instant outcomes."""
+    """Run one task to completion with instant outcomes: each call returns its drawn
+    max_tokens. In synthetic mode that is the task's exact shape; in live mode, the
+    widest and longest it can take."""
     task = interpreter.start("dry", spec, seed)
     prompt = output = final = longest = 0
+    # Live mode: outputs that fan out as wide as allowed and never end a loop early, so
+    # the shape is the widest a live task can take (for context checks).
+    text = "\n".join(["step"] * 64) if spec.mode is Mode.LIVE else ""
     while True:
         # advance() also folds finished frames into their parents, so the task is done
         # only once an advance after the last completion finds nothing left.
@@ -73,7 +78,7 @@ def dry_run(interpreter: Interpreter, spec: TaskSpec, seed: int) -> TaskShape:
                     final = n
             else:
                 n = action.result_tokens
-            interpreter.complete(task, action.action_id, Outcome((_FILLER,) * n, ""))
+            interpreter.complete(task, action.action_id, Outcome((_FILLER,) * n, text))
     return TaskShape(
         llm_calls=task.llm_calls,
         tool_calls=task.tool_calls,

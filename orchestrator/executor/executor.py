@@ -29,7 +29,6 @@ from orchestrator.domain import (
     ErrorCode,
     GenerateOutput,
     GenerateSpec,
-    Mode,
     StepFinished,
     StepKind,
     StepStarted,
@@ -373,7 +372,11 @@ class Executor:
             try:
                 result = await self._call(action, replica, request, queue, stream)
                 break
-            except EngineError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
+                if not isinstance(exc, EngineError):
+                    exc = EngineError(ErrorCode.INTERNAL, f"call failed: {exc!r}")
                 retryable = exc.code is ErrorCode.UNAVAILABLE
                 failed_on.add(replica)
                 if not retryable or len(failed_on) > self._max_retries:
@@ -409,6 +412,15 @@ class Executor:
         return result
 
     async def _run_tool(self, action: Action, queue: asyncio.Queue[_Message]) -> None:
+        try:
+            await self._tool(action, queue)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
+            error = EngineError(ErrorCode.INTERNAL, f"tool {action.tool!r} failed: {exc!r}")
+            queue.put_nowait(_Failed(action, error))
+
+    async def _tool(self, action: Action, queue: asyncio.Queue[_Message]) -> None:
         started = time.monotonic()
         if action.tool is None:
             await asyncio.sleep(action.latency_s)

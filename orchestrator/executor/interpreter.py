@@ -119,7 +119,7 @@ class _Seq:
     context: tuple[int, ...]  # grows as children finish
     frontier: tuple[str, ...]  # action ids the next child depends on
     vars: _Vars
-    output: str  # text of the latest output in this thread ({output})
+    output: str  # text of the latest LLM output in this thread ({output}, loop `until`)
     index: int = 0
     child: _Child | None = None
     added: tuple[int, ...] = ()  # what this sequence appended to its starting context
@@ -134,6 +134,7 @@ class _Seq:
 class _Par:
     node: Parallel
     path: str
+    vars: _Vars  # the enclosing sequence's (an evaluator inside a loop sees {iteration})
     branches: list[_Seq]
     judge: _Leaf | None = None  # the evaluator of a 'best' join, once branches are done
     added: tuple[int, ...] = ()
@@ -260,7 +261,7 @@ class Interpreter:
                 )
                 for b in range(width)
             ]
-            return _Par(node, path, branches)
+            return _Par(node, path, seq.vars, branches)
         iterations = node.max_iterations
         if task.spec.mode is Mode.SYNTHETIC or node.until is None:
             drawn = sample_int(node.iterations, self._rng(task, path + "#n"), minimum=1)
@@ -364,33 +365,36 @@ class Interpreter:
             seq.context = seq.context + added
             seq.added = seq.added + added
             seq.frontier = exits
-            seq.output = output
+            if output is not None:  # a tool's result is context, not the agent's output
+                seq.output = output
             seq.index += 1
             seq.child = None
 
     def _advance_frame(
         self, task: TaskProgress, frame: _Child, ready: list[_Leaf]
-    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str]:
-        """(finished?, tokens it appended, its exit action ids, its output text)."""
+    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str | None]:
+        """(finished?, tokens it appended, its exit action ids, its LLM output text or
+        None when it produced none)."""
         if isinstance(frame, _Leaf):
             if frame.state is _State.READY:
                 ready.append(frame)
             if frame.state is not _State.DONE:
-                return False, (), (), ""
+                return False, (), (), None
             assert frame.action is not None
-            return True, frame.added, (frame.action.action_id,), frame.text
+            text = frame.text if isinstance(frame.node, Llm) else None
+            return True, frame.added, (frame.action.action_id,), text
         if isinstance(frame, _Par):
             return self._advance_par(task, frame, ready)
         return self._advance_loop(task, frame, ready)
 
     def _advance_par(
         self, task: TaskProgress, par: _Par, ready: list[_Leaf]
-    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str]:
+    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str | None]:
         if not par.done:
             for branch in par.branches:
                 self._advance_seq(task, branch, ready)
             if not all(b.done for b in par.branches):
-                return False, (), (), ""
+                return False, (), (), None
             self._join(task, par, par.node.join, ready)
         return par.done, par.added, par.exit, par.output
 
@@ -421,7 +425,7 @@ class Interpreter:
                 context=branches[0].context[: len(branches[0].context) - len(branches[0].added)]
                 + tuple(t for b in branches for t in b.added),
                 frontier=tuple(a for b in branches for a in b.frontier),
-                vars=_Vars(branches=len(branches)),
+                vars=_Vars(par.vars.branch, len(branches), par.vars.iteration),
                 output="\n".join(f"{i + 1}. {b.output}" for i, b in enumerate(branches)),
             )
             par.judge = self._leaf(task, parent, evaluator, f"{par.path}.join", answer=False)
@@ -444,12 +448,12 @@ class Interpreter:
 
     def _advance_loop(
         self, task: TaskProgress, loop: _Loop, ready: list[_Leaf]
-    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str]:
+    ) -> tuple[bool, tuple[int, ...], tuple[str, ...], str | None]:
         while not loop.done:
             current = loop.current
             self._advance_seq(task, current, ready)
             if not current.done:
-                return False, (), (), ""
+                return False, (), (), None
             loop.added = loop.added + current.added
             number = current.vars.iteration
             stop = number >= loop.iterations

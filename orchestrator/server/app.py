@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +20,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from agents import BUILTIN_PROGRAMS
+from agents.tools import BUILTIN_TOOLS
+from agents.yaml_loader import load_programs
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.config import DeploymentConfig, RayConfig, ServerConfig
@@ -124,6 +127,13 @@ class Deployment:
 
     @classmethod
     async def start(cls, config: DeploymentConfig) -> Deployment:
+        # Programs first: a bad program file should fail before any engine starts.
+        programs = dict(BUILTIN_PROGRAMS)
+        programs.update(
+            load_programs(
+                [Path(p) for p in config.programs], tools=BUILTIN_TOOLS, reserved=BUILTIN_PROGRAMS
+            )
+        )
         owns_ray = connect_ray(config.ray)
         model = resolve_model(config)
         tokenizer = await asyncio.to_thread(HfTokenizer, model)
@@ -133,7 +143,7 @@ class Deployment:
             pool,
             RoundRobinRouter(),
             tokenizer,
-            BUILTIN_PROGRAMS,
+            programs,
             max_concurrent_calls_per_task=config.limits.max_concurrent_calls_per_task,
         )
         servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from agents.dsl import walk
+from agents.dsl import Llm, walk
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.config import LimitsConfig
@@ -108,7 +108,7 @@ def task_spec(
         if name not in steps:
             raise _Invalid(
                 f"step_max_tokens: agent {request.agent!r} has no step {name!r} "
-                f"(its steps: {', '.join(steps)})"
+                f"(its llm steps: {', '.join(steps)})"
             )
         if not 1 <= tokens <= limits.max_tokens_per_call:
             raise _Invalid(
@@ -187,7 +187,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
     def _steps_of(self, agent: str) -> tuple[str, ...] | None:
         program = self._executor.programs.get(agent)
-        return None if program is None else tuple(n.name for _, n in walk(program.body))
+        if program is None:
+            return None
+        # step_max_tokens sets output lengths, so only llm steps can be named.
+        return tuple(n.name for _, n in walk(program.body) if isinstance(n, Llm))
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
         if isinstance(exc, _Invalid):

@@ -65,13 +65,15 @@ def programs(draw: st.DrawFn, max_depth: int = 3, max_body: int = 2, tools: bool
             inner = allowed | {"branch", "branches"}
             join_kind = draw(st.sampled_from(list(JoinKind)))
             evaluator = llm_node(allowed, "judge") if join_kind is JoinKind.BEST else None
+            branches = draw(st.sampled_from(COUNTS))
             return Parallel(
                 name,
                 body=body(depth + 1, inner),
-                branches=draw(st.sampled_from(COUNTS)),
+                branches=branches,
                 join=Join(join_kind, evaluator),
                 branches_from_output=draw(st.booleans()),
-                max_branches=draw(st.integers(1, 3)),
+                # Programs may not draw more branches than max_branches allows.
+                max_branches=draw(st.integers(max(1, round(branches.upper())), 3)),
             )
         name = fresh("loop")
         iterations = draw(st.sampled_from(COUNTS))

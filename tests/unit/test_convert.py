@@ -33,15 +33,17 @@ from orchestrator.domain import (
     ReplicaState,
     ReplicaStatus,
     StepFinished,
+    StepKind,
     StepStarted,
     TaskAccepted,
     TaskCompleted,
     TaskEvent,
     TaskResult,
     TaskUsage,
+    ToolRecord,
 )
 
-from .factories import call_record
+from .factories import call_record, tool_record
 
 
 def usage() -> TaskUsage:
@@ -82,9 +84,21 @@ def records() -> tuple[CallRecord, ...]:
     )
 
 
+def tools() -> tuple[ToolRecord, ...]:
+    return (
+        tool_record("t-lookup-1", ["t-planner-0"], elapsed=0.25, result_tokens=40),
+        tool_record("t-calc-2", (), tool="calculator", ok=False, result_tokens=0, elapsed=0.0),
+    )
+
+
 def result() -> TaskResult:
     return TaskResult(
-        task_id="task-1", agent="plan_execute", answer="héllo ✓", usage=usage(), calls=records()
+        task_id="task-1",
+        agent="plan_execute",
+        answer="héllo ✓",
+        usage=usage(),
+        calls=records(),
+        tools=tools(),
     )
 
 
@@ -114,8 +128,11 @@ def test_tpot_none_and_zero_stay_distinct() -> None:
     [
         TaskAccepted(task_id="task-1", agent="plan_execute"),
         StepStarted(call_id="t-worker-2", step="worker", branch=2, replica="replica-0"),
+        StepStarted(call_id="t-lookup-1", step="lookup", branch=1, replica="", kind=StepKind.TOOL),
         StepFinished(records()[1]),
         StepFinished(records()[0]),
+        StepFinished(call=None, tool=tools()[0]),
+        StepFinished(call=None, tool=tools()[1]),
         AnswerDelta(text="Hel", token_ids=(72, 101, 108)),
         AnswerDelta(text="", token_ids=()),
         TaskCompleted(result()),
@@ -129,6 +146,19 @@ def test_every_task_event_round_trips(event: TaskEvent) -> None:
 def test_event_without_payload_is_an_error() -> None:
     with pytest.raises(ValueError, match="no known payload"):
         event_from_pb(pb.TaskEvent())
+
+
+def test_a_step_started_without_a_kind_reads_as_an_llm_step() -> None:
+    # Servers from before tool steps existed never set the field.
+    message = pb.TaskEvent(step_started=pb.StepStarted(call_id="c", step="s", replica="r"))
+    event = event_from_pb(message)
+    assert isinstance(event, StepStarted)
+    assert event.kind is StepKind.LLM
+
+
+def test_a_task_result_without_tools_round_trips() -> None:
+    plain = TaskResult("task-2", "plan_execute", "ok", usage(), records())
+    assert task_result_from_pb(wire(task_result_to_pb(plain))) == plain
 
 
 @pytest.mark.parametrize(
@@ -174,11 +204,16 @@ def test_agent_info_round_trips() -> None:
     agent = AgentInfo(
         name="plan_execute",
         description="planner -> workers -> synthesizer",
+        source="Wang et al. 2023",
         steps=(
-            AgentStepInfo(name="planner", after=(), max_tokens=64, fanout=1),
-            AgentStepInfo(name="worker", after=("planner",), max_tokens=48, fanout=3),
-            AgentStepInfo(name="synthesizer", after=("planner", "worker"), max_tokens=64, fanout=1),
+            AgentStepInfo("planner", "llm", "body[0]", mean_tokens=64.0, mean_count=1.0),
+            AgentStepInfo("workers", "parallel", "body[1]", mean_tokens=0.0, mean_count=3.5),
+            AgentStepInfo("worker", "llm", "body[1].body[0]", mean_tokens=48.25, mean_count=1.0),
+            AgentStepInfo("lookup", "tool", "body[2]", mean_tokens=400.0, mean_count=1.0),
+            AgentStepInfo("rounds", "loop", "body[3]", mean_tokens=0.0, mean_count=2.0),
+            AgentStepInfo("synthesizer", "llm", "body[4]", mean_tokens=64.0, mean_count=1.0),
         ),
-        expected_llm_calls=5,
+        expected_llm_calls=5.75,
+        expected_token_amplification=12.5,
     )
     assert agent_from_pb(wire(agent_to_pb(agent))) == agent

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agents import Program, plan_execute
 from agents.distributions import Constant
-from agents.dsl import Parallel, Tool
+from agents.dsl import Parallel, ProgramError, Tool
 from orchestrator.domain import (
     AnswerDelta,
     CallRequest,
@@ -234,7 +234,7 @@ async def test_each_call_carries_the_remaining_deadline() -> None:
 
 
 def tool_program(tool: Tool) -> Program:
-    return program(llm("ask"), tool, llm("answer", "\n<answer {output}>\n"))
+    return program(llm("ask"), tool, llm("answer", "\n<answer>\n"))
 
 
 async def test_simulated_tool_steps_are_events_records_and_context() -> None:
@@ -249,7 +249,7 @@ async def test_simulated_tool_steps_are_events_records_and_context() -> None:
     assert record is not None
     assert record.tool_id == started.call_id
     assert (record.tool, record.ok, record.result_tokens) == ("simulated", True, 12)
-    assert record.elapsed >= 0.01
+    assert record.elapsed >= 0.009  # asyncio may wake a hair early
     assert result.tools == (record,)
     [ask, answer] = result.calls
     assert record.after == (ask.call_id,)
@@ -259,7 +259,7 @@ async def test_simulated_tool_steps_are_events_records_and_context() -> None:
     # The answer's prompt holds the observation: a header, then 12 result tokens.
     prompt = fake.requests[-1].prompt_token_ids
     header = encode("\nObservation from lookup:\n")
-    instruction = encode("\n<answer [simulated lookup result: 12 tokens]>\n")
+    instruction = encode("\n<answer>\n")
     assert prompt[-len(instruction) :] == instruction
     observation = prompt[: -len(instruction)]
     assert observation[-12 - len(header) : -12] == header
@@ -290,7 +290,7 @@ async def test_live_calculator_result_reaches_the_record_and_the_next_prompt() -
     [record] = result.tools
     assert (record.tool, record.ok, record.result_tokens) == ("calculator", True, len("14"))
     prompt = fake.requests[-1].prompt_token_ids
-    tail = encode("\nObservation from calculator:\n14\n<answer 14>\n")
+    tail = encode("\nObservation from calculator:\n14\n<answer>\n")
     assert prompt[-len(tail) :] == tail
 
 
@@ -307,18 +307,24 @@ async def test_a_failing_live_tool_is_an_observation_not_a_failure() -> None:
     assert b"error: " in bytes(fake.requests[-1].prompt_token_ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a tool step naming an unregistered tool hangs the task (get_tool raises "
-    "inside executor._run_tool, nothing reaches the driver's queue)",
-)
-async def test_an_unknown_tool_fails_the_task_instead_of_hanging() -> None:
-    tool = Tool("t", tool="no_such_tool")
-    fake = FakeDispatcher()
-    ex = executor(fake, {"prog": tool_program(tool)})
-    with pytest.raises(TaskFailed):
-        async with asyncio.timeout(0.5):
+def test_an_unknown_tool_is_rejected_with_the_program() -> None:
+    with pytest.raises(ProgramError, match="unknown tool 'no_such_tool'"):
+        tool_program(Tool("t", tool="no_such_tool"))
+
+
+async def test_a_tool_that_blows_up_fails_the_task_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> object:
+        raise RuntimeError("registry unavailable")
+
+    monkeypatch.setattr("orchestrator.executor.executor.get_tool", broken)
+    ex = executor(FakeDispatcher(), {"prog": tool_program(Tool("t", tool="calculator"))})
+    with pytest.raises(TaskFailed) as failed:
+        async with asyncio.timeout(2.0):
             await run_task(ex, spec(agent="prog", mode=Mode.LIVE))
+    assert failed.value.code is ErrorCode.INTERNAL
+    assert "registry unavailable" in failed.value.message
 
 
 # ---- failures, retries, deadlines, cancellation -------------------------------------
@@ -471,6 +477,14 @@ def test_lower_max_tokens_makes_a_long_input_fit() -> None:
     ex.prepare(spec(input="x" * 200, max_tokens=8))
 
 
+async def test_a_synthetic_task_that_passes_the_context_check_fits_every_call() -> None:
+    limit = smallest_fitting_model_len(Mode.SYNTHETIC, "x" * 50)
+    fake = FakeDispatcher(max_model_len=limit)
+    await run_task(executor(fake), spec(input="x" * 50))
+    peak = max(len(r.prompt_token_ids) + r.sampling.max_tokens for r in fake.requests)
+    assert peak == limit
+
+
 def smallest_fitting_model_len(mode: Mode, user_input: str) -> int:
     """The smallest max_model_len prepare accepts for plan_execute in `mode`."""
     low, high = 1, 1 << 14
@@ -486,11 +500,6 @@ def smallest_fitting_model_len(mode: Mode, user_input: str) -> int:
     return low
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Executor.prepare checks a live-mode task against a dry run with empty "
-    "outputs, i.e. one worker; live plan_execute can fan out to 8 workers",
-)
 def test_live_mode_context_check_covers_the_widest_live_fanout() -> None:
     synthetic = smallest_fitting_model_len(Mode.SYNTHETIC, "x" * 50)
     live = smallest_fitting_model_len(Mode.LIVE, "x" * 50)

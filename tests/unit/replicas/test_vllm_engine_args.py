@@ -12,7 +12,7 @@ def test_defaults_map_through() -> None:
         "model": "/models/tiny",
         "dtype": "bfloat16",
         "tensor_parallel_size": 1,
-        "max_model_len": 1024,
+        "max_model_len": 16384,
         "max_num_seqs": 64,
         "enable_prefix_caching": True,
         "kv_cache_dtype": "auto",

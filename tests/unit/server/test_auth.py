@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agents import BUILTIN_PROGRAMS
+from agents import plan_execute
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.config import LimitsConfig, ServerConfig
@@ -31,7 +31,9 @@ class FakeCluster:
 
 
 async def serve(token: str | None) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
-    executor = Executor(FakeDispatcher(), RoundRobinRouter(), FakeTokenizer(), BUILTIN_PROGRAMS)
+    executor = Executor(
+        FakeDispatcher(), RoundRobinRouter(), FakeTokenizer(), {"plan_execute": plan_execute()}
+    )
     servicer = OrchestratorServicer(executor, FakeCluster(), LimitsConfig(), vocab_size=256)
     server, port = await start_grpc_server(
         servicer, ServerConfig(host="127.0.0.1", port=0, auth_token=token)

@@ -107,7 +107,7 @@ def test_ignore_eos_false_is_kept_as_an_explicit_choice() -> None:
         (
             {"step_max_tokens": {"critic": 5}},
             "step_max_tokens: agent 'plan_execute' has no step 'critic' "
-            "(its steps: planner, worker, synthesizer)",
+            "(its llm steps: planner, worker, synthesizer)",
         ),
         (
             {"step_max_tokens": {"worker": 0}},
