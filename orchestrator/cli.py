@@ -159,6 +159,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"ray": config.ray.model_copy(update={"address": "local"})}
         )
+    # Refuse an unknown agent before spending a minute starting engines.
+    programs = _local_programs(config.programs)
+    if args.agent not in programs:
+        err_console.print(
+            f"error: unknown agent {args.agent!r}; known: {', '.join(sorted(programs))}"
+        )
+        return 2
     out = asyncio.run(_run_burst(args, config))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

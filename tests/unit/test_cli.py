@@ -36,6 +36,14 @@ def test_a_bad_config_names_the_file_and_field(
     assert "deploy.yaml" in err and "replicas.count" in err
 
 
+def test_run_rejects_an_unknown_agent_before_starting_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--agent", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown agent 'nope'" in err and "plan_execute" in err
+
+
 def test_run_rejects_a_non_positive_task_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--tasks", "0"]) == 2
     assert "--tasks" in capsys.readouterr().err
