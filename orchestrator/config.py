@@ -71,8 +71,74 @@ class VllmEngineConfig(_Strict):
     )
 
 
+class Backend(enum.Enum):
+    """What serves calls inside each replica."""
+
+    SIM = "sim"  # the simulated GPU engine (orchestrator/sim): runs anywhere, in seconds
+    VLLM = "vllm"  # a real vLLM engine (CUDA, or vLLM's CPU build)
+
+
+class SpeculativeConfig(_Strict):
+    k: int = Field(ge=1, le=16, description="Draft tokens proposed per step.")
+    alpha: float = Field(ge=0.0, le=1.0, description="Probability each draft token is accepted.")
+    draft_cost: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="One draft step's cost as a fraction of the target's weight-read time.",
+    )
+
+
+class SimEngineConfig(_Strict):
+    """One simulated replica: a vLLM engine on `gpu` serving `model` (SIMULATION.md)."""
+
+    gpu: str = Field(default="h100", description="GPU catalog name, e.g. h100, h200, b200.")
+    model: str = Field(default="llama-3.1-8b", description="Model catalog name.")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per replica.")
+    weights: str = Field(default="bf16", description="Weight format: bf16, fp8, int8, w4a16.")
+    kv_cache_dtype: str = Field(default="bf16", description="KV cache format: bf16 or fp8.")
+    family: str = Field(
+        default="vllm", description="Engine family whose fitted constants apply (catalog)."
+    )
+    max_model_len: int = Field(default=16384, ge=16, description="Context length in tokens.")
+    max_num_seqs: int = Field(default=1024, ge=1, description="Sequences per engine step.")
+    max_num_batched_tokens: int = Field(
+        default=8192, ge=16, description="Token budget per engine step (vLLM serve's default)."
+    )
+    enable_chunked_prefill: bool = Field(default=True, description="Split long prefills.")
+    enable_prefix_caching: bool = Field(default=True, description="Automatic prefix caching.")
+    scheduling_policy: SchedulingPolicy = Field(
+        default=SchedulingPolicy.FCFS, description="'priority' honours each call's priority."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Fraction of GPU memory the engine may use."
+    )
+    num_scheduler_steps: int = Field(
+        default=1, ge=1, description="vLLM 0.6 multi-step scheduling (CPU cost per N steps)."
+    )
+    speculative: SpeculativeConfig | None = Field(
+        default=None, description="Speculative decoding; None: off."
+    )
+    catalogs: tuple[str, ...] = Field(
+        default=(), description="Extra catalog YAML files (GPUs, models, families, prices)."
+    )
+    time_scale: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Wall seconds per simulated second in a live deployment: 1 = real "
+        "time, 0 = instant (no sleeping; for measuring the orchestrator itself).",
+    )
+    seed: int = Field(default=0, description="Seed of the simulated model's output tokens.")
+
+
 class ReplicasConfig(_Strict):
     count: int = Field(default=1, ge=1, description="Number of replicas (Ray actors).")
+    backend: Backend = Field(
+        default=Backend.SIM, description="'sim' (simulated GPU) or 'vllm' (a real engine)."
+    )
+    sim: SimEngineConfig = Field(
+        default_factory=SimEngineConfig, description="The simulated engine (backend: sim)."
+    )
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs reserved per replica.")
     use_gpus: bool | None = Field(
         default=None,
@@ -80,7 +146,7 @@ class ReplicasConfig(_Strict):
         "Ray cluster has GPUs.",
     )
     engine: VllmEngineConfig = Field(
-        default_factory=VllmEngineConfig, description="The engine every replica hosts."
+        default_factory=VllmEngineConfig, description="The vLLM engine (backend: vllm)."
     )
     start_timeout_s: float = Field(
         default=600.0, gt=0, description="How long a replica may take to load its engine."
