@@ -153,9 +153,7 @@ class Catalog:
             for key, entry in (raw.get("gpus") or {}).items():
                 self.gpus[key.lower()] = GpuSpec.model_validate({**entry, "name": key.lower()})
             for key, entry in (raw.get("models") or {}).items():
-                self.models[key.lower()] = ModelSpec.model_validate(
-                    {**entry, "name": key.lower()}
-                )
+                self.models[key.lower()] = ModelSpec.model_validate({**entry, "name": key.lower()})
             for key, entry in (raw.get("families") or {}).items():
                 self.families[key.lower()] = FamilyFit.model_validate(
                     {**entry, "name": key.lower()}

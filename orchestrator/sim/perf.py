@@ -156,8 +156,10 @@ class PerfModel:
         k, e = m.experts_per_token, m.experts
         touched = e * (1.0 - (1.0 - k / e) ** tokens)
         per_gpu = (
-            m.shared_nonembedding_params + m.layers * touched * m.expert_params
-        ) * self._b_w / self._t
+            (m.shared_nonembedding_params + m.layers * touched * m.expert_params)
+            * self._b_w
+            / self._t
+        )
         return per_gpu + self._lm_head_bytes
 
     def memory_budget(self) -> tuple[float, float, float, float]:

@@ -111,7 +111,8 @@ class Scheduler:
         self._heap: list[tuple[int, float, int, SimRequest]] = []
         self._order = itertools.count()
         self._waiting = 0
-        self._lookahead = int(round(perf.tokens_per_decode_step)) if perf.hw.spec else 0
+        # Speculative decoding writes up to k draft tokens beyond the context.
+        self._lookahead = perf.hw.spec.k if perf.hw.spec else 0
         # Counters for stats and tests.
         self.steps = 0
         self.busy_time = 0.0  # seconds of GPU work
@@ -211,9 +212,7 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             request = self.running[i]
             n_new = min(request.total_tokens - request.num_computed, budget)
-            need = blocks_for(request.num_computed + n_new + self._lookahead) - len(
-                request.blocks
-            )
+            need = blocks_for(request.num_computed + n_new + self._lookahead) - len(request.blocks)
             scheduled = True
             while need > self.kv.free_blocks:
                 victim = self._preempt_for(request)
