@@ -60,17 +60,21 @@ class SimRequest:
     token_times: list[float] = field(default_factory=list)  # one per sampling step
     preemptions: int = 0
     spec_credit: float = 0.0  # fractional tokens owed by speculative decoding
+    # len(prompt) and len(output_ids), kept as plain ints: the step loop reads them for
+    # every running request.
+    prompt_len: int = 0
+    target: int = 0
+
+    def __post_init__(self) -> None:
+        self.prompt_len = len(self.prompt)
+        self.target = len(self.output_ids)
 
     @property
     def total_tokens(self) -> int:
-        return len(self.prompt) + self.num_output
-
-    @property
-    def target(self) -> int:
-        return len(self.output_ids)
+        return self.prompt_len + self.num_output
 
     def token(self, index: int) -> int:
-        n = len(self.prompt)
+        n = self.prompt_len
         return self.prompt[index] if index < n else self.output_ids[index - n]
 
 
@@ -208,29 +212,36 @@ class Scheduler:
         """Decode tokens and prefill chunks of running requests; returns the remaining
         budget and how many requests were preempted."""
         preempted = 0
+        lookahead = self._lookahead
+        kv = self.kv
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
-            n_new = min(request.total_tokens - request.num_computed, budget)
-            need = blocks_for(request.num_computed + n_new + self._lookahead) - len(request.blocks)
-            scheduled = True
-            while need > self.kv.free_blocks:
-                victim = self._preempt_for(request)
-                preempted += 1
-                if victim is request:
-                    scheduled = False
-                    break
-                for j, (planned, tokens) in enumerate(batch):
-                    if planned is victim:
-                        # Already scheduled this step (priority policy): take it back.
-                        del batch[j]
-                        budget += tokens
-                        i -= 1
+        while i < len(running) and budget > 0:
+            request = running[i]
+            computed = request.num_computed
+            n_new = request.prompt_len + request.num_output - computed
+            if n_new > budget:
+                n_new = budget
+            end = computed + n_new + lookahead
+            if end > len(request.blocks) * BLOCK_TOKENS:
+                need = blocks_for(end) - len(request.blocks)
+                scheduled = True
+                while need > kv.free_blocks:
+                    victim = self._preempt_for(request)
+                    preempted += 1
+                    if victim is request:
+                        scheduled = False
                         break
-            if not scheduled:
-                continue  # `request` left the running list; index i is the next one
-            if need > 0:
-                got = self.kv.allocate(need)
+                    for j, (planned, tokens) in enumerate(batch):
+                        if planned is victim:
+                            # Already scheduled this step (priority policy): take it back.
+                            del batch[j]
+                            budget += tokens
+                            i -= 1
+                            break
+                if not scheduled:
+                    continue  # `request` left the running list; index i is the next one
+                got = kv.allocate(need)
                 assert got is not None
                 request.blocks.extend(got)
             batch.append((request, n_new))
@@ -305,7 +316,7 @@ class Scheduler:
         decode_context = 0
         prefills: list[tuple[int, int]] = []
         for request, n_new in batch:
-            if n_new == 1 and request.total_tokens - request.num_computed == 1:
+            if n_new == 1 and request.prompt_len + request.num_output - request.num_computed == 1:
                 n_decode += 1
                 decode_context += request.num_computed + 1
             else:
@@ -318,21 +329,25 @@ class Scheduler:
         finished: list[SimRequest] = []
         per_step = self.perf.tokens_per_decode_step
         for request, n_new in batch:
-            request.num_computed += n_new
-            if request.num_computed < request.total_tokens:
-                self._commit(request)
+            computed = request.num_computed + n_new
+            total = request.prompt_len + request.num_output
+            if computed < total:
+                request.num_computed = computed
+                if computed // BLOCK_TOKENS > request.committed:
+                    self._commit(request)
                 continue  # prefill chunk: nothing sampled yet
             gained = 1
             if per_step > 1.0 and request.num_output > 0:
                 request.spec_credit += per_step
                 gained = int(request.spec_credit)
                 request.spec_credit -= gained
-            gained = max(1, min(gained, request.target - request.num_output))
+                gained = max(1, min(gained, request.target - request.num_output))
             request.num_output += gained
             # The sampled tokens' KV is written by the next step (the last one of a
             # speculative run is the bonus token, also not yet in the cache).
-            request.num_computed = request.total_tokens - 1
-            self._commit(request)
+            request.num_computed = total + gained - 1
+            if request.num_computed // BLOCK_TOKENS > request.committed:
+                self._commit(request)
             if request.first_token is None:
                 request.first_token = end
             request.last_token = end
