@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from orchestrator.config import VllmEngineConfig
+from orchestrator.config import Backend, ReplicasConfig
 from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats
 from orchestrator.replicas.engine import Engine
 
@@ -35,28 +35,23 @@ class ReplicaInfo:
 class ReplicaActor:
     """Wrapped with `ray.remote` by the pool (which sets resources and placement)."""
 
-    def __init__(self, name: str, engine_config: VllmEngineConfig, model: str) -> None:
+    def __init__(self, name: str, config: ReplicasConfig, model: str) -> None:
         self._name = name
-        self._config = engine_config
+        self._config = config
+        # vLLM: the model path or id; sim: the display name of the simulated model.
         self._model = model
         self._engine: Engine | None = None
 
     async def start(self) -> ReplicaInfo:
         import ray
 
-        from orchestrator.replicas.vllm_engine import VllmEngine
+        engine: Engine
+        if self._config.backend is Backend.SIM:
+            from orchestrator.replicas.sim_engine import SimEngine
 
-        # The config decides, not whatever the Ray worker inherited.
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self._config.cpu_kvcache_space_gib)
-        if self._config.model is None:
-            # The tiny model is generated per node, so replicas on other machines of a
-            # Ray cluster find it too (idempotent; a built copy is reused).
-            from pathlib import Path
-
-            from orchestrator.replicas.tiny_model import build_tiny_model
-
-            await asyncio.to_thread(build_tiny_model, Path(self._model))
-        engine = VllmEngine(self._config, self._model)
+            engine = SimEngine(self._config.sim)
+        else:
+            engine = await self._vllm_engine()
         await engine.start()
         self._engine = engine
         return ReplicaInfo(
@@ -66,6 +61,22 @@ class ReplicaActor:
             node=ray.get_runtime_context().get_node_id(),
             max_model_len=engine.max_model_len,
         )
+
+    async def _vllm_engine(self) -> Engine:
+        from orchestrator.replicas.vllm_engine import VllmEngine
+
+        config = self._config.engine
+        # The config decides, not whatever the Ray worker inherited.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.cpu_kvcache_space_gib)
+        if config.model is None:
+            # The tiny model is generated per node, so replicas on other machines of a
+            # Ray cluster find it too (idempotent; a built copy is reused).
+            from pathlib import Path
+
+            from orchestrator.replicas.tiny_model import build_tiny_model
+
+            await asyncio.to_thread(build_tiny_model, Path(self._model))
+        return VllmEngine(config, self._model)
 
     def _require(self) -> Engine:
         if self._engine is None:

@@ -19,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCan
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from orchestrator.config import ReplicasConfig
+from orchestrator.config import Backend, ReplicasConfig
 from orchestrator.domain import (
     CallDelta,
     CallRequest,
@@ -53,8 +53,11 @@ def plan_placement(config: ReplicasConfig, cluster_gpus: float) -> Placement:
     packed on one node. With t == 1 the actor itself holds the GPU (vLLM runs in the
     actor's process tree); with t > 1 vLLM's Ray executor starts one worker per bundle
     (each bundle's GPU and CPU are for those workers), and the actor itself reserves
-    nothing: it only hosts the engine's front end.
+    nothing: it only hosts the engine's front end. A simulated replica never takes a
+    GPU, whatever the cluster has: it only needs its CPU share.
     """
+    if config.backend is Backend.SIM:
+        return Placement(num_cpus=config.num_cpus, num_gpus=0.0, bundles=())
     use_gpus = config.use_gpus if config.use_gpus is not None else cluster_gpus > 0
     tp = config.engine.tensor_parallel_size
     if not use_gpus:
@@ -105,6 +108,8 @@ class ReplicaPool:
 
     @property
     def max_model_len(self) -> int:
+        if self._config.backend is Backend.SIM:
+            return self._config.sim.max_model_len
         return self._config.engine.max_model_len
 
     async def start(self) -> None:
@@ -128,7 +133,7 @@ class ReplicaPool:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=group, placement_group_capture_child_tasks=True
                 )
-            actor = remote_cls.options(**options).remote(name, self._config.engine, self._model)
+            actor = remote_cls.options(**options).remote(name, self._config, self._model)
             self._replicas[name] = _Replica(name, actor, group)
         try:
             infos = await asyncio.wait_for(
@@ -216,7 +221,7 @@ class ReplicaPool:
                 ReplicaStatus(
                     name=replica.name,
                     state=replica.state,
-                    engine=info.engine if info else "vllm",
+                    engine=info.engine if info else self._config.backend.value,
                     model=self._model,
                     node=info.node if info else "",
                     unfinished_requests=stat.unfinished_requests if stat else 0,

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,8 +24,8 @@ from agents.tools import BUILTIN_TOOLS
 from agents.yaml_loader import load_programs
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
-from orchestrator.config import DeploymentConfig, RayConfig, ServerConfig
-from orchestrator.executor.executor import Executor
+from orchestrator.config import Backend, DeploymentConfig, RayConfig, ServerConfig, SimEngineConfig
+from orchestrator.executor.executor import Executor, Tokenizer
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 from orchestrator.routing import RoundRobinRouter
@@ -81,8 +81,34 @@ class HfTokenizer:
         return len(self._tok)
 
 
+class ServingTokenizer(Tokenizer, Protocol):
+    """What the executor and the servicer need of the model's tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+
+def sim_model_name(config: SimEngineConfig) -> str:
+    """How a simulated replica's model is shown, e.g. "llama-3.1-8b on h100"."""
+    gpus = f"{config.tensor_parallel_size}x {config.gpu}"
+    return f"{config.model} on {gpus if config.tensor_parallel_size > 1 else config.gpu}"
+
+
+def sim_tokenizer(config: SimEngineConfig) -> ServingTokenizer:
+    """The simulated model's tokenizer (its catalog vocabulary; nothing downloaded).
+    Builds the replica once here, so an unknown GPU or model, or a model that does not
+    fit, fails before Ray starts (CatalogError, SimConfigError)."""
+    from orchestrator.sim.build import build_replica
+    from orchestrator.sim.tokens import SimTokenizer
+
+    return SimTokenizer(build_replica(config).perf.hw.model.vocab)
+
+
 def resolve_model(config: DeploymentConfig) -> str:
-    """The model path or id; builds the tiny local model when none is configured."""
+    """vLLM: the model path or id, building the tiny local model when none is configured.
+    Sim: the simulated model's display name."""
+    if config.replicas.backend is Backend.SIM:
+        return sim_model_name(config.replicas.sim)
     if config.replicas.engine.model is not None:
         return config.replicas.engine.model
     return str(build_tiny_model(default_tiny_model_dir()))
@@ -134,9 +160,15 @@ class Deployment:
                 [Path(p) for p in config.programs], tools=BUILTIN_TOOLS, reserved=BUILTIN_PROGRAMS
             )
         )
-        owns_ray = connect_ray(config.ray)
-        model = resolve_model(config)
-        tokenizer = await asyncio.to_thread(HfTokenizer, model)
+        tokenizer: ServingTokenizer
+        if config.replicas.backend is Backend.SIM:
+            tokenizer = sim_tokenizer(config.replicas.sim)
+            model = resolve_model(config)
+            owns_ray = connect_ray(config.ray)
+        else:
+            owns_ray = connect_ray(config.ray)
+            model = resolve_model(config)
+            tokenizer = await asyncio.to_thread(HfTokenizer, model)
         pool = ReplicaPool(config.replicas, model, config.ray.namespace)
         await pool.start()
         executor = Executor(
