@@ -81,6 +81,14 @@ def build_replica(config: SimEngineConfig, catalog: Catalog | None = None) -> Sc
             f"of max_model_len {config.max_model_len}; lower max_model_len, use an fp8 KV "
             f"cache, a larger tp or a bigger GPU"
         )
+    if not config.enable_chunked_prefill and config.max_num_batched_tokens < config.max_model_len:
+        # vLLM refuses this too: a longer prompt could never be scheduled.
+        raise SimConfigError(
+            f"max_num_batched_tokens ({config.max_num_batched_tokens}) is smaller than "
+            f"max_model_len ({config.max_model_len}) with chunked prefill off: longer "
+            f"prompts could never be scheduled; raise max_num_batched_tokens, lower "
+            f"max_model_len or enable chunked prefill"
+        )
     if config.max_num_batched_tokens < BLOCK_TOKENS:
         raise SimConfigError("max_num_batched_tokens must be at least one KV block (16)")
     return Scheduler(perf, scheduler_config(config), blocks)
