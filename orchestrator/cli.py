@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from orchestrator.config import ConfigError, DeploymentConfig, load_config
+from orchestrator.config import Backend, ConfigError, DeploymentConfig, load_config
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -51,7 +52,10 @@ _SAMPLE_INPUTS = (
 )
 
 
-def _config(args: argparse.Namespace) -> DeploymentConfig:
+def _config(args: argparse.Namespace, *, replicas_default: bool = False) -> DeploymentConfig:
+    """The deployment: the --config file (or the defaults) with the flags applied, then
+    validated once, simulated replica included. `replicas_default`: without --config or
+    --replicas, run 2 simulated replicas, or 1 vLLM replica (`inflection run`)."""
     config = load_config(Path(args.config)) if args.config else DeploymentConfig()
     updates: dict[str, Any] = {}
     server = config.server
@@ -61,17 +65,58 @@ def _config(args: argparse.Namespace) -> DeploymentConfig:
         server = server.model_copy(update={"host": args.host})
     updates["server"] = server
     replicas = config.replicas
-    if getattr(args, "replicas", None) is not None:
-        replicas = replicas.model_copy(update={"count": args.replicas})
+    if getattr(args, "backend", None) is not None:
+        replicas = replicas.model_copy(update={"backend": Backend(args.backend)})
+    sim = replicas.backend is Backend.SIM
+    count = getattr(args, "replicas", None)
+    if count is None and replicas_default and not args.config:
+        count = 2 if sim else 1
+    if count is not None:
+        replicas = replicas.model_copy(update={"count": count})
     if getattr(args, "model", None) is not None:
+        if sim:
+            replicas = replicas.model_copy(
+                update={"sim": replicas.sim.model_copy(update={"model": args.model})}
+            )
+        else:
+            replicas = replicas.model_copy(
+                update={"engine": replicas.engine.model_copy(update={"model": args.model})}
+            )
+    if getattr(args, "gpu", None) is not None:
+        if not sim:
+            raise ConfigError("--gpu chooses the simulated GPU: it needs --backend sim")
         replicas = replicas.model_copy(
-            update={"engine": replicas.engine.model_copy(update={"model": args.model})}
+            update={"sim": replicas.sim.model_copy(update={"gpu": args.gpu})}
         )
     updates["replicas"] = replicas
     # Round-trip through validation so overrides obey the same rules as files.
-    return DeploymentConfig.model_validate(
+    config = DeploymentConfig.model_validate(
         {**config.model_dump(), **{k: v.model_dump() for k, v in updates.items()}}
     )
+    if sim:
+        _check_sim(config)
+    return config
+
+
+def _check_sim(config: DeploymentConfig) -> None:
+    """Build the simulated replica once, so an unknown GPU or model, or one that does
+    not fit, is a config error before anything starts."""
+    from orchestrator.sim.build import CatalogError, SimConfigError, build_replica
+
+    try:
+        build_replica(config.replicas.sim)
+    except (CatalogError, SimConfigError) as exc:
+        raise ConfigError(f"replicas.sim: {exc}") from exc
+
+
+def _require_vllm(config: DeploymentConfig) -> None:
+    import importlib.util
+
+    if config.replicas.backend is Backend.VLLM and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "the vllm backend needs vLLM: pip install -e '.[cpu]' (its CPU build, as "
+            "`make test` does) or -e '.[vllm]' on GPUs"
+        )
 
 
 def _quiet_logs() -> None:
@@ -98,7 +143,9 @@ async def _serve(config: DeploymentConfig) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_logs()
-    asyncio.run(_serve(_config(args)))
+    config = _config(args)
+    _require_vllm(config)
+    asyncio.run(_serve(config))
     return 0
 
 
@@ -110,14 +157,20 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> dict
     from orchestrator.report import summarize, summary_table
     from orchestrator.server.app import Deployment
 
-    with console.status("starting replicas (the first start builds a tiny model)..."):
+    replicas = config.replicas
+    sim = replicas.backend is Backend.SIM
+    starting = "starting replicas" + ("" if sim else " (the first start builds a tiny model)")
+    with console.status(starting + "..."):
         t0 = time.monotonic()
         deployment = await Deployment.start(config)
         startup = time.monotonic() - t0
+    what = f"{'simulated' if sim else 'vLLM'} replica(s) of {deployment.pool.model}"
     console.print(
-        f"{config.replicas.count} replica(s) of {deployment.pool.model} ready in "
-        f"{startup:.1f} s; server on {deployment.address}"
+        f"{replicas.count} {what} ready in {startup:.1f} s; server on {deployment.address}",
+        highlight=False,
     )
+    if sim and replicas.sim.time_scale != 1.0:
+        console.print(f"simulated time runs at time_scale {replicas.sim.time_scale:g}")
     rng = random.Random(args.seed)
     results: list[TaskResult] = []
     failures: list[str] = []
@@ -152,13 +205,19 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> dict
 
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_logs()
-    config = _config(args)
+    config = _config(args, replicas_default=True)
+    _require_vllm(config)
     if config.ray.address is None:
         # The all-in-one run owns its cluster: joining whatever Ray happens to be
         # running would measure someone else's load.
-        config = config.model_copy(
-            update={"ray": config.ray.model_copy(update={"address": "local"})}
-        )
+        ray = config.ray.model_copy(update={"address": "local"})
+        replicas = config.replicas
+        if replicas.backend is Backend.SIM and ray.num_cpus is None:
+            # A simulated replica is one asyncio loop, far lighter than the CPU its Ray
+            # reservation stands for: let any number of them start on a small machine.
+            wanted = math.ceil(replicas.count * replicas.num_cpus)
+            ray = ray.model_copy(update={"num_cpus": max(os.cpu_count() or 1, wanted, 1)})
+        config = config.model_copy(update={"ray": ray})
     # Refuse an unknown agent before spending a minute starting engines.
     programs = _local_programs(config.programs)
     if args.agent not in programs:
@@ -331,10 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     def deployment_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="deployment YAML (see cluster/local.yaml)")
         p.add_argument(
-            "--model",
-            help="model path or Hugging Face id (default: a tiny local model built on first use)",
+            "--backend",
+            choices=("sim", "vllm"),
+            help="what serves the calls: sim (a simulated GPU, the default) or vllm",
         )
-        p.add_argument("--replicas", type=int, help="number of replicas")
+        p.add_argument(
+            "--model",
+            help="sim: a catalog model (default llama-3.1-8b); vllm: a model path or Hugging "
+            "Face id (default: a tiny local model built on first use)",
+        )
+        p.add_argument("--gpu", help="sim: the catalog GPU each replica simulates (default h100)")
+        p.add_argument(
+            "--replicas", type=int, help="number of replicas (run: 2 with sim, 1 with vllm)"
+        )
         p.add_argument("--host", help="interface for the gRPC server (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="gRPC port (0: any free port)")
 

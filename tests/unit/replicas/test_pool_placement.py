@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config import ReplicasConfig, VllmEngineConfig
+from orchestrator.config import Backend, ReplicasConfig, SimEngineConfig, VllmEngineConfig
 from orchestrator.replicas.pool import Placement, plan_placement
 
 
 def replicas(tp: int = 1, use_gpus: bool | None = None, num_cpus: float = 2.0) -> ReplicasConfig:
     return ReplicasConfig(
-        num_cpus=num_cpus, use_gpus=use_gpus, engine=VllmEngineConfig(tensor_parallel_size=tp)
+        backend=Backend.VLLM,
+        num_cpus=num_cpus,
+        use_gpus=use_gpus,
+        engine=VllmEngineConfig(tensor_parallel_size=tp),
     )
 
 
@@ -44,3 +47,16 @@ def test_use_gpus_false_stays_on_cpus_even_with_gpus(tp: int) -> None:
     assert plan_placement(replicas(tp=tp, use_gpus=False), cluster_gpus=8) == Placement(
         2.0, 0.0, ()
     )
+
+
+@pytest.mark.parametrize("use_gpus", [None, True])
+def test_simulated_replicas_never_take_gpus(use_gpus: bool | None) -> None:
+    # Even a simulated tp=4 replica on a GPU cluster: its GPUs are simulated.
+    config = ReplicasConfig(
+        backend=Backend.SIM,
+        num_cpus=0.5,
+        use_gpus=use_gpus,
+        sim=SimEngineConfig(tensor_parallel_size=4),
+        engine=VllmEngineConfig(tensor_parallel_size=4),
+    )
+    assert plan_placement(config, cluster_gpus=8) == Placement(0.5, 0.0, ())
