@@ -8,7 +8,8 @@ import pytest
 from rich.console import Console
 
 from orchestrator import cli
-from orchestrator.cli import main
+from orchestrator.cli import build_parser, main
+from orchestrator.config import Backend, DeploymentConfig
 
 
 def test_agents_lists_the_builtin_programs(
@@ -77,3 +78,58 @@ def test_agents_show_prints_the_tree_and_the_expected_cost(
     assert "LLM calls 7." in out  # ~7.8 calls per task, as the Copilot traces
     assert main(["agents", "show", "nope"]) == 2
     assert "known: chat" in capsys.readouterr().err
+
+
+def run_config(*argv: str) -> DeploymentConfig:
+    """The deployment `inflection run ARGV` would start."""
+    return cli._config(build_parser().parse_args(["run", *argv]), replicas_default=True)
+
+
+def test_run_defaults_to_two_simulated_h100_replicas_of_llama_8b() -> None:
+    replicas = run_config().replicas
+    assert replicas.backend is Backend.SIM
+    assert replicas.count == 2
+    assert (replicas.sim.gpu, replicas.sim.model) == ("h100", "llama-3.1-8b")
+
+
+def test_model_and_gpu_choose_the_simulated_replica() -> None:
+    replicas = run_config("--model", "qwen3-8b", "--gpu", "b200", "--replicas", "3").replicas
+    assert (replicas.sim.gpu, replicas.sim.model, replicas.count) == ("b200", "qwen3-8b", 3)
+    assert replicas.engine.model is None  # the vLLM engine's model is not touched
+
+
+def test_model_names_the_vllm_model_on_the_vllm_backend() -> None:
+    replicas = run_config("--backend", "vllm", "--model", "/models/llama").replicas
+    assert replicas.backend is Backend.VLLM
+    assert replicas.count == 1
+    assert replicas.engine.model == "/models/llama"
+    assert replicas.sim.model == "llama-3.1-8b"
+
+
+def test_a_config_file_keeps_its_replica_count(tmp_path: Path) -> None:
+    config = tmp_path / "deploy.yaml"
+    config.write_text("replicas:\n  count: 3\n")
+    assert run_config("--config", str(config)).replicas.count == 3
+    config.write_text("server:\n  port: 0\n")
+    assert run_config("--config", str(config)).replicas.count == 1  # the file's default
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_an_unknown_simulated_model_is_a_config_error_naming_the_known_ones(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--model", "llama-9"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "unknown model 'llama-9'" in err and "llama-3.1-8b" in err
+
+
+def test_a_model_that_does_not_fit_the_gpu_is_a_config_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--model", "llama-3.1-70b", "--gpu", "l40s"]) == 2
+    assert "does not fit l40s" in " ".join(capsys.readouterr().err.split())
+
+
+def test_gpu_needs_the_sim_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--backend", "vllm", "--gpu", "h100"]) == 2
+    assert "--backend sim" in " ".join(capsys.readouterr().err.split())

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, DeploymentConfig, SchedulingPolicy, load_config
+from orchestrator.config import (
+    Backend,
+    ConfigError,
+    DeploymentConfig,
+    SchedulingPolicy,
+    load_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -119,3 +127,33 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
 def test_config_errors_are_value_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"deploy\.yaml"):
         load_config(write(tmp_path, "[]\n"))
+
+
+def test_the_default_deployment_simulates_llama_8b_on_h100s() -> None:
+    replicas = DeploymentConfig().replicas
+    assert replicas.backend is Backend.SIM
+    assert (replicas.sim.gpu, replicas.sim.model) == ("h100", "llama-3.1-8b")
+    assert replicas.sim.time_scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "backend"),
+    [
+        ("local.yaml", Backend.SIM),
+        ("local-vllm.yaml", Backend.VLLM),
+        ("gpu-example.yaml", Backend.VLLM),
+    ],
+)
+def test_the_shipped_cluster_configs_load(name: str, backend: Backend) -> None:
+    config = load_config(REPO / "cluster" / name)
+    assert config.replicas.backend is backend
+
+
+def test_a_typo_in_the_sim_section_names_the_dotted_path(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "replicas:\n  backend: sim\n  sim:\n    gpus: h100\n"))
+    assert "replicas.sim.gpus" in message
+
+
+def test_an_unknown_backend_names_the_field(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "replicas:\n  backend: tpu\n"))
+    assert "replicas.backend" in message and "'sim'" in message
