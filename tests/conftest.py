@@ -41,7 +41,8 @@ def live_server() -> Iterator[LiveServer]:
         {
             "ray": {"num_cpus": 2},
             "server": {"host": "127.0.0.1", "port": 0},
-            "replicas": {"count": 1, "health_period_s": 0.5},
+            # The real engine, explicitly: the default backend is the simulated GPU.
+            "replicas": {"count": 1, "backend": "vllm", "health_period_s": 0.5},
             "limits": {"max_tokens_per_call": 1024},
         }
     )

@@ -1,4 +1,5 @@
-"""The commands a user types: `make run`, and the service started as a Ray job.
+"""The commands a user types: `make run` (simulated GPUs, the default), `inflection run
+--backend vllm`, and the service started as a Ray job on either backend.
 
 These run before the integration tests (pytest collects tests/e2e first), while no Ray
 cluster of the test session is up: each starts and stops its own."""
@@ -40,17 +41,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_make_run_prints_the_summary() -> None:
-    proc = subprocess.run(
-        ["make", "run"],
-        cwd=REPO,
-        env={**_env(), "MAKEFLAGS": ""},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+def _summary_rows(out: str, tasks: int) -> None:
     for row in (
         "tasks completed",
         "LLM calls per task",
@@ -60,8 +51,54 @@ def test_make_run_prints_the_summary() -> None:
         "output tokens/s",
     ):
         assert row in out, out[-3000:]
-    assert re.search(r"tasks completed\s*│\s*24\s*│", out), out[-3000:]
+    assert re.search(rf"tasks completed\s*│\s*{tasks}\s*│", out), out[-3000:]
     assert re.search(r"tasks failed\s*│\s*0\s*│", out), out[-3000:]
+
+
+def _row(out: str, name: str) -> float:
+    match = re.search(rf"{re.escape(name)}\s*│\s*([\d,.]+)", out)
+    assert match, out[-3000:]
+    return float(match.group(1).replace(",", ""))
+
+
+def test_make_run_prints_the_summary() -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["make", "run"],
+        cwd=REPO,
+        env={**_env(), "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "2 simulated replica(s) of llama-3.1-8b on h100 ready" in out, out[-3000:]
+    _summary_rows(out, 24)
+    # Simulated H100s answer like H100s: a plan_execute task (5 calls, ~10 steps of
+    # generation each) takes well under a few seconds, not the CPU engine's minutes.
+    assert 0 < _row(out, "task latency (ms)") < 10_000, out[-3000:]
+    # The sim backend needs no model download or engine build: the whole command
+    # (venv already set up by this test session) stays short.
+    assert elapsed < 180, f"make run took {elapsed:.0f} s"
+
+
+def test_run_on_the_vllm_backend(tmp_path: Path) -> None:
+    """`--backend vllm` still runs the real engine (vLLM's CPU build, tiny model)."""
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [str(BIN / "inflection"), "run", "--backend", "vllm", "--tasks", "4",
+         "--concurrency", "4", "--json", str(summary)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 vLLM replica(s) of" in proc.stdout, proc.stdout[-3000:]
+    _summary_rows(proc.stdout, 4)
 
 
 @pytest.fixture
@@ -111,12 +148,15 @@ def _ray(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serve_as_a_ray_job(ray_head: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "engine"), [("cluster/local.yaml", "sim"), ("cluster/local-vllm.yaml", "vllm")]
+)
+def test_serve_as_a_ray_job(ray_head: str, config: str, engine: str) -> None:
     port = _free_port()
     command = (
         "job", "submit", "--address", ray_head, "--no-wait", "--working-dir", str(REPO),
         "--submission-id", "inflection-e2e", "--",
-        "inflection", "serve", "--config", "cluster/local.yaml", "--port", str(port),
+        "inflection", "serve", "--config", config, "--port", str(port),
     )  # fmt: skip
     # The head answers before its job agent is up ("No available agent to submit job"),
     # so submission is retried until it is accepted or the deadline passes.
@@ -143,6 +183,9 @@ def test_serve_as_a_ray_job(ray_head: str) -> None:
             result = client.run("plan_execute", "Plan a trip to the data centre.", max_tokens=8)
         assert result.usage.llm_calls == 5
         assert result.usage.output_tokens_total == 40
+        with Client(f"127.0.0.1:{port}", timeout=30) as client:
+            status = client.cluster_status()
+        assert {r.engine for r in status.replicas} == {engine}
         logs = _ray("job", "logs", "--address", ray_head, "inflection-e2e").stdout
         assert f"inflection: serving on 127.0.0.1:{port}" in logs
     finally:

@@ -34,6 +34,7 @@ def test_gpu_replica_serves_a_task(live_server, tensor_parallel_size: int) -> No
             "ray": {"namespace": f"inflection-gpu-{tensor_parallel_size}"},
             "replicas": {
                 "count": 1,
+                "backend": "vllm",
                 "use_gpus": True,
                 "engine": {
                     "model": live_server.model_dir,
