@@ -109,6 +109,12 @@ class FamilyFit(_Entry):
     c_step_ms: float = Field(ge=0, description="CPU overhead per engine step, ms.")
     c_layer_us: float = Field(ge=0, description="Per-layer launch overhead per step, us.")
     c_req_us: float = Field(ge=0, description="CPU overhead per sequence in a step, us.")
+    gemm_half_tokens: float = Field(
+        default=0.0,
+        ge=0,
+        description="Tokens in a step at which GEMMs reach half of eta_c (small-M GEMMs "
+        "leave tensor cores idle): eta = eta_c * T / (T + this); 0: no ramp.",
+    )
     source: str = Field(description="How the constants were obtained.")
 
 

@@ -123,6 +123,7 @@ class PerfModel:
         self._attn_coef = 4.0 * m.layers * m.q_heads * m.head_dim / t
         self._lm_flops = 2.0 * m.vocab * m.hidden / t
         self._gemm_coef = 2.0 * self._n_active / t
+        self._gemm_half = f.gemm_half_tokens
         if t > 1:
             link = g.link_gbps * 1e9 * f.eta_link
             self._ar_fixed = 2 * m.layers * f.alpha_ar_us * 1e-6
@@ -208,7 +209,10 @@ class PerfModel:
         seqs = n_decode + len(prefills)
         if seqs == 0:
             return StepCost(0.0, 0.0, 0.0, 0.0, 0.0)
-        compute = (self._gemm_coef * tokens + self._lm_flops * seqs) / self._gemm_flops_s + (
+        gemm_rate = self._gemm_flops_s
+        if self._gemm_half:
+            gemm_rate *= tokens / (tokens + self._gemm_half)
+        compute = (self._gemm_coef * tokens + self._lm_flops * seqs) / gemm_rate + (
             self._attn_coef * attn
         ) / self._attn_flops_s
         memory = (

@@ -60,6 +60,7 @@ class SimRequest:
     token_times: list[float] = field(default_factory=list)  # one per sampling step
     preemptions: int = 0
     spec_credit: float = 0.0  # fractional tokens owed by speculative decoding
+    owner: object = None  # the driver's handle for this request (engine call, sim call)
     # len(prompt) and len(output_ids), kept as plain ints: the step loop reads them for
     # every running request.
     prompt_len: int = 0
