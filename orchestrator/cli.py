@@ -4,6 +4,8 @@
     inflection serve --config FILE      replicas + gRPC server until stopped
     inflection agents [--target ADDR]   list agent programs (built-in, or a server's)
     inflection status --target ADDR     replicas of a running server, their state and load
+    inflection simulate --config FILE   fast-forward a simulated cluster; JSON + HTML reports
+    inflection plan --model M --slo ..  GPUs needed per GPU type at an SLO, tok/J, $/M tokens
 
 Heavy imports (Ray, vLLM, transformers) happen inside the commands that need them, so
 `inflection agents` and `inflection status` start fast.
@@ -441,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--target", required=True, help="the server's host:port")
     status.add_argument("--token", help="bearer token, if the server wants one")
     status.set_defaults(func=cmd_status)
+
+    from orchestrator.sim.commands import add_parsers as add_sim_parsers
+
+    add_sim_parsers(sub)
     return parser
 
 

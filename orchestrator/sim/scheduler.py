@@ -88,6 +88,9 @@ class SchedulerConfig:
     prefix_caching: bool = True
     priority: bool = False  # vLLM scheduling_policy="priority"
     v0_prefill_first: bool = False
+    # Keep every token's time (for inter-token latencies); the fast-forward cluster
+    # simulation turns this off, it only needs the first and last.
+    record_token_times: bool = True
 
 
 @dataclass(slots=True, frozen=True)
@@ -329,6 +332,7 @@ class Scheduler:
         produced: list[tuple[SimRequest, int]] = []
         finished: list[SimRequest] = []
         per_step = self.perf.tokens_per_decode_step
+        record = config.record_token_times
         for request, n_new in batch:
             computed = request.num_computed + n_new
             total = request.prompt_len + request.num_output
@@ -352,7 +356,8 @@ class Scheduler:
             if request.first_token is None:
                 request.first_token = end
             request.last_token = end
-            request.token_times.append(end)
+            if record:
+                request.token_times.append(end)
             produced.append((request, gained))
             if request.num_output >= request.target:
                 request.state = RequestState.FINISHED
