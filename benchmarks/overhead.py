@@ -548,7 +548,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         {
             "ray": {"num_cpus": 2},
             "server": {"host": "127.0.0.1", "port": 0},
-            "replicas": {"count": 1, "engine": engine},
+            "replicas": {"count": 1, "backend": "vllm", "engine": engine},
         }
     )
     console.print("starting the Inflection deployment (Ray replica with vLLM)...")
