@@ -70,6 +70,10 @@ class ArrivalProcess(enum.Enum):
     TRACE = "trace"  # arrival times (and optionally agents and inputs) from a file
 
 
+class RouterPolicy(enum.Enum):
+    ROUND_ROBIN = "round_robin"
+
+
 class ArrivalConfig(_Strict):
     process: ArrivalProcess = Field(
         default=ArrivalProcess.POISSON, description="How task arrivals are spaced."
@@ -123,7 +127,9 @@ class SimulationConfig(_Strict):
     engine: SimEngineConfig = Field(
         default_factory=SimEngineConfig, description="Every replica's simulated engine."
     )
-    router: str = Field(default="round_robin", description="Routing policy.")
+    router: RouterPolicy = Field(
+        default=RouterPolicy.ROUND_ROBIN, description="Routing policy: round_robin."
+    )
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
     duration_s: float = Field(
@@ -179,17 +185,23 @@ def arrivals(config: ArrivalConfig, duration_s: float, seed: int) -> Iterator[Ar
     if config.process is ArrivalProcess.TRACE:
         yield from read_trace(Path(config.trace or ""), config.speedup, duration_s)
         return
+    mean_gap = 1.0 / config.rate
+    if config.process is ArrivalProcess.CONSTANT:
+        # k/rate, not a running sum of gaps: the count in [0, d) is ceil(d*rate) - 1
+        # whatever the rounding.
+        k = 1
+        while (t := k / config.rate) < duration_s:
+            yield Arrival(t)
+            k += 1
+        return
     rng = np.random.default_rng(seed)
     t = 0.0
-    mean_gap = 1.0 / config.rate
     shape = 1.0 / (config.cv**2)
     while True:
         if config.process is ArrivalProcess.POISSON:
             gap = rng.exponential(mean_gap)
-        elif config.process is ArrivalProcess.GAMMA:
-            gap = rng.gamma(shape, mean_gap / shape)
         else:
-            gap = mean_gap
+            gap = rng.gamma(shape, mean_gap / shape)
         t += float(gap)
         if t >= duration_s:
             return
@@ -201,10 +213,13 @@ class TraceError(ValueError):
 
 
 def read_trace(path: Path, speedup: float, duration_s: float) -> Iterator[Arrival]:
+    """A trace's arrivals within [0, duration_s), in time order (a trace need not be
+    sorted); raises TraceError naming the file and line of a malformed entry."""
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror}") from exc
+    entries: list[Arrival] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -215,11 +230,14 @@ def read_trace(path: Path, speedup: float, duration_s: float) -> Iterator[Arriva
             length = row.get("input_length")
             if at < 0 or (length is not None and int(length) < 1):
                 raise ValueError("negative timestamp or input_length < 1")
+            if agent is not None and not isinstance(agent, str):
+                raise ValueError("agent must be a string")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise TraceError(f"{path}:{number}: bad trace line ({exc})") from None
-        if at >= duration_s:
-            return
-        yield Arrival(at, agent, int(length) if length is not None else None)
+        if at < duration_s:
+            entries.append(Arrival(at, agent, int(length) if length is not None else None))
+    entries.sort(key=lambda a: a.at)
+    yield from entries
 
 
 # ---- the simulation --------------------------------------------------------------------
@@ -304,8 +322,9 @@ class ClusterSimulation:
             raise ConfigError(
                 f"workload.mix: unknown agent(s) {unknown}; known: {', '.join(sorted(programs))}"
             )
+        # Every program can run (a trace may name agents outside the mix).
         self._interpreters = {
-            name: Interpreter(programs[name], encoder) for name in config.workload.mix
+            name: Interpreter(program, encoder) for name, program in programs.items()
         }
         self._mix_names = list(config.workload.mix)
         weights = np.array([config.workload.mix[n] for n in self._mix_names], dtype=float)
@@ -323,7 +342,10 @@ class ClusterSimulation:
         self._by_name = {r.name: i for i, r in enumerate(self._replicas)}
         self._router: Router = router or RoundRobinRouter()
         self._filler = encoder(" result row: value, source, note;" * 8)
-        self._words = [f" w{i}" for i in range(512)]
+        # Input words the tokenizer encodes as one token each, so a task's input is as
+        # many tokens as the workload asks.
+        syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+        self._words = [f" {a}{b}{c}" for a in syllables[:8] for b in syllables for c in "ny"]
         pool_size = 1 << 20
         self._pool = output_token_ids(config.engine.seed, "pool", pool_size, model.vocab)
         self._heap: list[tuple[float, int, int, Any]] = []
@@ -355,6 +377,16 @@ class ClusterSimulation:
         wl = config.workload
         median = wl.input_tokens_mean / math.exp(wl.input_tokens_sigma**2 / 2.0)
         arrival_iter = arrivals(config.arrival, config.duration_s, config.seed)
+        if config.arrival.process is ArrivalProcess.TRACE:
+            # Read the whole trace first, so a bad entry fails before any simulation.
+            entries = list(arrival_iter)
+            unknown = sorted({a.agent for a in entries if a.agent} - set(self._interpreters))
+            if unknown:
+                known = ", ".join(sorted(self._interpreters))
+                raise TraceError(
+                    f"{config.arrival.trace}: unknown agent(s) {unknown}; known: {known}"
+                )
+            arrival_iter = iter(entries)
         self._results: list[TaskResult] = []
         self._measured: list[TaskResult] = []
         self._failed = 0
@@ -410,8 +442,8 @@ class ClusterSimulation:
     ) -> int:
         interpreter = self._interpreters.get(agent)
         if interpreter is None:
-            self._failed += 1
-            return 0
+            known = ", ".join(sorted(self._interpreters))
+            raise TraceError(f"arrival.trace: unknown agent {agent!r}; known: {known}")
         spec = TaskSpec(agent=agent, input=self._input_text(rng, n_in), mode=Mode.SYNTHETIC)
         seed = int(rng.integers(0, 2**48))
         progress = interpreter.start(f"task-{index}", spec, seed)
@@ -615,7 +647,8 @@ class ClusterSimulation:
             (slo.task_latency_p99, summary.task_latency.p99, "latency"),
         ]
         given = [(b, v, k) for b, v, k in bounds if b is not None]
-        slo_met = None if not given else all(v <= b for b, v, _ in given)
+        # A run that measured no task has met nothing.
+        slo_met = None if not given else bool(measured) and all(v <= b for b, v, _ in given)
         ttft_bound = min((b for b, _, k in given if k == "ttft"), default=math.inf)
         latency_bound = min((b for b, _, k in given if k == "latency"), default=math.inf)
         good = sum(

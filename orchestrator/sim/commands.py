@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -65,6 +66,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     q.set_defaults(func=cmd_plan)
 
 
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.report import summary_table
     from orchestrator.sim.catalog import CatalogError
@@ -82,7 +89,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.rate is not None:
             updates["arrival"] = {**config.arrival.model_dump(), "rate": args.rate}
         if updates:
-            config = type(config).model_validate({**config.model_dump(), **updates})
+            try:
+                config = type(config).model_validate({**config.model_dump(), **updates})
+            except ValidationError as exc:
+                raise ConfigError(_one_line(exc)) from None
         started = time.perf_counter()
         with console.status(f"simulating {config.replicas} replicas..."):
             result = ClusterSimulation(config).run()
@@ -163,7 +173,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.sim.planner import PlanQuery, parse_mix, parse_prices, parse_slo, plan
 
     try:
-        tps = tuple(int(t) for t in args.tp.split(",") if t.strip()) if args.tp else ()
+        if args.replicas < 1:
+            raise ValueError("--replicas: simulate at least 1 replica per trial")
+        if args.duration <= 0:
+            raise ValueError("--duration: give a positive number of simulated seconds")
+        if args.target_rate <= 0:
+            raise ValueError("--target-rate: give a positive number of tasks/s")
+        try:
+            tps = tuple(int(t) for t in args.tp.split(",") if t.strip()) if args.tp else ()
+        except ValueError:
+            raise ValueError(f"--tp: {args.tp!r} is not a comma-separated list") from None
+        if any(t < 1 for t in tps):
+            raise ValueError("--tp: degrees must be at least 1")
         query = PlanQuery(
             model=args.model,
             gpus=tuple(g.strip().lower() for g in args.gpus.split(",") if g.strip()),
@@ -184,6 +205,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         catalog = load_catalog(query.catalogs)
         with console.status("planning...") as status:
             rows = plan(query, progress=lambda s: status.update(f"planning: {s}"))
+    except ValidationError as exc:
+        err_console.print(f"[red]error:[/red] {_one_line(exc)}")
+        return 2
     except (ConfigError, CatalogError, SimConfigError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 2

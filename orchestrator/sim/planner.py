@@ -185,7 +185,7 @@ def _row(
     trials: int,
 ) -> PlanRow:
     price = (query.prices or {}).get(gpu, catalog.price(gpu))
-    if result is None or rate <= 0:
+    if result is None or rate <= 0 or result.summary.output_tps <= 0:
         return PlanRow(gpu, tp, True, "", 0.0, 0.0, 0.0, 0, 0.0, price, None, 0.0, 0.0, trials)
     summary = result.summary
     output_tps_replica = summary.output_tps / query.replicas

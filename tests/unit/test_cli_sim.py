@@ -133,12 +133,6 @@ def test_simulate_bad_trace_line_names_it(
     assert_one_line_error(capsys.readouterr().err, "trace.jsonl:2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--replicas 0 (and --duration 0, --rate 0) reach the pydantic model "
-    "unchecked; the ValidationError text is printed as-is: several lines and a "
-    "pydantic URL instead of one line naming the option",
-)
 def test_simulate_zero_replicas_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,12 +216,6 @@ def test_plan_bad_input_is_a_one_line_error(
     assert not (tmp_path / "plan.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an SLO no rate can meet makes plan() divide by zero (see "
-    "test_planner.py::test_an_slo_no_rate_can_meet_gives_a_row_without_a_rate): the "
-    "command dies with a ZeroDivisionError traceback instead of printing 'SLO not met'",
-)
 def test_plan_with_an_unreachable_slo_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

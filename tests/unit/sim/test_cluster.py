@@ -195,12 +195,6 @@ def test_constant_arrivals_are_evenly_spaced_within_the_duration() -> None:
     assert times == pytest.approx(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="constant arrivals add the gap up in floating point, so whether an arrival "
-    "lands on t == duration_s depends on rounding: rate 10 gives 10 arrivals in 1 s "
-    "but 19 in 2 s and 29 in 3 s (cluster.arrivals: t += gap)",
-)
 def test_constant_arrival_count_does_not_depend_on_rounding() -> None:
     cases = [(10.0, 1.0), (10.0, 2.0), (10.0, 3.0), (7.0, 1.0), (4.0, 5.0)]
     offsets = {len(arrival_times("constant", r, d)) - round(r * d) for r, d in cases}
@@ -257,23 +251,12 @@ def test_trace_agent_and_input_length_are_used(tmp_path: Path) -> None:
     assert result.failed == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the simulated user input is input_length words ' w<n>', and SimTokenizer "
-    "splits each into 2 tokens (' w' + digits), so the task's input is twice the "
-    "trace's input_length (ClusterSimulation._words / _input_text)",
-)
 def test_trace_input_length_is_the_user_input_in_tokens(tmp_path: Path) -> None:
     path = write_trace(tmp_path, [{"timestamp": 0, "input_length": 100}])
     [task] = run(duration_s=2.0, arrival=trace_config(path)).results
     assert task.usage.user_input_tokens == pytest.approx(100, rel=0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workload.input_tokens_mean is described as tokens, but each simulated input "
-    "word is 2 tokens: a mean of 64 gives 128-token inputs (ClusterSimulation._words)",
-)
 def test_workload_input_tokens_mean_is_the_user_input_in_tokens() -> None:
     result = run(
         duration_s=3.0,
@@ -283,12 +266,6 @@ def test_workload_input_tokens_mean_is_the_user_input_in_tokens() -> None:
     assert [r.usage.user_input_tokens for r in result.results] == [64, 64]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a trace task naming a built-in agent that is not in workload.mix is silently "
-    "counted as failed (ClusterSimulation._task_arrives only knows the mix's "
-    "interpreters); it should run, or be rejected with a message naming the agent",
-)
 def test_trace_agent_outside_the_mix_runs_or_is_rejected(tmp_path: Path) -> None:
     path = write_trace(tmp_path, [{"timestamp": 0, "agent": "react"}])
     try:
@@ -299,13 +276,6 @@ def test_trace_agent_outside_the_mix_runs_or_is_rejected(tmp_path: Path) -> None
         assert result.failed == 0 and [r.agent for r in result.results] == ["react"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_trace stops at the first timestamp past the duration and feeds later "
-    "arrivals in file order, so an out-of-order trace silently drops entries (here the "
-    "one at 2 s) and runs the virtual clock backwards; it should sort or raise "
-    "TraceError naming the line",
-)
 def test_an_out_of_order_trace_is_sorted_or_rejected(tmp_path: Path) -> None:
     path = write_trace(tmp_path, [{"timestamp": t} for t in (5000, 1000, 30000, 2000)])
     try:
@@ -369,12 +339,6 @@ def test_no_slo_gives_no_verdict() -> None:
     assert run(duration_s=3.0).slo_met is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no measured task (here every arrival is inside the warm-up) the "
-    "percentiles are 0 and slo_met is True; `inflection simulate` then prints 'SLO met' "
-    "for an empty run, and the planner takes such a run as a pass",
-)
 def test_a_run_that_measured_no_task_does_not_claim_the_slo() -> None:
     result = run(duration_s=5.0, warmup_s=10.0, slo={"task_latency_p99": 5.0})
     assert result.summary.tasks == 0
@@ -444,12 +408,6 @@ def test_round_robin_spreads_calls_evenly_over_replicas() -> None:
     assert max(per_replica.values()) - min(per_replica.values()) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SimulationConfig.router is a free string that nothing reads: a misspelt or "
-    "unsupported policy silently runs round robin; it should be an enum (ConfigError "
-    "naming router)",
-)
 def test_an_unknown_router_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "sim.yaml"
     path.write_text("router: least_loadd\n")

@@ -355,7 +355,7 @@ def timeline() -> list[tuple[str, tuple[float, ...], int | None, int]]:
             f"r{i}",
             shared + tuple(ids.randrange(1000, 2000) for _ in range(10 * i)),
             tuple(range(20 + i)),
-            arrival=0.01 * i,
+            arrival=0.0,  # all at once: preemptions then follow from block counts alone
         )
         for i in range(10)
     ]
