@@ -137,9 +137,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _plan_table(rows: list[Any], target: float) -> Table:
     table = Table(title=f"inflection plan (fleet sized for {target:g} tasks/s)",
                   title_justify="left")  # fmt: skip
-    for name in ("GPU", "tp", "tasks/s per replica", "tasks/s per GPU", "out tok/s per GPU",
-                 "GPUs needed", "tok/J", "$/GPU-h", "$ per M tok", "TTFT p90 (s)",
-                 "latency p99 (s)"):  # fmt: skip
+    for name in ("GPU", "tp", "tasks/s /replica", "tasks/s /GPU", "out tok/s /GPU", "GPUs",
+                 "tok/J", "$/GPU-h", "$/M tok", "TTFT p90 s", "lat. p99 s"):  # fmt: skip
         table.add_column(name, justify="left" if name == "GPU" else "right")
     for r in rows:
         if not r.fits:
