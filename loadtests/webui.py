@@ -1,0 +1,453 @@
+"""The "Agentic" tabs of the Locust web UI, a CSV and JSON of the live figures, and a
+self-contained live-charts page.
+
+Locust 2.47's React UI is extended only through `template_args`: `extended_tabs` (a title
+per tab), `extended_tables` (one table per tab: column keys and titles) and
+`extended_csv_files` (links on the "Download Data" tab); the rows arrive with every stats
+poll (every 2 s) as `extended_stats` in the `/stats/requests` response, which we add in an
+`after_request` hook. Cells render as plain text, so the tab cannot draw charts or hold
+HTML: the charts are a page of our own, `/agentic` (inline JS + SVG, no CDN), polling
+`/agentic/stats.json`. A small script injected into the index page shows that page in an
+iframe under the Agentic tab's table while the tab is selected, so the charts live in the
+tab as users see it; the page also opens on its own and is linked from "Download Data".
+
+Everything here reads `environment.agentic` (an `AgenticStats`, kept by the locustfile; on
+a master it holds every worker's samples) at request time, so `install` may run before the
+locustfile has created it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, request
+
+from loadtests.metrics import PERCENTILES, AgenticStats, Slo, TaskSample
+
+TAB_KEY = "agentic"
+_View = Callable[[], Response]
+SUMMARY_TAB_KEY = "agentic-summary"
+_ALL_AGENTS = "All agents"
+_NONE = "-"  # shown for figures that have no samples yet (a percentile of nothing)
+
+# The per-agent table: (row key, column title, figure path, scale, decimals). A figure path
+# is a key of `Figures`, or (key, sub-key) inside one of its `Dist`s.
+_Column = tuple[str, str, str | tuple[str, str], float, int]
+_AGENT_COLUMNS: tuple[_Column, ...] = (
+    ("tasks", "Tasks", "tasks", 1, 0),
+    ("failed", "Failed", "failed", 1, 0),
+    ("tasks_per_s", "Tasks/s", "tasks_per_s", 1, 2),
+    ("goodput_per_s", "Goodput/s", "goodput_per_s", 1, 2),
+    ("amp_mean", "Token amp. mean", ("token_amplification", "mean"), 1, 2),
+    ("amp_p50", "Amp. p50", ("token_amplification", "p50"), 1, 2),
+    ("amp_p90", "Amp. p90", ("token_amplification", "p90"), 1, 2),
+    ("amp_p99", "Amp. p99", ("token_amplification", "p99"), 1, 2),
+    ("calls_per_task", "LLM calls/task", ("llm_calls_per_task", "mean"), 1, 2),
+    ("prompt_tps", "Prompt tok/s", "prompt_tokens_per_s", 1, 1),
+    ("output_tps", "Output tok/s", "output_tokens_per_s", 1, 1),
+    ("ttft_p50_ms", "Task TTFT p50 (ms)", ("task_ttft_s", "p50"), 1000, 0),
+    ("ttft_p99_ms", "Task TTFT p99 (ms)", ("task_ttft_s", "p99"), 1000, 0),
+    ("latency_p50_ms", "Latency p50 (ms)", ("task_latency_s", "p50"), 1000, 0),
+    ("latency_p90_ms", "Latency p90 (ms)", ("task_latency_s", "p90"), 1000, 0),
+    ("latency_p99_ms", "Latency p99 (ms)", ("task_latency_s", "p99"), 1000, 0),
+    ("tpot_p50_ms", "Call TPOT p50 (ms)", ("call_tpot_s", "p50"), 1000, 1),
+    ("tpot_p99_ms", "Call TPOT p99 (ms)", ("call_tpot_s", "p99"), 1000, 1),
+    ("prefix_hit_pct", "Prefix hit %", "prefix_hit_rate", 100, 1),
+)
+
+# Distributions listed in the summary tab and the CSV, with the unit they are shown in.
+_DISTS: tuple[tuple[str, str, float], ...] = (
+    ("token_amplification", "Token amplification", 1),
+    ("llm_calls_per_task", "LLM calls per task", 1),
+    ("task_ttft_s", "Task TTFT (ms)", 1000),
+    ("task_latency_s", "Task latency (ms)", 1000),
+    ("call_tpot_s", "Call TPOT (ms)", 1000),
+)
+
+
+def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None) -> None:
+    """Add the Agentic tabs, `/agentic`, `/agentic/stats.json` and `/agentic/csv` to the
+    web UI of `environment` (call from an `init` listener when `environment.web_ui` is set).
+
+    `slo` (or a callable returning it, for an SLO parsed after init) sets goodput's bounds.
+    """
+    web_ui = environment.web_ui
+    if web_ui is None:
+        return
+    options = environment.parsed_options
+    base = (getattr(options, "web_base_path", None) or "").rstrip("/")
+
+    def current_slo() -> Slo | None:
+        return slo() if callable(slo) else slo
+
+    def snapshot() -> dict[str, Any]:
+        stats = getattr(environment, "agentic", None)
+        if not isinstance(stats, AgenticStats):
+            stats = AgenticStats()  # before the locustfile made one: an empty run
+        snap = stats.snapshot(current_slo())
+        add_bucket_amplification(snap["timeseries"], stats.samples)
+        return snap
+
+    # Kept across update_template_args(), which merges its own keys over ours.
+    web_ui.template_args.update(
+        {
+            "extended_tabs": [
+                {"key": TAB_KEY, "title": "Agentic"},
+                {"key": SUMMARY_TAB_KEY, "title": "Agentic summary"},
+            ],
+            "extended_tables": [
+                {"key": TAB_KEY, "structure": agent_table_structure()},
+                {
+                    "key": SUMMARY_TAB_KEY,
+                    "structure": [
+                        {"key": "metric", "title": "Metric"},
+                        {"key": "value", "title": "Value"},
+                    ],
+                },
+            ],
+            "extended_csv_files": [
+                {"href": "./agentic/csv", "title": "Download agentic statistics CSV"},
+                {"href": "./agentic/stats.json", "title": "Agentic statistics JSON"},
+                {"href": "./agentic", "title": "Agentic live charts"},
+            ],
+        }
+    )
+
+    blueprint = Blueprint("agentic", __name__, url_prefix=base or None)
+    # Typed here: locust ships no type information.
+    auth: Callable[[_View], _View] = web_ui.auth_required_if_enabled
+    app: Flask = web_ui.app
+
+    @blueprint.route("/agentic")
+    @auth
+    def charts_page() -> Response:
+        return Response(CHARTS_HTML, mimetype="text/html")
+
+    @blueprint.route("/agentic/stats.json")
+    @auth
+    def stats_json() -> Response:
+        return Response(json.dumps(snapshot()), mimetype="application/json")
+
+    @blueprint.route("/agentic/csv")
+    @auth
+    def stats_csv() -> Response:
+        response = Response(snapshot_csv(snapshot()), mimetype="text/csv")
+        name = f"agentic_stats_{int(time.time())}.csv"
+        response.headers["Content-Disposition"] = f"attachment;filename={name}"
+        return response
+
+    @blueprint.route("/agentic/tab.js")
+    @auth
+    def tab_script() -> Response:
+        return Response(TAB_JS, mimetype="application/javascript")
+
+    app.register_blueprint(blueprint)
+
+    @app.after_request
+    def add_agentic(response: Response) -> Response:
+        path = request.path
+        if path == f"{base}/stats/requests" and response.is_json:
+            body = response.get_json()
+            if isinstance(body, dict):
+                snap = snapshot()
+                body["extended_stats"] = [
+                    {"key": TAB_KEY, "data": agent_rows(snap)},
+                    {"key": SUMMARY_TAB_KEY, "data": summary_rows(snap)},
+                ]
+                response.set_data(json.dumps(body))
+        elif path in (f"{base}/", base) and response.mimetype == "text/html":
+            page = response.get_data(as_text=True)
+            tag = '<script src="./agentic/tab.js"></script>'
+            if "</body>" in page and tag not in page:
+                response.set_data(page.replace("</body>", f"{tag}\n</body>", 1))
+        return response
+
+
+def add_bucket_amplification(buckets: list[dict[str, Any]], samples: list[TaskSample]) -> None:
+    """Give each 1 s timeseries bucket `token_amplification_mean` over the ok tasks that
+    completed in it (None when none did), for the amplification-over-time chart; a bucket
+    that already has the key (a newer metrics module) is left as it is."""
+    sums: dict[int, list[float]] = {}
+    for sample in samples:
+        if sample.ok:
+            acc = sums.setdefault(math.floor(sample.completed_at), [0.0, 0.0])
+            acc[0] += sample.token_amplification
+            acc[1] += 1
+    for bucket in buckets:
+        if "token_amplification_mean" not in bucket:
+            found = sums.get(math.floor(bucket["t"]))
+            bucket["token_amplification_mean"] = found[0] / found[1] if found else None
+
+
+def agent_table_structure() -> list[dict[str, str]]:
+    """Columns of the Agentic tab's table (Locust camelCases the keys on both sides)."""
+    return [{"key": "agent", "title": "Agent"}] + [
+        {"key": key, "title": title} for key, title, *_ in _AGENT_COLUMNS
+    ]
+
+
+def _figure(figures: dict[str, Any], path: str | tuple[str, str]) -> Any:
+    if isinstance(path, tuple):
+        dist = figures.get(path[0])
+        return dist.get(path[1]) if isinstance(dist, dict) else None
+    return figures.get(path)
+
+
+def _shown(value: Any, scale: float = 1, decimals: int = 2) -> float | int | str:
+    """A number as the table shows it; no samples (None) as a dash."""
+    if value is None:
+        return _NONE
+    if decimals == 0:
+        return round(float(value) * scale)
+    return round(float(value) * scale, decimals)
+
+
+def agent_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Agentic tab: one row for all agents, then one per agent."""
+    rows = []
+    entries = [(_ALL_AGENTS, snap["summary"])]
+    entries += [(str(entry["agent"]), entry) for entry in snap["per_agent"]]
+    for name, figures in entries:
+        row: dict[str, Any] = {"agent": name}
+        for key, _title, path, scale, decimals in _AGENT_COLUMNS:
+            row[key] = _shown(_figure(figures, path), scale, decimals)
+        rows.append(row)
+    return rows
+
+
+def summary_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Agentic summary tab: one metric per row, over every task of the run."""
+    s = snap["summary"]
+    rows: list[tuple[str, Any]] = [
+        ("Tasks (ok / failed)", f"{s['tasks']} ({s['ok']} / {s['failed']})"),
+        ("Dropped arrivals (open loop)", s.get("dropped_tasks", 0)),
+        ("Run duration (s)", _shown(s["duration_s"], 1, 1)),
+        ("Tasks/s", _shown(s["tasks_per_s"])),
+        ("Goodput (tasks/s meeting the SLO)", _shown(s["goodput_per_s"])),
+        ("Goodput fraction of ok tasks", _shown(s.get("goodput_fraction"))),
+        ("SLO", _slo_text(s.get("slo"))),
+        ("Prompt tokens/s", _shown(s["prompt_tokens_per_s"], 1, 1)),
+        ("Output tokens/s", _shown(s["output_tokens_per_s"], 1, 1)),
+        ("Prefix hit rate (%)", _shown(s.get("prefix_hit_rate"), 100, 1)),
+    ]
+    for key, title, scale in _DISTS:
+        dist = s.get(key) or {}
+        parts = [f"mean {_shown(dist.get('mean'), scale)}"]
+        parts += [f"p{p} {_shown(dist.get(f'p{p}'), scale)}" for p in PERCENTILES]
+        rows.append((title, ", ".join(parts) + f" (n={dist.get('count', 0)})"))
+    failures = s.get("failures") or {}
+    rows.append(
+        ("Failures by status", ", ".join(f"{k}: {v}" for k, v in failures.items()) or "none")
+    )
+    rows.append(("Live charts", "open ./agentic (also on the Download Data tab)"))
+    return [{"metric": metric, "value": value} for metric, value in rows]
+
+
+def _slo_text(slo: Any) -> str:
+    if not isinstance(slo, dict):
+        return "none (goodput = tasks/s)"
+    given = [f"{k.removesuffix('_s')} <= {v * 1000:g} ms" for k, v in slo.items() if v is not None]
+    return ", ".join(given) or "none (goodput = tasks/s)"
+
+
+def csv_header() -> list[str]:
+    """Columns of `/agentic/csv`: the `Figures` of the snapshot, distributions flattened."""
+    header = ["agent", "tasks", "ok", "failed", "duration_s", "tasks_per_s", "goodput_per_s"]
+    header += ["goodput_fraction", "prompt_tokens_per_s", "output_tokens_per_s"]
+    header += ["prefix_hit_rate"]
+    for key, _title, _scale in _DISTS:
+        header += [f"{key}_{stat}" for stat in ("count", "mean", *(f"p{p}" for p in PERCENTILES))]
+    header.append("failures")
+    return header
+
+
+def snapshot_csv(snap: dict[str, Any]) -> str:
+    """The snapshot as CSV: one row for all agents, then one per agent (SI units)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = csv_header()
+    writer.writerow(header)
+    entries = [(_ALL_AGENTS, snap["summary"])]
+    entries += [(str(entry["agent"]), entry) for entry in snap["per_agent"]]
+    for name, figures in entries:
+        flat: dict[str, Any] = {"agent": name}
+        for key, value in figures.items():
+            if key == "failures" and isinstance(value, dict):
+                flat[key] = ";".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, dict):
+                flat.update({f"{key}_{stat}": v for stat, v in value.items()})
+            else:
+                flat[key] = value
+        writer.writerow(["" if flat.get(col) is None else flat[col] for col in header])
+    return out.getvalue()
+
+
+# Shows /agentic in an iframe under the Agentic tab's table while that tab is selected.
+# React leaves a node it did not create alone, and re-renders of the table keep it.
+TAB_JS = r"""
+(function () {
+  var box = null;
+  function selectedTab() {
+    var tab = document.querySelector('[role="tab"][aria-selected="true"]');
+    return tab ? tab.textContent.trim() : '';
+  }
+  function tick() {
+    var show = selectedTab() === 'Agentic';
+    // Right under the tab's table; React drops it with the tab panel, so re-make it then.
+    var table = document.querySelector('.MuiTableContainer-root');
+    if (box && !box.isConnected) { box = null; }
+    if (show && table && !box) {
+      box = document.createElement('div');
+      box.id = 'agentic-charts';
+      box.style.cssText = 'padding:16px 0 24px 0;';
+      box.innerHTML = '<a href="./agentic" target="_blank" '
+        + 'style="font:14px sans-serif;color:#2e7d32">Open the live charts in a new '
+        + 'window</a><iframe src="./agentic?embed=1" title="Agentic live charts" '
+        + 'style="display:block;width:100%;height:620px;border:0;margin-top:8px"></iframe>';
+      table.after(box);
+    }
+    if (box) { box.style.display = show ? 'block' : 'none'; }
+  }
+  setInterval(tick, 500);
+  tick();
+})();
+"""
+
+# Self-contained (no network here or on air-gapped load machines): polls the JSON every
+# 2 s and draws each series as an SVG path. The newest bucket is still filling, so it is
+# left out of the rate charts.
+CHARTS_HTML = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Inflection: agentic live charts</title>
+<style>
+ body{font-family:system-ui,sans-serif;margin:16px;background:#fff;color:#222}
+ body.embed{margin:0}
+ h1{font-size:18px;margin:0 0 8px 0}
+ #status{font-size:13px;color:#666;margin-bottom:8px}
+ .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px}
+ .chart{border:1px solid #ddd;border-radius:6px;padding:8px}
+ .chart h2{font-size:14px;margin:0 0 4px 0}
+ .legend span{font-size:12px;margin-right:12px}
+ svg{width:100%;height:220px}
+ .axis{stroke:#999;stroke-width:1}
+ .tick{font-size:10px;fill:#666}
+ path.series{fill:none;stroke-width:2}
+</style></head>
+<body>
+<h1>Agentic live charts</h1>
+<div id="status">waiting for the first poll...</div>
+<div class="grid" id="charts"></div>
+<script>
+"use strict";
+var COLORS = ["#1976d2", "#d32f2f", "#2e7d32", "#f57c00"];
+var CHARTS = [
+  {id: "tasks", title: "Tasks/s (completed, per second)",
+   series: [["tasks/s", "tasks_per_s"], ["failures/s", "failures_per_s"]]},
+  {id: "output", title: "Output tokens/s", series: [["output tok/s", "output_tokens_per_s"]]},
+  {id: "latency", title: "Task latency (s)",
+   series: [["p50", "task_latency_p50_s"], ["p99", "task_latency_p99_s"]]},
+  {id: "amplification", title: "Token amplification (mean over completed tasks)",
+   series: [["per second", "token_amplification_mean"], ["run so far", "amp_run"]]}
+];
+if (location.search.indexOf("embed=1") >= 0) {
+  document.body.className = "embed";
+  document.querySelector("h1").style.display = "none";
+}
+var ampRun = [];  // the run's mean amplification at each poll: [t, value]
+var grid = document.getElementById("charts");
+CHARTS.forEach(function (c) {
+  var div = document.createElement("div");
+  div.className = "chart";
+  div.innerHTML = "<h2>" + c.title + "</h2><div class='legend' id='legend-" + c.id +
+    "'></div><svg id='chart-" + c.id + "' viewBox='0 0 600 220' preserveAspectRatio='none'>" +
+    "</svg>";
+  grid.appendChild(div);
+});
+function fmt(v) {
+  if (v === null || v === undefined || !isFinite(v)) return "-";
+  var a = Math.abs(v);
+  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+function draw(chart, lines) {
+  var svg = document.getElementById("chart-" + chart.id);
+  var W = 600, H = 220, L = 44, R = 8, T = 8, B = 22;
+  var xs = [], ys = [];
+  lines.forEach(function (l) { l.points.forEach(function (p) {
+    if (p[1] !== null && isFinite(p[1])) { xs.push(p[0]); ys.push(p[1]); } }); });
+  var html = "<line class='axis' x1='" + L + "' y1='" + (H - B) + "' x2='" + (W - R) +
+    "' y2='" + (H - B) + "'/><line class='axis' x1='" + L + "' y1='" + T + "' x2='" + L +
+    "' y2='" + (H - B) + "'/>";
+  var legend = "";
+  if (xs.length === 0) {
+    html += "<text class='tick' x='" + (W / 2 - 40) + "' y='" + (H / 2) + "'>no tasks yet</text>";
+  } else {
+    var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
+    var y1 = Math.max.apply(null, ys) * 1.1 || 1;
+    if (x1 === x0) { x1 = x0 + 1; }
+    var sx = function (x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+    var sy = function (y) { return H - B - y / y1 * (H - B - T); };
+    html += "<text class='tick' x='2' y='" + (T + 8) + "'>" + fmt(y1) + "</text>";
+    html += "<text class='tick' x='2' y='" + (H - B) + "'>0</text>";
+    html += "<text class='tick' x='" + L + "' y='" + (H - 6) + "'>-" + fmt(x1 - x0) +
+      " s</text><text class='tick' x='" + (W - R - 24) + "' y='" + (H - 6) + "'>now</text>";
+    lines.forEach(function (l, i) {
+      var d = "", pen = "M";
+      l.points.forEach(function (p) {
+        if (p[1] === null || !isFinite(p[1])) { pen = "M"; return; }
+        d += pen + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1) + " ";
+        pen = "L";
+      });
+      if (d) {
+        html += "<path class='series' data-series='" + l.label + "' stroke='" +
+          COLORS[i % COLORS.length] + "' d='" + d.trim() + "'/>";
+      }
+      var last = l.points.length ? l.points[l.points.length - 1][1] : null;
+      legend += "<span style='color:" + COLORS[i % COLORS.length] + "'>&#9632; " + l.label +
+        " " + fmt(last) + "</span>";
+    });
+  }
+  svg.innerHTML = html;
+  document.getElementById("legend-" + chart.id).innerHTML = legend;
+}
+function render(snap) {
+  var now = Date.now() / 1000;
+  var buckets = (snap.timeseries || []).filter(function (b) { return b.t + 1 <= now; });
+  var amp = snap.summary && snap.summary.token_amplification;
+  if (amp && amp.mean !== null && amp.mean !== undefined) { ampRun.push([now, amp.mean]); }
+  CHARTS.forEach(function (c) {
+    var lines = c.series.map(function (s) {
+      var pts = s[1] === "amp_run" ? ampRun : buckets.map(function (b) {
+        var v = b[s[1]];
+        return [b.t + 1, v === undefined ? null : v];
+      });
+      return {label: s[0], points: pts};
+    }).filter(function (l) {
+      return l.points.some(function (p) { return p[1] !== null; }) || c.series.length === 1;
+    });
+    draw(c, lines);
+  });
+  var s = snap.summary || {};
+  document.getElementById("status").textContent = "updated " +
+    new Date().toLocaleTimeString() + " - tasks " + (s.tasks || 0) + ", failed " +
+    (s.failed || 0) + ", tasks/s " + fmt(s.tasks_per_s) + ", token amplification " +
+    fmt(amp && amp.mean);
+}
+function poll() {
+  fetch("./agentic/stats.json", {cache: "no-store"})
+    .then(function (r) { return r.json(); })
+    .then(render)
+    .catch(function (e) {
+      document.getElementById("status").textContent = "poll failed: " + e;
+    });
+}
+poll();
+setInterval(poll, 2000);
+</script>
+</body></html>
+"""
