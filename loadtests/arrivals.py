@@ -1,0 +1,165 @@
+"""Open-loop load: tasks arrive by a Poisson or gamma process at a set rate, whether or
+not earlier tasks have completed.
+
+`ArrivalProcess` is pure (gaps from a seeded RNG). `Dispatcher` is the greenlet that
+starts one task greenlet per arrival, bounded by `max_outstanding`: an arrival that finds
+the bound reached is dropped and counted (AgenticStats.dropped_tasks), so an overloaded
+server shows up as drops instead of silently turning the test into a closed loop.
+`OpenLoopUser` runs one dispatcher over its own channel; the total `--arrival-rate` is
+split evenly over the open-loop users (-u; one is plenty for hundreds of tasks/s).
+"""
+
+from __future__ import annotations
+
+import locust
+
+# isort: split
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import gevent
+from gevent.pool import Group
+from locust import User, constant, task
+
+from loadtests.user import TaskRunner, agentic_stats
+
+_ = locust  # imported first for its gevent monkey-patching
+
+
+class ArrivalKind(StrEnum):
+    POISSON = "poisson"  # exponential gaps, cv = 1
+    GAMMA = "gamma"  # gamma gaps with a chosen cv: > 1 burstier, < 1 smoother
+    CONSTANT = "constant"  # evenly spaced, cv = 0
+
+
+@dataclass(slots=True, frozen=True)
+class ArrivalProcess:
+    rate: float  # arrivals per second (> 0)
+    kind: ArrivalKind = ArrivalKind.POISSON
+    cv: float = 1.0  # coefficient of variation of the gaps (gamma only)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"arrival rate must be a positive number, got {self.rate}")
+        if self.kind is ArrivalKind.GAMMA and not (math.isfinite(self.cv) and self.cv > 0):
+            raise ValueError(f"gamma arrivals need a positive cv, got {self.cv}")
+
+    def gap(self, rng: random.Random) -> float:
+        """Seconds until the next arrival."""
+        if self.kind is ArrivalKind.CONSTANT:
+            return 1.0 / self.rate
+        if self.kind is ArrivalKind.POISSON:
+            return rng.expovariate(self.rate)
+        shape = 1.0 / self.cv**2  # mean = shape * scale = 1 / rate
+        return rng.gammavariate(shape, 1.0 / (self.rate * shape))
+
+    def schedule(self, rng: random.Random, start: float, end: float) -> list[float]:
+        """Arrival times in [start, end): what the dispatcher would fire (for tests/plans)."""
+        times, t = [], start + self.gap(rng)
+        while t < end:
+            times.append(t)
+            t += self.gap(rng)
+        return times
+
+
+def parse_arrival_process(kind: str, rate: float, cv: float = 1.0) -> ArrivalProcess:
+    """From the command line; errors name the option."""
+    try:
+        arrival_kind = ArrivalKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in ArrivalKind)
+        raise ValueError(f"--arrival-process: {kind!r} is not one of {known}") from None
+    try:
+        return ArrivalProcess(rate, arrival_kind, cv)
+    except ValueError as exc:
+        raise ValueError(f"--arrival-rate/--arrival-cv: {exc}") from None
+
+
+class Dispatcher:
+    """Starts `start_task()` in its own greenlet at each arrival; at most `max_outstanding`
+    run at once, later arrivals are dropped and passed to `on_drop`."""
+
+    def __init__(
+        self,
+        process: ArrivalProcess,
+        start_task: Callable[[], Any],
+        *,
+        max_outstanding: int = 1000,
+        on_drop: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.process = process
+        self.start_task = start_task
+        self.max_outstanding = max_outstanding
+        self.on_drop = on_drop
+        self.rng = rng or random.Random()
+        self.tasks = Group()
+        self.started = 0
+        self.dropped = 0
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from the next arrival on (shapes and sweeps use this)."""
+        self.process = ArrivalProcess(rate, self.process.kind, self.process.cv)
+
+    def run(self, duration: float | None = None) -> None:
+        """Dispatch until killed (or for `duration` seconds). Arrival times are absolute,
+        so time spent spawning does not slow the rate down."""
+        begin = time.monotonic()
+        next_at = begin + self.process.gap(self.rng)
+        while duration is None or next_at < begin + duration:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            if len(self.tasks) >= self.max_outstanding:
+                self.dropped += 1
+                self.on_drop()
+            else:
+                self.started += 1
+                self.tasks.spawn(self._guarded)
+            next_at += self.process.gap(self.rng)
+
+    def _guarded(self) -> None:
+        # The task already fired its failure event; one bad task must not end the run.
+        with contextlib.suppress(Exception):
+            self.start_task()
+
+    def stop(self) -> None:
+        """Kill the in-flight tasks (each cancels its stream)."""
+        self.tasks.kill(block=True, timeout=5)
+
+
+class OpenLoopUser(User):
+    """Open loop: one dispatcher starting tasks at `--arrival-rate` / users per second."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        users = max(1, int(getattr(options, "num_users", 1) or 1))
+        process = parse_arrival_process(
+            str(getattr(options, "arrival_process", "poisson")),
+            float(getattr(options, "arrival_rate", 0.0)) / users,
+            float(getattr(options, "arrival_cv", 1.0)),
+        )
+        self._runner = TaskRunner(self.environment, self.host)
+        stats = agentic_stats(self.environment)
+        self.dispatcher = Dispatcher(
+            process,
+            self._runner.run_one,
+            max_outstanding=int(getattr(options, "max_outstanding", 1000)),
+            on_drop=stats.add_dropped,
+        )
+
+    def on_stop(self) -> None:
+        self.dispatcher.stop()
+        self._runner.close()
+
+    @task
+    def dispatch(self) -> None:
+        self.dispatcher.run()

@@ -1,0 +1,232 @@
+"""The locustfile to pass to `locust -f`: agentic load against an Inflection orchestrator.
+
+    locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 1m --host 127.0.0.1:50051 \\
+        --workload loadtests/examples/mix.yaml --slo task_ttft=5s,task_latency=30s
+
+Closed loop by default (`AgentUser`: -u users, each running one task at a time with the
+workload's think time). `--arrival-rate R` switches to open loop (`OpenLoopUser`: tasks
+start at R per second in total, Poisson or `--arrival-process gamma --arrival-cv C`).
+`--shape ramp|steps|spike|diurnal` drives the user count (or the arrival rate) over time.
+
+Before any load starts the host must answer a gRPC health check and list every agent in
+the mix; otherwise the run ends with one error line and exit code 1. The agentic figures
+live on `environment.agentic` (an AgenticStats; `environment.agentic_slo` holds --slo) and
+are written as JSON to `--agentic-json` (default `<--csv prefix>_agentic.json`) at the end.
+"""
+
+from __future__ import annotations
+
+import locust
+
+# isort: split
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from locust import events as locust_events
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.arrivals import OpenLoopUser, parse_arrival_process
+from loadtests.metrics import Slo
+from loadtests.shapes import shape_from_options
+from loadtests.user import AgentUser, agentic_stats, auth_metadata, grpc_target
+from loadtests.workload import WorkloadError, default_workload, load_workload
+from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+
+_ = locust
+events: Any = locust_events  # locust's hooks are untyped
+log = logging.getLogger("inflection.loadtests")
+
+__all__ = ["AgentUser", "OpenLoopUser"]
+
+CHECK_TIMEOUT_S = 3.0
+
+
+class CheckFailed(Exception):
+    """The target cannot run the workload; the message is the one line users see."""
+
+
+def _options(parser: Any) -> None:
+    group = parser  # locust's parser: groups would drop its web-UI keywords (is_secret)
+    group.add_argument("--workload", default="", help="Workload mix YAML (agents, input lengths).")
+    group.add_argument(
+        "--slo", default="", help="Task-level SLO for goodput, e.g. task_ttft=5s,task_latency=30s"
+    )
+    group.add_argument("--token", default="", is_secret=True, help="Bearer token for the server.")
+    group.add_argument(
+        "--arrival-rate", type=float, default=0.0, help="Open loop: total tasks per second."
+    )
+    group.add_argument(
+        "--arrival-process", default="poisson", help="Open loop: poisson | gamma | constant."
+    )
+    group.add_argument("--arrival-cv", type=float, default=1.0, help="Gamma arrivals' cv.")
+    group.add_argument(
+        "--max-outstanding", type=int, default=1000, help="Open loop: in-flight task bound."
+    )
+    group.add_argument(
+        "--shape", default="", help="Load shape: ramp | steps | spike | diurnal (see shapes.py)."
+    )
+    group.add_argument(
+        "--shape-args", default="", help="Shape parameters, e.g. peak=20,period=60 (shapes.py)."
+    )
+    group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
+
+
+def check_target(host: str | None, token: str | None, agents: list[str]) -> list[str]:
+    """Health-check the host and make sure it has every agent; returns the server's agents.
+    Raises CheckFailed with a one-line reason."""
+    try:
+        target = grpc_target(host)
+    except ValueError as exc:
+        raise CheckFailed(str(exc)) from None
+    channel = grpc.insecure_channel(target)
+    try:
+        try:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise CheckFailed(
+                f"cannot reach the orchestrator at {target}: {exc.code().name}"
+                f" ({(exc.details() or '').splitlines()[0] if exc.details() else 'no details'})"
+            ) from None
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise CheckFailed(f"the orchestrator at {target} is not serving ({reply.status})")
+        stub: Any = pb_grpc.OrchestratorStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            listed = stub.ListAgents(
+                pb.ListAgentsRequest(), metadata=auth_metadata(token), timeout=CHECK_TIMEOUT_S
+            )
+        except grpc.RpcError as exc:
+            hint = " (check --token)" if exc.code() is grpc.StatusCode.UNAUTHENTICATED else ""
+            raise CheckFailed(
+                f"{target} refused ListAgents: {exc.code().name}: {exc.details()}{hint}"
+            ) from None
+        known = [a.name for a in listed.agents]
+        missing = sorted(set(agents) - set(known))
+        if missing:
+            raise CheckFailed(
+                f"unknown agent{'s' if len(missing) > 1 else ''} in the workload: "
+                f"{', '.join(missing)}; {target} has: {', '.join(sorted(known)) or '(none)'}"
+            )
+        return known
+    finally:
+        channel.close()
+
+
+def _fail(message: str) -> None:
+    """End the process before load starts with one clear line and exit code 1."""
+    # A plain line, as the `inflection` CLI prints its errors (not a log record as well).
+    sys.stderr.write(f"inflection: {message}\n")
+    sys.stderr.flush()
+    sys.exit(1)
+
+
+def _init(environment: Any, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    if options is None:  # used as a library (tests build Environments themselves)
+        return
+    try:
+        workload = load_workload(options.workload) if options.workload else default_workload()
+        slo = Slo.parse(options.slo) if options.slo else None
+        if options.arrival_rate:
+            parse_arrival_process(options.arrival_process, options.arrival_rate, options.arrival_cv)
+        shape = shape_from_options(options.shape, options.shape_args, options)
+    except (WorkloadError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    environment.agentic_workload = workload
+    environment.agentic_slo = slo
+    environment.agentic_checked = False
+    stats = agentic_stats(environment)
+    # One user class per run: open loop when a rate is given, else closed loop.
+    wanted = OpenLoopUser if options.arrival_rate else AgentUser
+    environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
+    if shape is not None:
+        environment.shape_class = shape
+        shape.runner = environment.runner
+    if isinstance(environment.runner, WorkerRunner):
+        # Raw samples, never averages: the master's percentiles stay exact.
+        def ship(client_id: str, data: dict[str, Any]) -> None:
+            data["agentic"] = stats.drain()
+            data["agentic_dropped"] = stats.drain_dropped()
+
+        environment.events.report_to_master.add_listener(ship)
+        return
+    if isinstance(environment.runner, MasterRunner):
+
+        def receive(client_id: str, data: dict[str, Any]) -> None:
+            stats.merge(data.get("agentic", ()), dropped=int(data.get("agentic_dropped", 0)))
+
+        environment.events.worker_report.add_listener(receive)
+
+    def final(**_kwargs: Any) -> None:
+        # Workers' last reports reach the master after test_stop: write the final figures.
+        write_agentic_json(environment)
+
+    environment.events.quit.add_listener(final)
+    if environment.host:
+        _check_or_fail(environment)
+
+
+def _check_or_fail(environment: Any) -> None:
+    try:
+        check_target(
+            environment.host,
+            environment.parsed_options.token or None,
+            list(environment.agentic_workload.agents),
+        )
+    except CheckFailed as exc:
+        _fail(str(exc))
+    environment.agentic_checked = True
+
+
+def _test_start(environment: Any, **_kwargs: Any) -> None:
+    if environment.parsed_options is None or isinstance(environment.runner, WorkerRunner):
+        return
+    agentic_stats(environment).reset()
+    if environment.agentic_checked:
+        return
+    # Web UI runs get their host from the start form: check it now, stop if it fails.
+    try:
+        check_target(
+            environment.host,
+            environment.parsed_options.token or None,
+            list(environment.agentic_workload.agents),
+        )
+        environment.agentic_checked = True
+    except CheckFailed as exc:
+        log.error("inflection: %s", exc)
+        environment.process_exit_code = 1
+        if environment.runner is not None:
+            environment.runner.quit()
+
+
+def write_agentic_json(environment: Any) -> Path | None:
+    """Write the snapshot where --agentic-json (or --csv) says; returns the path."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return None
+    target = options.agentic_json or (
+        f"{options.csv_prefix}_agentic.json" if getattr(options, "csv_prefix", None) else ""
+    )
+    if not target:
+        return None
+    snapshot = agentic_stats(environment).snapshot(getattr(environment, "agentic_slo", None))
+    path = Path(target)
+    path.write_text(json.dumps(snapshot, indent=1, allow_nan=False))
+    return path
+
+
+def _test_stop(environment: Any, **_kwargs: Any) -> None:
+    write_agentic_json(environment)
+
+
+events.init_command_line_parser.add_listener(_options)
+events.init.add_listener(_init)
+events.test_start.add_listener(_test_start)
+events.test_stop.add_listener(_test_stop)

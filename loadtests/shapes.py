@@ -1,0 +1,200 @@
+"""Load shapes over time (ramp, steps, spike, diurnal) and the pure half of a rate sweep.
+
+Each shape is a pure curve `users_at(t) -> int | None` (None: the test is over) wrapped in
+a Locust `LoadTestShape`; `--shape NAME --shape-args k=v,...` (or the environment variable
+INFLECTION_SHAPE_ARGS) picks one. In open loop each user is one dispatcher running at
+`--arrival-rate / -u`, so a shape scales the arrival rate the same way it scales users.
+
+    ramp:    start=1, peak=20, ramp_s=60, hold_s=30
+    steps:   start=1, step=5, step_s=30, steps=4
+    spike:   base=2, peak=20, at_s=30, spike_s=10, total_s=90
+    diurnal: base=2, peak=20, period_s=120, total_s=240
+
+The sweep (`next_sweep_rate`, `highest_rate_meeting_slo`) decides from per-step results;
+running the steps is the CLI's job (`inflection load --sweep`).
+"""
+
+from __future__ import annotations
+
+import locust
+
+# isort: split
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from locust import LoadTestShape
+
+_ = locust
+
+
+def parse_shape_args(text: str, known: Sequence[str]) -> dict[str, float]:
+    """`k=v,k=v` -> floats; unknown keys and bad numbers are one-line errors."""
+    out: dict[str, float] = {}
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"--shape-args: {item!r} is not name=value")
+        if key not in known:
+            raise ValueError(f"--shape-args: unknown {key!r}; known: {', '.join(known)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--shape-args: {key}={value!r} is not a number") from None
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"--shape-args: {key} must be a non-negative number")
+        out[key] = number
+    return out
+
+
+@dataclass(slots=True, frozen=True)
+class Ramp:
+    start: float = 1
+    peak: float = 20
+    ramp_s: float = 60
+    hold_s: float = 30
+
+    def users_at(self, t: float) -> int | None:
+        if t >= self.ramp_s + self.hold_s:
+            return None
+        if t >= self.ramp_s or self.ramp_s == 0:
+            return round(self.peak)
+        return round(self.start + (self.peak - self.start) * t / self.ramp_s)
+
+
+@dataclass(slots=True, frozen=True)
+class Steps:
+    start: float = 1
+    step: float = 5
+    step_s: float = 30
+    steps: float = 4
+
+    def users_at(self, t: float) -> int | None:
+        index = int(t // self.step_s) if self.step_s > 0 else 0
+        if index >= self.steps:
+            return None
+        return round(self.start + self.step * index)
+
+
+@dataclass(slots=True, frozen=True)
+class Spike:
+    base: float = 2
+    peak: float = 20
+    at_s: float = 30
+    spike_s: float = 10
+    total_s: float = 90
+
+    def users_at(self, t: float) -> int | None:
+        if t >= self.total_s:
+            return None
+        return round(self.peak if self.at_s <= t < self.at_s + self.spike_s else self.base)
+
+
+@dataclass(slots=True, frozen=True)
+class Diurnal:
+    base: float = 2
+    peak: float = 20
+    period_s: float = 120
+    total_s: float = 240
+
+    def users_at(self, t: float) -> int | None:
+        if t >= self.total_s:
+            return None
+        phase = (1 - math.cos(2 * math.pi * t / self.period_s)) / 2 if self.period_s else 0
+        return round(self.base + (self.peak - self.base) * phase)
+
+
+Curve = Ramp | Steps | Spike | Diurnal
+CURVES: dict[str, type[Curve]] = {"ramp": Ramp, "steps": Steps, "spike": Spike, "diurnal": Diurnal}
+
+
+def make_curve(name: str, args: str) -> Curve:
+    kind = CURVES.get(name)
+    if kind is None:
+        raise ValueError(f"--shape: {name!r} is not one of {', '.join(CURVES)}")
+    known = list(kind.__dataclass_fields__)
+    return kind(**parse_shape_args(args, known))
+
+
+class CurveShape(LoadTestShape):
+    """A Locust shape following one curve; users spawn at `spawn_rate` per second."""
+
+    abstract = True  # not picked up from the locustfile on its own
+
+    def __init__(self, curve: Curve, spawn_rate: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.curve = curve
+        self.spawn_rate = spawn_rate
+
+    def tick(self) -> tuple[int, float] | None:
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
+        users = self.curve.users_at(run_time)
+        return None if users is None else (max(users, 0), self.spawn_rate)
+
+
+def shape_from_options(name: str, args: str, options: Any) -> CurveShape | None:
+    """The shape `--shape` asks for (None without one); parameters from --shape-args,
+    else INFLECTION_SHAPE_ARGS."""
+    if not name:
+        return None
+    curve = make_curve(name, args or os.environ.get("INFLECTION_SHAPE_ARGS", ""))
+    spawn_rate = float(getattr(options, "spawn_rate", None) or 10.0)
+    return CurveShape(curve, spawn_rate)
+
+
+def ticks(curve: Curve, every_s: float = 1.0, limit_s: float = 86_400) -> list[int]:
+    """The user counts a shape would ask for at t = 0, every_s, ... until it ends."""
+    out, t = [], 0.0
+    while t < limit_s:
+        users = curve.users_at(t)
+        if users is None:
+            break
+        out.append(users)
+        t += every_s
+    return out
+
+
+# ---- sweep: step the rate until the SLO breaks -----------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class SweepStep:
+    rate: float  # offered tasks per second in this step
+    good_fraction: float  # tasks meeting the SLO / tasks attempted (failures count as misses)
+    tasks: int  # tasks attempted in the step
+
+
+def step_meets_slo(step: SweepStep, min_good: float = 0.95) -> bool:
+    return step.tasks > 0 and step.good_fraction >= min_good
+
+
+def next_sweep_rate(
+    history: Sequence[SweepStep],
+    *,
+    start: float,
+    factor: float = 1.5,
+    max_rate: float = 1_000.0,
+    min_good: float = 0.95,
+) -> float | None:
+    """The next rate to try, or None when the sweep is done (the SLO broke, or max_rate
+    was reached). Multiplies the last rate while each step meets the SLO."""
+    if factor <= 1:
+        raise ValueError("sweep factor must be > 1")
+    if not history:
+        return start
+    last = history[-1]
+    if not step_meets_slo(last, min_good) or last.rate >= max_rate:
+        return None
+    return min(last.rate * factor, max_rate)
+
+
+def highest_rate_meeting_slo(history: Sequence[SweepStep], min_good: float = 0.95) -> float | None:
+    """The highest rate whose step met the SLO (None if none did)."""
+    rates = [s.rate for s in history if step_meets_slo(s, min_good)]
+    return max(rates) if rates else None

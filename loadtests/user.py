@@ -1,0 +1,269 @@
+"""Locust users that run agent tasks over gRPC: `AgentUser` (closed loop, think time) and
+the `TaskRunner` both it and the open-loop dispatcher (loadtests.arrivals) use.
+
+Per ../shared/REFERENCE.md: locust is imported before anything that may import ssl, gRPC
+runs its synchronous stubs on gevent (`init_gevent`), and each user makes its own channel
+in `on_start`, after any fork. Each task fires Locust request events so the standard
+statistics show it:
+
+- request_type "task", name = agent: response_time = request sent -> stream ended (ms),
+  response_length = the task's output tokens; a failure's message starts with the gRPC
+  status name ("DEADLINE_EXCEEDED: ...").
+- request_type "ttft", name = agent: task accepted -> first answer delta received (ms).
+- request_type "step", name = "agent/step": each call's engine-side e2e (ms, length =
+  its output tokens), or a tool step's elapsed time.
+
+and records a `TaskSample` in the environment's `AgenticStats` for the agentic figures.
+"""
+
+from __future__ import annotations
+
+import locust
+
+# isort: split
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, task
+
+from loadtests.metrics import AgenticStats, TaskSample
+from loadtests.workload import Mode, Workload, default_workload, input_text
+from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+
+grpc_gevent.init_gevent()
+
+USAGE_TRAILER = "inflection-usage-bin"  # partial usage of a failed task (server side)
+_ = locust  # imported first for its gevent monkey-patching
+
+
+class TaskFailed(Exception):
+    """A task that ended with a gRPC error; the message starts with the status name."""
+
+
+def grpc_target(host: str | None) -> str:
+    """`--host` as a gRPC target: host:port, tolerating a grpc:// or http:// prefix."""
+    if not host:
+        raise ValueError("--host is required: the orchestrator's host:port, e.g. 127.0.0.1:50051")
+    for prefix in ("grpc://", "http://", "dns:///"):
+        if host.startswith(prefix):
+            host = host[len(prefix) :]
+    return host.rstrip("/")
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
+def agentic_stats(environment: Any) -> AgenticStats:
+    """The run's AgenticStats, kept on the environment (locustfile sets it at init)."""
+    stats: AgenticStats | None = getattr(environment, "agentic", None)
+    if stats is None:
+        stats = AgenticStats()
+        environment.agentic = stats
+    return stats
+
+
+def workload_of(environment: Any) -> Workload:
+    workload: Workload | None = getattr(environment, "agentic_workload", None)
+    if workload is None:
+        workload = default_workload()
+        environment.agentic_workload = workload
+    return workload
+
+
+def token_of(environment: Any) -> str | None:
+    options = environment.parsed_options
+    token: str | None = getattr(options, "token", None) if options is not None else None
+    return token or None
+
+
+@dataclass(slots=True, frozen=True)
+class StepEntry:
+    """One finished step as the Locust stats show it."""
+
+    step: str
+    elapsed_s: float  # llm: the call's engine-side e2e; tool: its elapsed time
+    output_tokens: int  # llm: the call's output tokens; tool: 0
+
+
+class TaskRecorder:
+    """Folds one task's event stream into a TaskSample. Pure: times are passed in."""
+
+    def __init__(self, agent: str, sent_at: float) -> None:
+        self.agent = agent
+        self.sent_at = sent_at  # perf_counter when the request was sent
+        self.accepted_at: float | None = None
+        self.first_delta_at: float | None = None
+        self.tpots: list[float] = []
+        self.result: pb.TaskResult | None = None
+
+    def on_event(self, event: pb.TaskEvent, now: float) -> StepEntry | None:
+        kind = event.WhichOneof("event")
+        if kind == "answer_delta":
+            if self.first_delta_at is None:
+                self.first_delta_at = now
+        elif kind == "step_finished":
+            finished = event.step_finished
+            if finished.HasField("tool"):
+                return StepEntry(finished.tool.step, finished.tool.elapsed, 0)
+            call = finished.call
+            if call.timings.HasField("tpot"):
+                self.tpots.append(call.timings.tpot)
+            return StepEntry(call.step, call.timings.e2e, call.usage.output_tokens)
+        elif kind == "accepted":
+            self.accepted_at = now
+        elif kind == "completed":
+            self.result = event.completed
+        return None
+
+    @property
+    def ttft(self) -> float | None:
+        if self.first_delta_at is None:
+            return None
+        return self.first_delta_at - (self.accepted_at or self.sent_at)
+
+    def sample(
+        self, now: float, wall: float, status: str, usage: pb.TaskUsage | None
+    ) -> TaskSample:
+        """The task's sample; `usage` is the completed usage, or a failure's partial one."""
+        u = usage if usage is not None else pb.TaskUsage()
+        return TaskSample(
+            completed_at=wall,
+            agent=self.agent,
+            ok=status == "OK",
+            status=status,
+            llm_calls=u.llm_calls,
+            prompt_tokens=u.prompt_tokens_total,
+            cached_tokens=u.cached_tokens_total,
+            output_tokens=u.output_tokens_total,
+            user_input_tokens=u.user_input_tokens,
+            final_output_tokens=u.final_output_tokens,
+            token_amplification=u.token_amplification,
+            task_ttft=self.ttft,
+            # METRICS.md: accepted -> completed, as the client saw both.
+            task_latency=now - (self.accepted_at or self.sent_at),
+            call_tpots=tuple(self.tpots),
+        )
+
+
+def _trailer_usage(exc: grpc.RpcError) -> pb.TaskUsage | None:
+    trailing = getattr(exc, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == USAGE_TRAILER:
+            usage = pb.TaskUsage()
+            usage.ParseFromString(value)
+            return usage
+    return None
+
+
+class TaskRunner:
+    """Runs tasks of a workload over one channel; shared by a user's greenlets."""
+
+    def __init__(self, environment: Any, host: str | None) -> None:
+        self.environment = environment
+        self.workload = workload_of(environment)
+        self.stats = agentic_stats(environment)
+        self.metadata = auth_metadata(token_of(environment))
+        self.channel = grpc.insecure_channel(grpc_target(host))
+        self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
+        self.rng = random.Random()
+        self._calls: set[Any] = set()  # streams in flight, cancelled on close
+
+    def close(self) -> None:
+        for call in list(self._calls):
+            call.cancel()
+        self.channel.close()
+
+    def request(self, agent: str) -> pb.TaskRequest:
+        w = self.workload
+        sampling = pb.SamplingOptions()
+        if w.max_tokens is not None:
+            sampling.max_tokens = w.max_tokens
+        request = pb.TaskRequest(
+            agent=agent,
+            input=input_text(self.rng, w.draw_input_tokens(self.rng)),
+            sampling=sampling,
+            mode=pb.MODE_LIVE if w.mode is Mode.LIVE else pb.MODE_SYNTHETIC,
+        )
+        if w.deadline_s is not None:
+            request.deadline_ms = max(1, round(w.deadline_s * 1000))
+        return request
+
+    def run_one(self, agent: str | None = None) -> TaskSample:
+        """Run one task to its end, firing the Locust events; a greenlet kill cancels the
+        stream (the server aborts the task's calls) and records nothing."""
+        agent = agent or self.workload.choose_agent(self.rng)
+        request = self.request(agent)
+        # The gRPC deadline backs the server's own one, so a hung stream still ends.
+        timeout = self.workload.deadline_s + 10.0 if self.workload.deadline_s else None
+        recorder = TaskRecorder(agent, time.perf_counter())
+        call = self.stub.RunTask(request, metadata=self.metadata, timeout=timeout)
+        self._calls.add(call)
+        fire: Any = self.environment.events.request.fire
+        try:
+            for event in call:
+                entry = recorder.on_event(event, time.perf_counter())
+                if entry is not None:
+                    fire(
+                        request_type="step",
+                        name=f"{agent}/{entry.step}",
+                        response_time=entry.elapsed_s * 1000,
+                        response_length=entry.output_tokens,
+                        exception=None,
+                        context={},
+                    )
+            status = "OK" if recorder.result is not None else "UNKNOWN"
+            usage = recorder.result.usage if recorder.result is not None else None
+            error = None if recorder.result is not None else "stream ended before completed"
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            status = code.name
+            usage = _trailer_usage(exc)
+            error = exc.details() or ""
+        finally:
+            call.cancel()  # no-op after a clean end; aborts the task on a greenlet kill
+            self._calls.discard(call)
+        now = time.perf_counter()
+        sample = recorder.sample(now, time.time(), status, usage)
+        self.stats.add(sample)
+        fire(
+            request_type="task",
+            name=agent,
+            response_time=(now - recorder.sent_at) * 1000,
+            response_length=sample.output_tokens,
+            exception=TaskFailed(f"{status}: {error}") if error is not None else None,
+            context={},
+        )
+        if sample.task_ttft is not None:
+            fire(
+                request_type="ttft",
+                name=agent,
+                response_time=sample.task_ttft * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+        return sample
+
+
+class AgentUser(User):
+    """Closed loop: each user runs one task at a time, pausing the workload's think time
+    between tasks."""
+
+    def wait_time(self) -> float:
+        return workload_of(self.environment).draw_think_time(self._runner.rng)
+
+    def on_start(self) -> None:
+        self._runner = TaskRunner(self.environment, self.host)
+
+    def on_stop(self) -> None:
+        self._runner.close()
+
+    @task
+    def run_task(self) -> None:
+        self._runner.run_one()
