@@ -1,0 +1,290 @@
+"""The Agentic tab of the Locust web UI in a real headless Chromium, during a real run:
+an orchestrator on the sim backend, Locust with the web UI driving it, Playwright (for
+Python) driving the system Chromium. A user would notice: the tab shows token
+amplification and tasks/s, the figures move while the run goes on, the CSV downloads with
+one row per agent, and the live charts draw.
+
+The screenshot of the tab is kept at build/test-artifacts/agentic-tab.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+VENV_BIN = Path(sys.executable).parent
+LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
+ARTIFACTS = REPO / "build" / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs /usr/bin/chromium (apt-get install -y chromium); Playwright's own "
+        "browser download is not used",
+    ),
+]
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="needs playwright for Python (pip install '.[dev]')"
+)
+
+# Used only while loadtests/locustfile.py does not exist or does not install the web-UI
+# extension yet: the extension over a stand-in stats provider, so the UI is still tested
+# end to end in the browser.
+_STANDIN_LOCUSTFILE = """
+import random, time
+from locust import User, constant, events, task
+from loadtests.metrics import AgenticStats, TaskSample
+from loadtests import webui
+
+@events.init.add_listener
+def _init(environment, **_):
+    environment.agentic = AgenticStats()
+    if environment.web_ui:
+        webui.install(environment)
+
+class StandInAgent(User):
+    wait_time = constant(0.1)
+
+    @task
+    def one_task(self):
+        latency = random.uniform(0.1, 0.4)
+        self.environment.agentic.add(TaskSample(
+            time.time(), random.choice(["plan_execute", "react"]), True, "OK", 5, 4000,
+            2000, 600, 100, 50, random.uniform(3, 8), latency / 3, latency, (0.01, 0.02)))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """SIGTERM to the process group, then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def orchestrator(tmp_path: Path) -> Iterator[str]:
+    """`inflection serve` on one sim replica; yields its host:port."""
+    port = _free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            replicas: {{count: 1, num_cpus: 0.5, backend: sim}}
+            ray: {{address: local, num_cpus: 2}}
+            server: {{port: {port}}}
+            """
+        )
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "inflection"), "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        address = _wait_for_serving(proc, deadline=time.monotonic() + 90)
+        if address is None:
+            _stop(proc)
+            pytest.fail(f"inflection serve did not start; its log:\n{log.read_text()[-3000:]}")
+        yield address
+    finally:
+        _stop(proc)
+
+
+def _wait_for_serving(proc: subprocess.Popen[str], deadline: float) -> str | None:
+    """The address from the `inflection: serving on` line; stdout is drained afterwards so
+    the server never blocks on a full pipe."""
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("inflection: serving on") and not found:
+                found.append(line.split()[-1])
+                ready.set()
+        ready.set()  # the process ended
+
+    threading.Thread(target=read, daemon=True).start()
+    ready.wait(timeout=max(0.0, deadline - time.monotonic()))
+    return found[0] if found else None
+
+
+@pytest.fixture
+def locust_ui(tmp_path: Path, orchestrator: str) -> Iterator[str]:
+    """Locust with its web UI on 127.0.0.1 running 4 users against the orchestrator;
+    yields the UI's URL."""
+    if LOCUSTFILE.exists() and "webui.install" in LOCUSTFILE.read_text():
+        locustfile = LOCUSTFILE
+    else:
+        locustfile = tmp_path / "standin_locustfile.py"
+        locustfile.write_text(_STANDIN_LOCUSTFILE)
+    web_port = _free_port()
+    log = tmp_path / "locust.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "locust"),
+                "-f",
+                str(locustfile),
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(web_port),
+                "--host",
+                orchestrator,
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "--autostart",
+                "--run-time",
+                "90s",
+                "--autoquit",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"locust exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail(f"locust's web UI did not come up:\n{log.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{web_port}"
+    finally:
+        _stop(proc)
+
+
+def _row(page: Any, agent: str) -> dict[str, str]:
+    """One row of the Agentic tab's table, as {column title: cell text}."""
+    titles = [t.strip() for t in page.locator("table thead th").all_inner_texts()]
+    cells = page.locator("table tbody tr", has_text=agent).first.locator("td")
+    return dict(zip(titles, [c.strip() for c in cells.all_inner_texts()], strict=True))
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path) -> None:
+    from loadtests.webui import csv_header
+
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(30_000)
+            page.goto(locust_ui)
+            page.get_by_role("tab", name="Agentic", exact=True).click()
+            page.get_by_role("cell", name="All agents", exact=True).wait_for()
+
+            # Figures appear: wait for completed tasks, then read them twice, 4 s apart.
+            deadline = time.monotonic() + 45
+            first = _row(page, "All agents")
+            while _number(first["Tasks"]) < 1 and time.monotonic() < deadline:
+                page.wait_for_timeout(1000)
+                first = _row(page, "All agents")
+            assert _number(first["Tasks"]) >= 1, f"no task completed: {first}"
+            assert _number(first["Token amp. mean"]) > 1, first
+            assert _number(first["Tasks/s"]) > 0, first
+            page.wait_for_timeout(4000)
+            second = _row(page, "All agents")
+            assert _number(second["Tasks"]) > _number(first["Tasks"]), (first, second)
+            agents = page.locator("table tbody tr").count() - 1
+            assert agents >= 1, "no per-agent row"
+
+            # The live charts under the tab draw a line per series.
+            charts = page.frame_locator("#agentic-charts iframe")
+            for chart in ("tasks", "output", "latency", "amplification"):
+                charts.locator(f"#chart-{chart} path.series").first.wait_for()
+            page.wait_for_timeout(2500)  # one more chart poll for the screenshot
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "agentic-tab.png"), full_page=True)
+
+            # The summary tab lists the run's figures.
+            page.get_by_role("tab", name="Agentic summary", exact=True).click()
+            page.get_by_role("cell", name="Token amplification", exact=True).wait_for()
+            page.get_by_role("cell", name="Failures by status", exact=True).wait_for()
+
+            # The CSV downloads from the Download Data tab.
+            page.get_by_role("tab", name="Download Data").click()
+            with page.expect_download() as download_info:
+                page.get_by_text("Download agentic statistics CSV").click()
+            saved = tmp_path / "agentic.csv"
+            download_info.value.save_as(saved)
+            rows = list(csv.reader(io.StringIO(saved.read_text())))
+            assert rows[0] == csv_header()
+            assert rows[1][0] == "All agents"
+            assert len(rows) >= 1 + 1 + agents
+            by_column = dict(zip(rows[0], rows[1], strict=True))
+            assert int(by_column["tasks"]) >= _number(second["Tasks"])
+            assert float(by_column["token_amplification_mean"]) > 1
+
+            # The charts page on its own: every chart has a drawn path.
+            charts_page = browser.new_page()
+            charts_page.goto(f"{locust_ui}/agentic")
+            for chart in ("tasks", "output", "latency", "amplification"):
+                path = charts_page.locator(f"#chart-{chart} path.series").first
+                path.wait_for()
+                assert (path.get_attribute("d") or "").startswith("M")
+        finally:
+            browser.close()
