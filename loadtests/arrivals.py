@@ -5,15 +5,12 @@ not earlier tasks have completed.
 starts one task greenlet per arrival, bounded by `max_outstanding`: an arrival that finds
 the bound reached is dropped and counted (AgenticStats.dropped_tasks), so an overloaded
 server shows up as drops instead of silently turning the test into a closed loop.
-`OpenLoopUser` runs one dispatcher over its own channel; the total `--arrival-rate` is
-split evenly over the open-loop users (-u; one is plenty for hundreds of tasks/s).
+`loadtests.user.OpenLoopUser` runs one dispatcher over its own channel. Imports gevent
+(without monkey-patching) but not locust, so the pure parts test in any process.
 """
 
 from __future__ import annotations
 
-import locust
-
-# isort: split
 import contextlib
 import math
 import random
@@ -25,11 +22,6 @@ from typing import Any
 
 import gevent
 from gevent.pool import Group
-from locust import User, constant, task
-
-from loadtests.user import TaskRunner, agentic_stats
-
-_ = locust  # imported first for its gevent monkey-patching
 
 
 class ArrivalKind(StrEnum):
@@ -132,34 +124,3 @@ class Dispatcher:
     def stop(self) -> None:
         """Kill the in-flight tasks (each cancels its stream)."""
         self.tasks.kill(block=True, timeout=5)
-
-
-class OpenLoopUser(User):
-    """Open loop: one dispatcher starting tasks at `--arrival-rate` / users per second."""
-
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        options = self.environment.parsed_options
-        users = max(1, int(getattr(options, "num_users", 1) or 1))
-        process = parse_arrival_process(
-            str(getattr(options, "arrival_process", "poisson")),
-            float(getattr(options, "arrival_rate", 0.0)) / users,
-            float(getattr(options, "arrival_cv", 1.0)),
-        )
-        self._runner = TaskRunner(self.environment, self.host)
-        stats = agentic_stats(self.environment)
-        self.dispatcher = Dispatcher(
-            process,
-            self._runner.run_one,
-            max_outstanding=int(getattr(options, "max_outstanding", 1000)),
-            on_drop=stats.add_dropped,
-        )
-
-    def on_stop(self) -> None:
-        self.dispatcher.stop()
-        self._runner.close()
-
-    @task
-    def dispatch(self) -> None:
-        self.dispatcher.run()

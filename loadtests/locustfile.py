@@ -27,13 +27,14 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from locust import LoadTestShape
 from locust import events as locust_events
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests.arrivals import OpenLoopUser, parse_arrival_process
+from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import Slo
-from loadtests.shapes import shape_from_options
-from loadtests.user import AgentUser, agentic_stats, auth_metadata, grpc_target
+from loadtests.shapes import Curve, curve_from_options
+from loadtests.user import AgentUser, OpenLoopUser, agentic_stats, auth_metadata, grpc_target
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
@@ -45,6 +46,22 @@ log = logging.getLogger("inflection.loadtests")
 __all__ = ["AgentUser", "OpenLoopUser"]
 
 CHECK_TIMEOUT_S = 3.0
+
+
+class CurveShape(LoadTestShape):
+    """A Locust shape following one loadtests.shapes curve (chosen with --shape)."""
+
+    abstract = True  # only --shape installs it; never picked up on its own
+
+    def __init__(self, curve: Curve, spawn_rate: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.curve = curve
+        self.spawn_rate = spawn_rate
+
+    def tick(self) -> tuple[int, float] | None:
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
+        users = self.curve.users_at(run_time)
+        return None if users is None else (max(users, 0), self.spawn_rate)
 
 
 class CheckFailed(Exception):
@@ -135,7 +152,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         slo = Slo.parse(options.slo) if options.slo else None
         if options.arrival_rate:
             parse_arrival_process(options.arrival_process, options.arrival_rate, options.arrival_cv)
-        shape = shape_from_options(options.shape, options.shape_args, options)
+        curve = curve_from_options(options.shape, options.shape_args)
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -146,9 +163,10 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     # One user class per run: open loop when a rate is given, else closed loop.
     wanted = OpenLoopUser if options.arrival_rate else AgentUser
     environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
-    if shape is not None:
-        environment.shape_class = shape
+    if curve is not None:
+        shape = CurveShape(curve, float(options.spawn_rate or 10.0))
         shape.runner = environment.runner
+        environment.shape_class = shape
     if isinstance(environment.runner, WorkerRunner):
         # Raw samples, never averages: the master's percentiles stay exact.
         def ship(client_id: str, data: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Agentic metrics for Locust runs, aggregated exactly across distributed workers.
 
-Pure: no locust, gevent or grpc import, so the master, the workers, the web UI, the
-reports and the tests all share one definition of every figure (../shared/METRICS.md).
+Pure: no locust, gevent or grpc import (protobuf messages only, for `TaskRecorder`), so
+the master, the workers, the web UI, the reports and the tests all share one definition
+of every figure (../shared/METRICS.md).
 
 Workers never ship averages: each worker `drain()`s the raw `TaskSample`s it recorded since
 its last report (a compact list of lists, msgpack/JSON-able) and the master `merge()`s
@@ -60,6 +61,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from orchestrator.api.v1 import inflection_pb2 as pb
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -354,3 +357,73 @@ class AgenticStats:
             "per_agent": per_agent,
             "timeseries": timeseries(self._samples, bucket_s),
         }
+
+
+@dataclass(slots=True, frozen=True)
+class StepEntry:
+    """One finished step as the Locust stats show it."""
+
+    step: str
+    elapsed_s: float  # llm: the call's engine-side e2e; tool: its elapsed time
+    output_tokens: int  # llm: the call's output tokens; tool: 0
+
+
+class TaskRecorder:
+    """Folds one task's RunTask event stream into a TaskSample. Pure: times are passed in,
+    so tests feed it messages and clocks directly."""
+
+    def __init__(self, agent: str, sent_at: float) -> None:
+        self.agent = agent
+        self.sent_at = sent_at  # perf_counter when the request was sent
+        self.accepted_at: float | None = None
+        self.first_delta_at: float | None = None
+        self.tpots: list[float] = []
+        self.result: pb.TaskResult | None = None
+
+    def on_event(self, event: pb.TaskEvent, now: float) -> StepEntry | None:
+        kind = event.WhichOneof("event")
+        if kind == "answer_delta":
+            if self.first_delta_at is None:
+                self.first_delta_at = now
+        elif kind == "step_finished":
+            finished = event.step_finished
+            if finished.HasField("tool"):
+                return StepEntry(finished.tool.step, finished.tool.elapsed, 0)
+            call = finished.call
+            if call.timings.HasField("tpot"):
+                self.tpots.append(call.timings.tpot)
+            return StepEntry(call.step, call.timings.e2e, call.usage.output_tokens)
+        elif kind == "accepted":
+            self.accepted_at = now
+        elif kind == "completed":
+            self.result = event.completed
+        return None
+
+    @property
+    def ttft(self) -> float | None:
+        if self.first_delta_at is None:
+            return None
+        return self.first_delta_at - (self.accepted_at or self.sent_at)
+
+    def sample(
+        self, now: float, wall: float, status: str, usage: pb.TaskUsage | None
+    ) -> TaskSample:
+        """The task's sample; `usage` is the completed usage, or a failure's partial one."""
+        u = usage if usage is not None else pb.TaskUsage()
+        return TaskSample(
+            completed_at=wall,
+            agent=self.agent,
+            ok=status == "OK",
+            status=status,
+            llm_calls=u.llm_calls,
+            prompt_tokens=u.prompt_tokens_total,
+            cached_tokens=u.cached_tokens_total,
+            output_tokens=u.output_tokens_total,
+            user_input_tokens=u.user_input_tokens,
+            final_output_tokens=u.final_output_tokens,
+            token_amplification=u.token_amplification,
+            task_ttft=self.ttft,
+            # METRICS.md: accepted -> completed, as the client saw both.
+            task_latency=now - (self.accepted_at or self.sent_at),
+            call_tpots=tuple(self.tpots),
+        )

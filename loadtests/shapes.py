@@ -1,9 +1,10 @@
 """Load shapes over time (ramp, steps, spike, diurnal) and the pure half of a rate sweep.
 
-Each shape is a pure curve `users_at(t) -> int | None` (None: the test is over) wrapped in
-a Locust `LoadTestShape`; `--shape NAME --shape-args k=v,...` (or the environment variable
-INFLECTION_SHAPE_ARGS) picks one. In open loop each user is one dispatcher running at
-`--arrival-rate / -u`, so a shape scales the arrival rate the same way it scales users.
+Each shape is a pure curve `users_at(t) -> int | None` (None: the test is over), which
+the locustfile wraps in a Locust `LoadTestShape`; `--shape NAME --shape-args k=v,...`
+(or the environment variable INFLECTION_SHAPE_ARGS) picks one. In open loop each user
+is one dispatcher running at `--arrival-rate / -u`, so a shape scales the arrival rate
+the way it scales users.
 
     ramp:    start=1, peak=20, ramp_s=60, hold_s=30
     steps:   start=1, step=5, step_s=30, steps=4
@@ -16,18 +17,10 @@ running the steps is the CLI's job (`inflection load --sweep`).
 
 from __future__ import annotations
 
-import locust
-
-# isort: split
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from locust import LoadTestShape
-
-_ = locust
 
 
 def parse_shape_args(text: str, known: Sequence[str]) -> dict[str, float]:
@@ -122,30 +115,12 @@ def make_curve(name: str, args: str) -> Curve:
     return kind(**parse_shape_args(args, known))
 
 
-class CurveShape(LoadTestShape):
-    """A Locust shape following one curve; users spawn at `spawn_rate` per second."""
-
-    abstract = True  # not picked up from the locustfile on its own
-
-    def __init__(self, curve: Curve, spawn_rate: float) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.curve = curve
-        self.spawn_rate = spawn_rate
-
-    def tick(self) -> tuple[int, float] | None:
-        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
-        users = self.curve.users_at(run_time)
-        return None if users is None else (max(users, 0), self.spawn_rate)
-
-
-def shape_from_options(name: str, args: str, options: Any) -> CurveShape | None:
-    """The shape `--shape` asks for (None without one); parameters from --shape-args,
+def curve_from_options(name: str, args: str) -> Curve | None:
+    """The curve `--shape` asks for (None without one); parameters from --shape-args,
     else INFLECTION_SHAPE_ARGS."""
     if not name:
         return None
-    curve = make_curve(name, args or os.environ.get("INFLECTION_SHAPE_ARGS", ""))
-    spawn_rate = float(getattr(options, "spawn_rate", None) or 10.0)
-    return CurveShape(curve, spawn_rate)
+    return make_curve(name, args or os.environ.get("INFLECTION_SHAPE_ARGS", ""))
 
 
 def ticks(curve: Curve, every_s: float = 1.0, limit_s: float = 86_400) -> list[int]:

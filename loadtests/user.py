@@ -1,5 +1,5 @@
 """Locust users that run agent tasks over gRPC: `AgentUser` (closed loop, think time) and
-the `TaskRunner` both it and the open-loop dispatcher (loadtests.arrivals) use.
+`OpenLoopUser` (tasks arrive at a rate, loadtests.arrivals), over a shared `TaskRunner`.
 
 Per ../shared/REFERENCE.md: locust is imported before anything that may import ssl, gRPC
 runs its synchronous stubs on gevent (`init_gevent`), and each user makes its own channel
@@ -23,14 +23,14 @@ import locust
 # isort: split
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-from locust import User, task
+from locust import User, constant, task
 
-from loadtests.metrics import AgenticStats, TaskSample
+from loadtests.arrivals import Dispatcher, parse_arrival_process
+from loadtests.metrics import AgenticStats, TaskRecorder, TaskSample
 from loadtests.workload import Mode, Workload, default_workload, input_text
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
@@ -80,75 +80,6 @@ def token_of(environment: Any) -> str | None:
     options = environment.parsed_options
     token: str | None = getattr(options, "token", None) if options is not None else None
     return token or None
-
-
-@dataclass(slots=True, frozen=True)
-class StepEntry:
-    """One finished step as the Locust stats show it."""
-
-    step: str
-    elapsed_s: float  # llm: the call's engine-side e2e; tool: its elapsed time
-    output_tokens: int  # llm: the call's output tokens; tool: 0
-
-
-class TaskRecorder:
-    """Folds one task's event stream into a TaskSample. Pure: times are passed in."""
-
-    def __init__(self, agent: str, sent_at: float) -> None:
-        self.agent = agent
-        self.sent_at = sent_at  # perf_counter when the request was sent
-        self.accepted_at: float | None = None
-        self.first_delta_at: float | None = None
-        self.tpots: list[float] = []
-        self.result: pb.TaskResult | None = None
-
-    def on_event(self, event: pb.TaskEvent, now: float) -> StepEntry | None:
-        kind = event.WhichOneof("event")
-        if kind == "answer_delta":
-            if self.first_delta_at is None:
-                self.first_delta_at = now
-        elif kind == "step_finished":
-            finished = event.step_finished
-            if finished.HasField("tool"):
-                return StepEntry(finished.tool.step, finished.tool.elapsed, 0)
-            call = finished.call
-            if call.timings.HasField("tpot"):
-                self.tpots.append(call.timings.tpot)
-            return StepEntry(call.step, call.timings.e2e, call.usage.output_tokens)
-        elif kind == "accepted":
-            self.accepted_at = now
-        elif kind == "completed":
-            self.result = event.completed
-        return None
-
-    @property
-    def ttft(self) -> float | None:
-        if self.first_delta_at is None:
-            return None
-        return self.first_delta_at - (self.accepted_at or self.sent_at)
-
-    def sample(
-        self, now: float, wall: float, status: str, usage: pb.TaskUsage | None
-    ) -> TaskSample:
-        """The task's sample; `usage` is the completed usage, or a failure's partial one."""
-        u = usage if usage is not None else pb.TaskUsage()
-        return TaskSample(
-            completed_at=wall,
-            agent=self.agent,
-            ok=status == "OK",
-            status=status,
-            llm_calls=u.llm_calls,
-            prompt_tokens=u.prompt_tokens_total,
-            cached_tokens=u.cached_tokens_total,
-            output_tokens=u.output_tokens_total,
-            user_input_tokens=u.user_input_tokens,
-            final_output_tokens=u.final_output_tokens,
-            token_amplification=u.token_amplification,
-            task_ttft=self.ttft,
-            # METRICS.md: accepted -> completed, as the client saw both.
-            task_latency=now - (self.accepted_at or self.sent_at),
-            call_tpots=tuple(self.tpots),
-        )
 
 
 def _trailer_usage(exc: grpc.RpcError) -> pb.TaskUsage | None:
@@ -267,3 +198,34 @@ class AgentUser(User):
     @task
     def run_task(self) -> None:
         self._runner.run_one()
+
+
+class OpenLoopUser(User):
+    """Open loop: one dispatcher starting tasks at `--arrival-rate` / -u per second, each
+    in its own greenlet, whether or not earlier tasks have completed."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        users = max(1, int(getattr(options, "num_users", 1) or 1))
+        process = parse_arrival_process(
+            str(getattr(options, "arrival_process", "poisson")),
+            float(getattr(options, "arrival_rate", 0.0)) / users,
+            float(getattr(options, "arrival_cv", 1.0)),
+        )
+        self._runner = TaskRunner(self.environment, self.host)
+        self.dispatcher = Dispatcher(
+            process,
+            self._runner.run_one,
+            max_outstanding=int(getattr(options, "max_outstanding", 1000)),
+            on_drop=self._runner.stats.add_dropped,
+        )
+
+    def on_stop(self) -> None:
+        self.dispatcher.stop()
+        self._runner.close()
+
+    @task
+    def dispatch(self) -> None:
+        self.dispatcher.run()
