@@ -75,15 +75,19 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
     """Add the Agentic tabs, `/agentic`, `/agentic/stats.json` and `/agentic/csv` to the
     web UI of `environment` (call from an `init` listener when `environment.web_ui` is set).
 
-    `slo` (or a callable returning it, for an SLO parsed after init) sets goodput's bounds.
+    `slo` (or a callable returning it) sets goodput's bounds; by default the locustfile's
+    `environment.agentic_slo` (--slo), read at each request. Installing twice is a no-op.
     """
     web_ui = environment.web_ui
-    if web_ui is None:
+    if web_ui is None or "agentic" in web_ui.app.blueprints:
         return
     options = environment.parsed_options
     base = (getattr(options, "web_base_path", None) or "").rstrip("/")
 
     def current_slo() -> Slo | None:
+        if slo is None:
+            given = getattr(environment, "agentic_slo", None)
+            return given if isinstance(given, Slo) else None
         return slo() if callable(slo) else slo
 
     def snapshot() -> dict[str, Any]:

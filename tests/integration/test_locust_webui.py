@@ -30,6 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 VENV_BIN = Path(sys.executable).parent
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 ARTIFACTS = REPO / "build" / "test-artifacts"
+CHARTS = ("tasks", "output", "latency", "amplification")  # the ids of /agentic's charts
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,30 +46,14 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="needs playwright for Python (pip install '.[dev]')"
 )
 
-# Used only while loadtests/locustfile.py does not exist or does not install the web-UI
-# extension yet: the extension over a stand-in stats provider, so the UI is still tested
-# end to end in the browser.
-_STANDIN_LOCUSTFILE = """
-import random, time
-from locust import User, constant, events, task
-from loadtests.metrics import AgenticStats, TaskSample
+# The real locustfile plus the web-UI extension, for as long as the locustfile does not
+# install it itself (installing twice is a no-op, so this stays correct afterwards).
+_WRAPPED_LOCUSTFILE = """
+from loadtests.locustfile import *  # noqa: F403 (the user classes Locust looks for)
+from locust import events
 from loadtests import webui
 
-@events.init.add_listener
-def _init(environment, **_):
-    environment.agentic = AgenticStats()
-    if environment.web_ui:
-        webui.install(environment)
-
-class StandInAgent(User):
-    wait_time = constant(0.1)
-
-    @task
-    def one_task(self):
-        latency = random.uniform(0.1, 0.4)
-        self.environment.agentic.add(TaskSample(
-            time.time(), random.choice(["plan_execute", "react"]), True, "OK", 5, 4000,
-            2000, 600, 100, 50, random.uniform(3, 8), latency / 3, latency, (0.01, 0.02)))
+events.init.add_listener(lambda environment, **_: webui.install(environment))
 """
 
 
@@ -149,11 +134,11 @@ def _wait_for_serving(proc: subprocess.Popen[str], deadline: float) -> str | Non
 def locust_ui(tmp_path: Path, orchestrator: str) -> Iterator[str]:
     """Locust with its web UI on 127.0.0.1 running 4 users against the orchestrator;
     yields the UI's URL."""
-    if LOCUSTFILE.exists() and "webui.install" in LOCUSTFILE.read_text():
+    if "webui.install" in LOCUSTFILE.read_text():
         locustfile = LOCUSTFILE
     else:
-        locustfile = tmp_path / "standin_locustfile.py"
-        locustfile.write_text(_STANDIN_LOCUSTFILE)
+        locustfile = tmp_path / "agentic_locustfile.py"
+        locustfile.write_text(_WRAPPED_LOCUSTFILE)
     web_port = _free_port()
     log = tmp_path / "locust.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -254,8 +239,9 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
 
             # The live charts under the tab draw a line per series.
             charts = page.frame_locator("#agentic-charts iframe")
-            for chart in ("tasks", "output", "latency", "amplification"):
-                charts.locator(f"#chart-{chart} path.series").first.wait_for()
+            for chart in CHARTS:
+                # "attached": a flat line (the sim's amplification) has no height to be seen.
+                charts.locator(f"#chart-{chart} path.series").first.wait_for(state="attached")
             page.wait_for_timeout(2500)  # one more chart poll for the screenshot
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "agentic-tab.png"), full_page=True)
@@ -282,9 +268,10 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
             # The charts page on its own: every chart has a drawn path.
             charts_page = browser.new_page()
             charts_page.goto(f"{locust_ui}/agentic")
-            for chart in ("tasks", "output", "latency", "amplification"):
+            for chart in CHARTS:
                 path = charts_page.locator(f"#chart-{chart} path.series").first
-                path.wait_for()
-                assert (path.get_attribute("d") or "").startswith("M")
+                path.wait_for(state="attached")
+                drawn = path.get_attribute("d") or ""
+                assert drawn.startswith("M") and " L" in drawn, (chart, drawn)
         finally:
             browser.close()
