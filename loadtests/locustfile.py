@@ -31,6 +31,7 @@ from locust import LoadTestShape
 from locust import events as locust_events
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests import webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import Slo
 from loadtests.shapes import Curve, curve_from_options
@@ -160,6 +161,8 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     environment.agentic_slo = slo
     environment.agentic_checked = False
     stats = agentic_stats(environment)
+    if environment.web_ui is not None:
+        webui.install(environment)  # the Agentic tabs read environment.agentic / agentic_slo
     # One user class per run: open loop when a rate is given, else closed loop.
     wanted = OpenLoopUser if options.arrival_rate else AgentUser
     environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
