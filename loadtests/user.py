@@ -22,6 +22,7 @@ import locust
 
 # isort: split
 import random
+import re
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 grpc_gevent.init_gevent()
 
 USAGE_TRAILER = "inflection-usage-bin"  # partial usage of a failed task (server side)
+_IDS = re.compile(r"\b(task|call|tool)-[0-9a-f]+\b")
 _ = locust  # imported first for its gevent monkey-patching
 
 
@@ -155,7 +157,8 @@ class TaskRunner:
             code: grpc.StatusCode = exc.code()
             status = code.name
             usage = _trailer_usage(exc)
-            error = exc.details() or ""
+            # Ids vary per task; without them Locust groups failures by cause.
+            error = _IDS.sub(r"\1-*", exc.details() or "")
         finally:
             call.cancel()  # no-op after a clean end; aborts the task on a greenlet kill
             self._calls.discard(call)
