@@ -11,7 +11,9 @@ TEST_STAMP := $(VENV)/.installed-test-v1
 PROTO_SRC := protos/orchestrator/api/v1/inflection.proto
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-run lint typecheck protos protos-check pytest clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test setup setup-run browser lint typecheck protos protos-check pytest clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +38,13 @@ setup: $(TEST_STAMP)
 run: setup-run
 	$(BIN)/inflection run
 
-test: setup lint typecheck protos-check pytest
+test: setup browser lint typecheck protos-check pytest
+
+# The web-UI and report tests drive a real headless Chromium through Playwright, which
+# cannot download its own browser here: use the distribution's.
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| (echo "Chromium is needed at $(CHROMIUM) for the browser tests" && exit 1)
 
 lint: setup
 	$(BIN)/ruff check .
