@@ -5,6 +5,7 @@ failures by status name, and bad input ends the run before load with one clear l
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -34,15 +35,16 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("orchestrator")
+@contextlib.contextmanager
+def serve(tmp: Path, sim: str, server: str = "") -> Iterator[str]:
+    """`inflection serve` in a subprocess on 127.0.0.1; yields its address, stops it with
+    SIGINT (never `ray stop`: the Ray instance is the server's own, address local)."""
     port = _free_port()
     config = tmp / "serve.yaml"
     config.write_text(
-        "replicas: {count: 1, num_cpus: 0.5, backend: sim, sim: {time_scale: 0.0}}\n"
+        f"replicas: {{count: 1, num_cpus: 0.5, backend: sim, sim: {{{sim}}}}}\n"
         "ray: {address: local, num_cpus: 2}\n"
-        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}{server}}}\n"
     )
     proc = subprocess.Popen(
         [str(VENV_BIN / "inflection"), "serve", "--config", str(config)],
@@ -62,6 +64,25 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Instant simulated replicas (time_scale 0), no auth."""
+    with serve(tmp_path_factory.mktemp("instant"), "time_scale: 0.0") as address:
+        yield address
+
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def slow_orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Real-time simulated replicas (a plan_execute task takes ~1.3 s), bearer auth."""
+    with serve(
+        tmp_path_factory.mktemp("realtime"), "time_scale: 1.0", f", auth_token: {TOKEN}"
+    ) as address:
+        yield address
 
 
 def _wait_for_serving(proc: subprocess.Popen[str], deadline: float) -> str | None:
@@ -189,3 +210,69 @@ def test_bad_input_ends_before_load_with_one_line(
     assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "Greenlet" not in done.stderr
     assert "Shutting down" not in done.stderr  # no run started
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("", "UNAUTHENTICATED: missing authorization metadata"),
+        ("wrong", "UNAUTHENTICATED: invalid bearer token"),
+    ],
+)
+def test_auth_mismatch_ends_before_load(slow_orchestrator: str, token: str, expected: str) -> None:
+    args = ["--token", token] if token else []
+    done = run_locust("-u", "1", "-t", "30s", "--host", slow_orchestrator, *args, timeout=30)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("inflection: ")]
+    assert len(errors) == 1 and expected in errors[0] and "(check --token)" in errors[0]
+    assert "Traceback" not in done.stderr
+
+
+CANCEL_SCRIPT = """
+import locust  # gevent patches first
+import sys, time, types
+import gevent
+from locust.env import Environment
+from loadtests.user import TaskRunner
+from orchestrator.client import Client
+
+host, token = sys.argv[1], sys.argv[2]
+env = Environment()
+env.parsed_options = types.SimpleNamespace(token=token)
+runner = TaskRunner(env, host)
+client = Client(host, token=token)
+
+def busy():
+    return sum(r.in_flight_calls + r.unfinished_requests for r in client.cluster_status().replicas)
+
+task = gevent.spawn(runner.run_one)
+deadline = time.monotonic() + 5
+while not busy() and time.monotonic() < deadline:
+    gevent.sleep(0.02)
+print("busy", busy(), flush=True)
+task.kill()  # what Locust does to a user's greenlet when the run stops
+deadline = time.monotonic() + 0.5  # well before the task would have finished
+while busy() and time.monotonic() < deadline:
+    gevent.sleep(0.02)
+print("after", busy(), len(env.agentic.samples), flush=True)
+runner.close()
+"""
+
+
+def test_killing_a_user_greenlet_cancels_its_task(slow_orchestrator: str) -> None:
+    # In one live process (the channel stays open), so only the stream's cancel can end
+    # the server-side task before it would complete on its own (~1.3 s).
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", CANCEL_SCRIPT, slow_orchestrator, TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    busy, after = done.stdout.splitlines()[-2:]
+    assert busy != "busy 0"
+    assert after == "after 0 0"  # nothing in flight, and a killed task records no sample
+    assert time.monotonic() - started < 20
