@@ -1,0 +1,701 @@
+"""`inflection load`: run the agentic locustfile headless, with progress and a summary.
+
+    inflection load --run-time 60s --users 8                     # local sim orchestrator
+    inflection load --host 127.0.0.1:50051 --arrival-rate 4 --slo task_latency=30s
+    inflection load --host H:P --sweep 1:1:10 --step-time 30s --slo task_ttft=5s
+    inflection load --host H:P --processes 2 --out reports/load
+
+Locust runs in a subprocess (`python -m locust -f loadtests/locustfile.py --headless`), so
+that process imports locust (and gevent's patches) first and never imports Ray; this
+module imports neither, because `orchestrator.cli` imports it to build its parser. Without
+`--host` a local orchestrator on simulated replicas is started (`inflection serve`) and
+always stopped with SIGTERM at the end.
+
+Bad input (workload file, --slo, --sweep, --run-time) is rejected here before anything
+starts; an unreachable host or an unknown agent is detected by the locustfile before load
+starts, and its single `inflection: ...` line is passed on. Either way: one line on
+stderr, exit code 1 (2 for bad options), no traceback.
+
+Progress reads the tail of Locust's `--csv-full-history` stats history (the `task` rows);
+the summary reads the agentic JSON the locustfile writes at test stop (`--agentic-json`,
+shape documented in loadtests/metrics.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from loadtests.shapes import SweepStep, highest_rate_meeting_slo, step_meets_slo
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+LOADTESTS = Path(__file__).resolve().parent
+LOCUSTFILE = LOADTESTS / "locustfile.py"
+DEFAULT_WORKLOAD = LOADTESTS / "examples" / "mix.yaml"
+REPO_ROOT = LOADTESTS.parent  # on the Locust process's PYTHONPATH, so `loadtests` imports
+
+SERVE_TIMEOUT_S = 90.0  # Ray start + replicas on a loaded 2-core machine
+STOP_TIMEOUT_S = 20.0
+SERVING_LINE = "inflection: serving on "
+# Locust's own grace beyond --run-time (stop users, final worker reports) before we kill it.
+LOCUST_GRACE_S = 60.0
+MIN_GOOD_FRACTION = 0.95  # a sweep step meets the SLO when this share of its tasks does
+
+
+class LoadError(Exception):
+    """Bad input or a failed start; the message is the one line the user sees."""
+
+
+# ---- pure parsing ----------------------------------------------------------------------
+
+_TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_timespan(text: str, option: str = "--run-time") -> int:
+    """Locust's timespan format (`90`, `45s`, `2m`, `1h30m`) -> whole seconds (> 0)."""
+    value = text.strip().lower()
+    if value.isdigit():
+        seconds = int(value)
+    else:
+        match = _TIMESPAN.match(value)
+        if not value or match is None:
+            raise LoadError(f"{option}: {text!r} is not a duration like 60s, 2m or 1h30m")
+        hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise LoadError(f"{option}: must be at least 1s, got {text!r}")
+    return seconds
+
+
+@dataclass(slots=True, frozen=True)
+class Sweep:
+    start: float  # first offered rate, tasks/s
+    step: float  # added to the rate after each step that met the SLO
+    max_rate: float  # the last rate tried (inclusive)
+
+    def rates(self) -> list[float]:
+        """START, START+STEP, ... up to MAX (inclusive, tolerant of float steps)."""
+        count = math.floor((self.max_rate - self.start) / self.step + 1e-9) + 1
+        return [round(self.start + i * self.step, 9) for i in range(count)]
+
+
+def parse_sweep(text: str) -> Sweep:
+    """`START:STEP:MAX` (tasks/s) -> Sweep; errors are one line naming --sweep."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise LoadError(f"--sweep: {text!r} is not START:STEP:MAX (e.g. 1:1:10)")
+    try:
+        start, step, max_rate = (float(p) for p in parts)
+    except ValueError:
+        raise LoadError(f"--sweep: {text!r} is not START:STEP:MAX numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in (start, step, max_rate)):
+        raise LoadError(f"--sweep: START, STEP and MAX must be positive, got {text!r}")
+    if max_rate < start:
+        raise LoadError(f"--sweep: MAX ({max_rate:g}) is below START ({start:g})")
+    return Sweep(start, step, max_rate)
+
+
+def run_sweep(rates: Sequence[float], run_step: Callable[[float], SweepStep]) -> list[SweepStep]:
+    """Run steps at increasing rates until one breaks the SLO (that step is included)."""
+    history: list[SweepStep] = []
+    for rate in rates:
+        step = run_step(rate)
+        history.append(step)
+        if not step_meets_slo(step, MIN_GOOD_FRACTION):
+            break
+    return history
+
+
+def sweep_step_of(rate: float, snapshot: dict[str, Any]) -> SweepStep:
+    """One sweep step from an agentic snapshot: failed tasks and dropped arrivals count as
+    misses, so an overloaded server cannot meet the SLO by refusing work."""
+    summary = snapshot["summary"]
+    ok = int(summary["ok"])
+    fraction = summary["goodput_fraction"]
+    good = round(float(fraction) * ok) if fraction is not None else 0
+    attempted = int(summary["tasks"]) + int(summary["dropped_tasks"])
+    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check everything checkable without a server; raises LoadError with one line."""
+    from loadtests.metrics import Slo
+    from loadtests.workload import WorkloadError, load_workload
+
+    if args.worker:
+        return  # a worker takes its orders (and its checks) from the master
+    try:
+        load_workload(args.workload)
+    except WorkloadError as exc:
+        raise LoadError(str(exc)) from None
+    except OSError as exc:
+        raise LoadError(f"--workload: cannot read {args.workload}: {exc.strerror}") from None
+    if args.slo:
+        try:
+            Slo.parse(args.slo)
+        except ValueError as exc:
+            raise LoadError(str(exc)) from None
+    parse_timespan(args.run_time)
+    if args.users is not None and args.users < 1:
+        raise LoadError("--users: must be at least 1")
+    if args.spawn_rate is not None and not (args.spawn_rate > 0):
+        raise LoadError("--spawn-rate: must be positive")
+    if args.arrival_rate is not None and not (
+        math.isfinite(args.arrival_rate) and args.arrival_rate > 0
+    ):
+        raise LoadError("--arrival-rate: must be a positive number of tasks per second")
+    if args.processes is not None and args.processes < 1:
+        raise LoadError("--processes: must be at least 1")
+    if args.sweep:
+        parse_sweep(args.sweep)
+        parse_timespan(args.step_time, "--step-time")
+        if not args.slo:
+            raise LoadError("--sweep needs --slo (the bound the sweep steps the rate up to)")
+        if args.arrival_rate is not None:
+            raise LoadError("--sweep sets the arrival rate itself; drop --arrival-rate")
+        if args.master:
+            raise LoadError("--sweep runs locally; use --processes rather than --master")
+
+
+# ---- the Locust command ----------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class RunFiles:
+    """Where one Locust run writes (all under the --out folder, or a temporary one)."""
+
+    prefix: Path  # Locust's --csv prefix: <prefix>_stats.csv, _stats_history.csv, ...
+    html: Path | None  # Locust's own HTML report (only with --out)
+    agentic: Path  # the locustfile's --agentic-json
+    log: Path  # Locust's stdout and stderr
+
+    @classmethod
+    def under(cls, folder: Path, name: str, *, html: bool) -> RunFiles:
+        return cls(
+            prefix=folder / name,
+            html=folder / f"{name}.html" if html else None,
+            agentic=folder / f"{name}_agentic.json",
+            log=folder / f"{name}.log",
+        )
+
+    @property
+    def history(self) -> Path:
+        return Path(f"{self.prefix}_stats_history.csv")
+
+
+def locust_command(
+    args: argparse.Namespace,
+    host: str | None,
+    files: RunFiles | None,
+    *,
+    arrival_rate: float | None = None,
+    run_time: str | None = None,
+) -> list[str]:
+    """The `python -m locust ...` argv for one run (pure)."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    if args.worker:
+        cmd += ["--worker", "--master-host", args.master_host]
+        if args.master_port is not None:
+            cmd += ["--master-port", str(args.master_port)]
+        if args.processes is not None:
+            cmd += ["--processes", str(args.processes)]
+        cmd += ["--workload", str(args.workload)]  # workers load their own copy
+        if args.token:
+            cmd += ["--token", args.token]
+        return cmd
+    rate = arrival_rate if arrival_rate is not None else args.arrival_rate
+    users = args.users if args.users is not None else (1 if rate else 8)
+    spawn_rate = args.spawn_rate if args.spawn_rate is not None else float(users)
+    cmd += ["--headless", "--only-summary", "--loglevel", "WARNING"]
+    cmd += ["-u", str(users), "-r", f"{spawn_rate:g}"]
+    cmd += ["-t", f"{parse_timespan(run_time or args.run_time)}s", "--stop-timeout", "0"]
+    if host:
+        cmd += ["--host", host]
+    cmd += ["--workload", str(args.workload)]
+    if args.slo:
+        cmd += ["--slo", args.slo]
+    if args.token:
+        cmd += ["--token", args.token]
+    if rate:
+        cmd += ["--arrival-rate", f"{rate:g}", "--arrival-process", args.arrival_process]
+        if args.arrival_cv is not None:
+            cmd += ["--arrival-cv", f"{args.arrival_cv:g}"]
+    if args.shape:
+        cmd += ["--shape", args.shape]
+        if args.shape_args:
+            cmd += ["--shape-args", args.shape_args]
+    if args.processes is not None or args.master:
+        # Nothing listens beyond loopback unless asked for (--master-bind-host 0.0.0.0).
+        cmd += ["--master-bind-host", args.master_bind_host]
+    if args.processes is not None:
+        cmd += ["--processes", str(args.processes)]
+    if args.master:
+        cmd += ["--master"]
+        if args.master_port is not None:
+            cmd += ["--master-bind-port", str(args.master_port)]
+        if args.expect_workers is not None:
+            cmd += ["--expect-workers", str(args.expect_workers)]
+    if files is not None:
+        cmd += ["--csv", str(files.prefix), "--csv-full-history"]
+        cmd += ["--agentic-json", str(files.agentic)]
+        if files.html is not None:
+            cmd += ["--html", str(files.html)]
+    return cmd
+
+
+def locust_env() -> dict[str, str]:
+    """The Locust process's environment: `loadtests` importable from any working folder."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)
+    return env
+
+
+# ---- progress and summary --------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Progress:
+    users: int
+    tasks: int  # tasks finished so far (Locust's `task` entries)
+    failures: int
+
+
+def read_progress(history: Path, tail_bytes: int = 65_536) -> Progress | None:
+    """The latest row set of Locust's stats history, read from the file's tail only."""
+    try:
+        with history.open("rb") as f:
+            header = f.readline().decode()
+            size = f.seek(0, io.SEEK_END)
+            start = max(len(header), size - tail_bytes)
+            f.seek(start)
+            chunk = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = chunk.splitlines()
+    if start > len(header) and lines:
+        lines = lines[1:]  # a partial first line
+    if not header or not lines:
+        return None
+    rows = list(csv.DictReader([header, *lines]))
+    try:
+        latest = max(int(r["Timestamp"]) for r in rows)
+        if start > len(header) and all(int(r["Timestamp"]) == latest for r in rows):
+            # The tail may have cut the latest set of rows short: read it all once.
+            return read_progress(history, tail_bytes=size)
+        current = [r for r in rows if int(r["Timestamp"]) == latest]
+        tasks = [r for r in current if r["Type"] == "task"]
+        return Progress(
+            users=int(current[0]["User Count"]),
+            tasks=sum(int(r["Total Request Count"]) for r in tasks),
+            failures=sum(int(r["Total Failure Count"]) for r in tasks),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None  # a row being written as we read
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value}{unit}"
+    return f"{float(value):.{digits}f}{unit}"
+
+
+def _dist(figures: dict[str, Any], key: str, scale: float = 1.0) -> str:
+    """`mean / p50 / p99` of one distribution, or `-` without samples."""
+    d = figures[key]
+    if not d["count"]:
+        return "-"
+    return " / ".join(f"{d[k] * scale:.3g}" for k in ("mean", "p50", "p99"))
+
+
+def summary_table(snapshot: dict[str, Any]) -> Table:
+    """Rows are metrics, columns are `all` then each agent: narrow enough for any terminal."""
+    from rich.table import Table
+
+    columns = [("all", snapshot["summary"])] + [(a["agent"], a) for a in snapshot["per_agent"]]
+    table = Table(title="Agentic summary", title_justify="left", caption="* mean / p50 / p99")
+    table.add_column("metric")
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        table.add_row(label, *(cell(f) for _, f in columns))
+
+    row("tasks ok / failed", lambda f: f"{f['ok']} / {f['failed']}")
+    row("tasks/s", lambda f: _fmt(f["tasks_per_s"]))
+    row("goodput/s", lambda f: _fmt(f["goodput_per_s"]))
+    row("token amplification *", lambda f: _dist(f, "token_amplification"))
+    row("llm calls per task *", lambda f: _dist(f, "llm_calls_per_task"))
+    row("task ttft (s) *", lambda f: _dist(f, "task_ttft_s"))
+    row("task latency (s) *", lambda f: _dist(f, "task_latency_s"))
+    row("call tpot (ms) *", lambda f: _dist(f, "call_tpot_s", scale=1000.0))
+    row("prompt tokens/s", lambda f: _fmt(f["prompt_tokens_per_s"], digits=1))
+    row("output tokens/s", lambda f: _fmt(f["output_tokens_per_s"], digits=1))
+    row(
+        "prefix hit rate",
+        lambda f: "-" if f["prefix_hit_rate"] is None else f"{f['prefix_hit_rate']:.1%}",
+    )
+    summary = snapshot["summary"]
+    if summary["dropped_tasks"]:
+        row("dropped arrivals", lambda f: str(f["dropped_tasks"]))
+    if summary["failures"]:
+        row(
+            "failures",
+            lambda f: ", ".join(f"{k} {v}" for k, v in f["failures"].items()) or "-",
+        )
+    return table
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_config(port: int) -> str:
+    """The local orchestrator's deployment YAML: two simulated replicas, loopback only."""
+    return (
+        "replicas: {count: 2, num_cpus: 0.5, backend: sim}\n"
+        "ray: {address: local}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+    )
+
+
+# `inflection serve` through the interpreter running us (no reliance on the script's PATH).
+_SERVE_CODE = "import sys; from orchestrator.cli import main; sys.exit(main())"
+
+
+def _stop(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def local_orchestrator(folder: Path, console: Console) -> Iterator[str]:
+    """`inflection serve` on simulated replicas; yields HOST:PORT; SIGTERM at the end."""
+    config = folder / "serve.yaml"
+    config.write_text(serve_config(free_port()))
+    log_path = folder / "serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_CODE, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=folder,
+    )
+    try:
+        with console.status("starting a local orchestrator on simulated replicas..."):
+            address = _wait_for_serving(proc, log, time.monotonic() + SERVE_TIMEOUT_S)
+        if address is None:
+            last = _last_line(log_path) or "no output"
+            raise LoadError(f"the local orchestrator did not start ({last}); see {log_path}")
+        console.print(f"local orchestrator (sim backend) on {address}", highlight=False)
+        yield address
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _wait_for_serving(proc: subprocess.Popen[str], log: IO[str], deadline: float) -> str | None:
+    """The address from the serving line. A thread copies all output to the log, so the
+    server never blocks on a full pipe."""
+    found: list[str] = []
+    ready = threading.Event()
+
+    def copy() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if line.startswith(SERVING_LINE) and not found:
+                found.append(line.split()[-1])
+                ready.set()
+        ready.set()  # the server exited
+
+    threading.Thread(target=copy, daemon=True).start()
+    ready.wait(max(0.0, deadline - time.monotonic()))
+    return found[0] if found else None
+
+
+def _last_line(path: Path) -> str | None:
+    with contextlib.suppress(OSError):
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        return lines[-1][:200] if lines else None
+    return None
+
+
+def _error_line(log: Path) -> str | None:
+    """The locustfile's one-line error (`inflection: ...`), if it printed one."""
+    with contextlib.suppress(OSError):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("inflection: "):
+                return line.strip()
+    return None
+
+
+def run_locust(
+    cmd: Sequence[str], files: RunFiles | None, run_time_s: int | None, console: Console
+) -> int:
+    """Run Locust with a progress line until it exits; returns its exit code."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    log_path = files.log if files is not None else None
+    log = log_path.open("w") if log_path is not None else None
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=log if log is not None else None,
+        stderr=subprocess.STDOUT if log is not None else None,
+        env=locust_env(),
+        # Its own process group: Ctrl-C reaches us once and we stop Locust in order.
+        start_new_session=True,
+    )
+    deadline = None if run_time_s is None else time.monotonic() + run_time_s + LOCUST_GRACE_S
+    columns = (
+        TextColumn("[bold]locust"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            job = bar.add_task("run", total=run_time_s, detail="starting")
+            started = time.monotonic()
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    _stop(proc, signal.SIGINT)
+                    break
+                seen = read_progress(files.history) if files is not None else None
+                detail = (
+                    f"{seen.users} users, {seen.tasks} tasks, {seen.failures} failed"
+                    if seen is not None
+                    else "starting"
+                )
+                elapsed = time.monotonic() - started
+                limit = f" / {run_time_s}s" if run_time_s is not None else ""
+                bar.update(job, completed=elapsed, detail=f"{elapsed:.0f}s{limit}  {detail}")
+                time.sleep(0.5)
+    finally:
+        # Ctrl-C or any error here: stop Locust first (SIGINT: it writes its reports).
+        _stop(proc, signal.SIGINT)
+        if log is not None:
+            log.close()
+    return proc.returncode if proc.returncode is not None else 1
+
+
+def _read_snapshot(path: Path) -> dict[str, Any] | None:
+    with contextlib.suppress(OSError, ValueError):
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    return None
+
+
+def _fail_line(code: int, files: RunFiles) -> str:
+    return _error_line(files.log) or (
+        f"inflection: locust exited with code {code} before any task ran "
+        f"({_last_line(files.log) or 'no output'}); see {files.log}"
+    )
+
+
+# ---- the command -----------------------------------------------------------------------
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    try:
+        validate(args)
+    except LoadError as exc:
+        _print_error(str(exc))
+        return 2
+    out = Path(args.out) if args.out else None
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            folder = out
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inflection-")))
+        try:
+            if args.worker:
+                return run_locust(locust_command(args, None, None), None, None, console)
+            host = args.host
+            if host is None:
+                host = stack.enter_context(local_orchestrator(folder, console))
+            if args.sweep:
+                return _sweep(args, host, folder, console, keep=out is not None)
+            return _single_run(args, host, folder, console, keep=out is not None)
+        except LoadError as exc:
+            _print_error(str(exc))
+            return 1
+        except KeyboardInterrupt:
+            _print_error("interrupted")
+            return 130
+    return 1  # unreachable; mypy cannot see that ExitStack does not swallow
+
+
+def _print_error(message: str) -> None:
+    line = message if message.startswith("inflection: ") else f"inflection: {message}"
+    sys.stderr.write(line.splitlines()[0] + "\n")
+    sys.stderr.flush()
+
+
+def _single_run(
+    args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
+) -> int:
+    files = RunFiles.under(folder, "locust", html=keep)
+    run_time_s = parse_timespan(args.run_time)
+    code = run_locust(locust_command(args, host, files), files, run_time_s, console)
+    snapshot = _read_snapshot(files.agentic)
+    if snapshot is None:
+        if args.master:
+            return code
+        raise LoadError(_fail_line(code, files))
+    console.print(summary_table(snapshot))
+    if keep:
+        console.print(f"reports in {folder}/ (locust_*.csv, locust.html, locust_agentic.json)")
+    summary = snapshot["summary"]
+    if code != 0:
+        if summary["failed"]:
+            _print_error(f"{summary['failed']} of {summary['tasks']} tasks failed")
+        else:
+            _print_error(_fail_line(code, files))
+        return code
+    return 0
+
+
+def _sweep(
+    args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
+) -> int:
+    from rich.table import Table
+
+    sweep = parse_sweep(args.sweep)
+    step_s = parse_timespan(args.step_time, "--step-time")
+
+    def run_step(rate: float) -> SweepStep:
+        files = RunFiles.under(folder, f"sweep_{rate:g}", html=keep)
+        console.print(f"step: {rate:g} tasks/s for {step_s}s", highlight=False)
+        cmd = locust_command(args, host, files, arrival_rate=rate, run_time=f"{step_s}s")
+        code = run_locust(cmd, files, step_s, console)
+        snapshot = _read_snapshot(files.agentic)
+        if snapshot is None:
+            raise LoadError(_fail_line(code, files))
+        step = sweep_step_of(rate, snapshot)
+        verdict = "met" if step_meets_slo(step, MIN_GOOD_FRACTION) else "BROKE"
+        console.print(
+            f"  {step.tasks} tasks, {step.good_fraction:.1%} within the SLO: {verdict}",
+            highlight=False,
+        )
+        return step
+
+    history = run_sweep(sweep.rates(), run_step)
+    table = Table(title=f"Sweep against {args.slo}", title_justify="left")
+    for name in ("rate (tasks/s)", "tasks", "within SLO", "verdict"):
+        table.add_column(name, justify="right")
+    for step in history:
+        met = step_meets_slo(step, MIN_GOOD_FRACTION)
+        table.add_row(
+            f"{step.rate:g}",
+            str(step.tasks),
+            f"{step.good_fraction:.1%}",
+            "met" if met else "broke",
+        )
+    console.print(table)
+    best = highest_rate_meeting_slo(history, MIN_GOOD_FRACTION)
+    if best is None:
+        console.print(f"no rate met the SLO ({args.slo}); the lowest tried was {sweep.start:g}/s")
+        return 1
+    console.print(f"highest rate meeting the SLO: {best:g} tasks/s", highlight=False)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `load` on the `inflection` command's subparsers."""
+    p = sub.add_parser(
+        "load",
+        help="drive agentic load with Locust (a local sim orchestrator without --host)",
+        description="Run loadtests/locustfile.py headless against --host (or a local "
+        "orchestrator on simulated replicas), show progress, and print the agentic summary: "
+        "token amplification, calls per task, TTFT, latency, tokens/s, goodput.",
+    )
+    p.add_argument("--host", help="the orchestrator's HOST:PORT (default: start a local one)")
+    p.add_argument("--workload", default=str(DEFAULT_WORKLOAD), help="workload mix YAML")
+    p.add_argument("--users", type=int, help="closed loop: users (default 8; open loop: 1)")
+    p.add_argument("--spawn-rate", type=float, help="users started per second (default: all)")
+    p.add_argument("--run-time", default="60s", help="run time, e.g. 60s, 5m (default 60s)")
+    p.add_argument("--arrival-rate", type=float, help="open loop: tasks per second in total")
+    p.add_argument(
+        "--arrival-process",
+        choices=("poisson", "gamma", "constant"),
+        default="poisson",
+        help="open loop: how tasks arrive (default poisson)",
+    )
+    p.add_argument("--arrival-cv", type=float, help="gamma arrivals: cv of the gaps")
+    p.add_argument(
+        "--shape", choices=("ramp", "steps", "spike", "diurnal"), help="user-count curve"
+    )
+    p.add_argument("--shape-args", default="", help="shape parameters, e.g. peak=20,ramp_s=30")
+    p.add_argument(
+        "--slo", default="", help="task SLO for goodput, e.g. task_ttft=5s,task_latency=30s"
+    )
+    p.add_argument(
+        "--sweep",
+        help="open-loop rate sweep START:STEP:MAX; stops at the first step breaking --slo",
+    )
+    p.add_argument("--step-time", default="30s", help="sweep: run time of each step")
+    p.add_argument("--processes", type=int, help="Locust worker processes on this machine")
+    p.add_argument("--master", action="store_true", help="run as a Locust master")
+    p.add_argument("--expect-workers", type=int, help="master: wait for this many workers first")
+    p.add_argument("--master-bind-host", default="127.0.0.1", help="master: interface to bind")
+    p.add_argument("--worker", action="store_true", help="run as a Locust worker")
+    p.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
+    p.add_argument("--master-port", type=int, help="master's port (Locust's default 5557)")
+    p.add_argument("--out", help="folder for Locust's CSV/HTML and the agentic JSON")
+    p.add_argument("--token", default="", help="bearer token, if the server wants one")
+    p.set_defaults(func=cmd_load)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m loadtests.cli load ...`: the same command outside `inflection`."""
+    parser = argparse.ArgumentParser(prog="inflection")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""`inflection load`: option parsing, the Locust command it builds, input checks, the sweep
+driver, progress from Locust's stats history and the summary table. Pure: no process."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from loadtests import cli
+from loadtests.metrics import AgenticStats, Slo, TaskSample
+from loadtests.shapes import SweepStep
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="inflection")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["load", *argv])
+
+
+def files(tmp_path: Path, html: bool = True) -> cli.RunFiles:
+    return cli.RunFiles.under(tmp_path, "run", html=html)
+
+
+def option(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_defaults_run_the_example_mix_closed_loop_for_60s(tmp_path: Path) -> None:
+    args = parse()
+    assert args.func is cli.cmd_load
+    cmd = cli.locust_command(args, "127.0.0.1:5000", files(tmp_path))
+    assert cmd[:5] == [sys.executable, "-m", "locust", "-f", str(cli.LOCUSTFILE)]
+    assert "--headless" in cmd
+    assert option(cmd, "-u") == "8" and option(cmd, "-r") == "8"
+    assert option(cmd, "-t") == "60s"
+    assert option(cmd, "--host") == "127.0.0.1:5000"
+    assert option(cmd, "--workload") == str(cli.DEFAULT_WORKLOAD)
+    assert cli.DEFAULT_WORKLOAD.is_file()
+    assert "--arrival-rate" not in cmd and "--processes" not in cmd and "--slo" not in cmd
+    # Reports: CSV with history (progress reads it), HTML, the agentic JSON.
+    assert option(cmd, "--csv") == str(tmp_path / "run")
+    assert "--csv-full-history" in cmd
+    assert option(cmd, "--html") == str(tmp_path / "run.html")
+    assert option(cmd, "--agentic-json") == str(tmp_path / "run_agentic.json")
+
+
+def test_open_loop_slo_token_and_processes_pass_through(tmp_path: Path) -> None:
+    args = parse(
+        *("--users", "2", "--spawn-rate", "0.5", "--run-time", "2m"),
+        *("--arrival-rate", "3.5", "--arrival-process", "gamma", "--arrival-cv", "2"),
+        *("--slo", "task_ttft=5s,task_latency=30s", "--token", "t0k", "--processes", "2"),
+    )
+    cmd = cli.locust_command(args, "h:1", files(tmp_path, html=False))
+    assert option(cmd, "-u") == "2" and option(cmd, "-r") == "0.5" and option(cmd, "-t") == "120s"
+    assert option(cmd, "--arrival-rate") == "3.5"
+    assert option(cmd, "--arrival-process") == "gamma" and option(cmd, "--arrival-cv") == "2"
+    assert option(cmd, "--slo") == "task_ttft=5s,task_latency=30s"
+    assert option(cmd, "--token") == "t0k"
+    assert option(cmd, "--processes") == "2"
+    assert option(cmd, "--master-bind-host") == "127.0.0.1"  # loopback unless asked
+    assert "--html" not in cmd
+
+
+def test_open_loop_defaults_to_one_dispatcher(tmp_path: Path) -> None:
+    cmd = cli.locust_command(parse("--arrival-rate", "4"), "h:1", None)
+    assert option(cmd, "-u") == "1"
+    assert "--csv" not in cmd
+
+
+def test_sweep_step_overrides_rate_and_run_time(tmp_path: Path) -> None:
+    args = parse("--sweep", "1:1:3", "--slo", "task_latency=2s")
+    cmd = cli.locust_command(args, "h:1", None, arrival_rate=2.0, run_time="15s")
+    assert option(cmd, "--arrival-rate") == "2" and option(cmd, "-t") == "15s"
+
+
+def test_master_and_worker_passthrough() -> None:
+    master = cli.locust_command(
+        parse("--master", "--expect-workers", "3", "--master-bind-host", "0.0.0.0"), "h:1", None
+    )
+    assert "--master" in master and option(master, "--expect-workers") == "3"
+    assert option(master, "--master-bind-host") == "0.0.0.0"
+    worker = cli.locust_command(
+        parse("--worker", "--master-host", "10.0.0.5", "--master-port", "6000"), None, None
+    )
+    assert option(worker, "--master-host") == "10.0.0.5"
+    assert option(worker, "--master-port") == "6000"
+    assert "--headless" not in worker and "-t" not in worker  # the master decides those
+    assert "--workload" in worker  # each worker loads the mix itself
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("45s", 45), ("2m", 120), ("1h30m", 5400), ("1m5s", 65)]
+)
+def test_parse_timespan(text: str, seconds: int) -> None:
+    assert cli.parse_timespan(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0s", "ten", "5x", "-3s"])
+def test_parse_timespan_rejects(text: str) -> None:
+    with pytest.raises(cli.LoadError, match="--run-time"):
+        cli.parse_timespan(text)
+
+
+def test_parse_sweep_and_rates() -> None:
+    assert cli.parse_sweep("1:1:4").rates() == [1, 2, 3, 4]
+    assert cli.parse_sweep("0.5:0.25:1.2").rates() == [0.5, 0.75, 1.0]
+    assert cli.parse_sweep("2:5:2").rates() == [2]
+    for bad in ("1:2", "a:1:2", "0:1:2", "1:-1:2", "5:1:2"):
+        with pytest.raises(cli.LoadError, match="--sweep"):
+            cli.parse_sweep(bad)
+
+
+def test_sweep_stops_at_the_first_broken_step() -> None:
+    tried: list[float] = []
+
+    def step(rate: float) -> SweepStep:
+        tried.append(rate)
+        return SweepStep(rate, 1.0 if rate < 3 else 0.5, 10)
+
+    history = cli.run_sweep([1, 2, 3, 4, 5], step)
+    assert tried == [1, 2, 3]
+    assert [s.rate for s in history] == [1, 2, 3]
+
+
+def snapshot(samples: list[TaskSample], slo: Slo | None = None, dropped: int = 0) -> Any:
+    stats = AgenticStats()
+    for s in samples:
+        stats.add(s)
+    stats.add_dropped(dropped)
+    return stats.snapshot(slo)
+
+
+def sample(agent: str = "plan_execute", latency: float = 1.0, ok: bool = True) -> TaskSample:
+    return TaskSample(
+        completed_at=1000.0 + latency,
+        agent=agent,
+        ok=ok,
+        status="OK" if ok else "DEADLINE_EXCEEDED",
+        llm_calls=5,
+        prompt_tokens=300,
+        cached_tokens=100,
+        output_tokens=70,
+        user_input_tokens=32,
+        final_output_tokens=0 if not ok else 8,
+        token_amplification=9.25,
+        task_ttft=0.5,
+        task_latency=latency,
+        call_tpots=(0.007,),
+    )
+
+
+def test_sweep_step_counts_failures_and_drops_as_misses() -> None:
+    slo = Slo(task_latency_s=2.0)
+    samples = [sample(latency=1), sample(latency=1), sample(latency=3), sample(ok=False)]
+    step = cli.sweep_step_of(4.0, snapshot(samples, slo, dropped=4))
+    assert step.rate == 4.0 and step.tasks == 8
+    assert step.good_fraction == pytest.approx(2 / 8)
+
+
+def render(table: Any) -> str:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(table)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(out, str)
+    return out
+
+
+def test_summary_table_shows_amplification_per_agent_and_failures() -> None:
+    snap = snapshot([sample(), sample("react", latency=2), sample("react", ok=False)])
+    text = render(cli.summary_table(snap))
+    assert "token amplification" in text and "9.25 / 9.25 / 9.25" in text
+    header = next(line for line in text.splitlines() if "metric" in line)
+    assert header.index("all") < header.index("plan_execute") < header.index("react")
+    assert "DEADLINE_EXCEEDED 1" in text
+    assert "2 / 1" in text  # tasks ok / failed, all agents
+
+
+def test_summary_table_of_an_empty_run() -> None:
+    text = render(cli.summary_table(snapshot([])))
+    assert "0 / 0" in text and "-" in text
+
+
+HISTORY_HEADER = (
+    '"Timestamp","User Count","Type","Name","Requests/s","Failures/s",'
+    '"Total Request Count","Total Failure Count"\n'
+)
+
+
+def test_read_progress_sums_the_latest_task_rows(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    rows = [
+        '100,2,"task","plan_execute",1,0,3,0',
+        '100,2,"task","react",1,0,1,0',
+        '101,4,"task","plan_execute",1,0,7,1',
+        '101,4,"task","react",1,0,2,0',
+        '101,4,"ttft","plan_execute",1,0,7,0',
+        '101,4,"","Aggregated",1,0,16,1',
+    ]
+    path.write_text(HISTORY_HEADER + "\n".join(rows) + "\n")
+    assert cli.read_progress(path) == cli.Progress(users=4, tasks=9, failures=1)
+    # Only the tail is read: a long history costs the same.
+    assert cli.read_progress(path, tail_bytes=120) == cli.Progress(users=4, tasks=9, failures=1)
+    assert cli.read_progress(tmp_path / "missing.csv") is None
+    (tmp_path / "empty.csv").write_text(HISTORY_HEADER)
+    assert cli.read_progress(tmp_path / "empty.csv") is None
+
+
+def test_serve_config_is_two_sim_replicas_on_loopback() -> None:
+    import yaml
+
+    from orchestrator.config import Backend, DeploymentConfig
+
+    config = DeploymentConfig.model_validate(yaml.safe_load(cli.serve_config(4321)))
+    assert config.replicas.count == 2 and config.replicas.backend is Backend.SIM
+    assert config.replicas.num_cpus == 0.5
+    assert config.server.host == "127.0.0.1" and config.server.port == 4321
+    assert config.ray.address == "local"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--slo", "ttft=5s"], "--slo: unknown bound 'ttft'"),
+        (["--slo", "task_ttft=soon"], "--slo: task_ttft='soon' is not a duration"),
+        (["--run-time", "forever"], "--run-time: 'forever' is not a duration"),
+        (["--users", "0"], "--users: must be at least 1"),
+        (["--sweep", "1:1:3"], "--sweep needs --slo"),
+        (["--sweep", "1:x:3", "--slo", "task_ttft=1s"], "--sweep: '1:x:3'"),
+        (["--arrival-rate", "0"], "--arrival-rate: must be a positive"),
+    ],
+)
+def test_bad_options_are_one_line_before_anything_starts(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.cmd_load(parse(*argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("inflection: ") and expected in err, err
+
+
+def test_bad_workload_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("agents: {react: 0}\n")
+    assert cli.cmd_load(parse("--workload", str(mix))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mix.yaml: agents.react" in err, err
+    assert cli.cmd_load(parse("--workload", str(tmp_path / "nope.yaml"))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.yaml" in err, err
+
+
+def test_importing_the_command_stays_light() -> None:
+    # orchestrator.cli imports this module to build its parser: no locust (gevent patches),
+    # no Ray, no grpc in the `inflection` process.
+    code = (
+        "import sys, loadtests.cli; "
+        "print(','.join(m for m in ('locust', 'gevent', 'ray', 'grpc') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""
