@@ -1,0 +1,275 @@
+"""`TraceUser`: replay a Mooncake trace (loadtests.trace) open loop with the `Generate` RPC.
+
+    locust -f loadtests/locustfile.py --headless -u 1 -t 2m --host 127.0.0.1:50051 \\
+        --trace loadtests/data/sample_trace.jsonl --trace-speedup 4
+
+Each trace line becomes one `Generate` call sent at the line's timestamp (divided by
+`--trace-speedup`), whether or not earlier calls have finished: prompt_token_ids built
+so that lines sharing `hash_ids` share prompt prefixes, max_tokens = output_length with
+ignore_eos. With -u N the lines are dealt round-robin to N users (over all workers), so
+the trace is replayed once in total; a user idles once its share is sent and answered.
+
+Each call fires a Locust request event (request_type "generate", name "trace": request
+sent -> stream ended, length = output tokens; failures start with the gRPC status name),
+a "ttft"/"trace" event, and records a `TaskSample` (agent "trace", one llm call, cached
+tokens from the final chunk's call record) in the run's AgenticStats, so the agentic
+figures, prefix hit rate included, cover trace runs too.
+
+Importing this module registers the `--trace*` options; the locustfile picks `TraceUser`
+when `--trace` is given. The trace is parsed once per process at init (`install`), so a
+malformed line ends the run before load with one line naming the file and line numbers.
+"""
+
+from __future__ import annotations
+
+import locust
+
+# isort: split
+import itertools
+import logging
+import time
+from typing import Any
+
+import gevent
+import grpc
+from gevent.pool import Group
+from locust import User, constant, task
+from locust import events as locust_events
+from locust.runners import WorkerRunner
+
+from loadtests.metrics import TaskSample
+from loadtests.trace import (
+    DEFAULT_VOCAB,
+    TraceError,
+    TraceRequest,
+    arrival_offsets,
+    load_trace,
+    prompt_tokens,
+)
+from loadtests.user import TaskFailed, agentic_stats, auth_metadata, grpc_target, token_of
+from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+
+_ = locust  # imported first for its gevent monkey-patching
+events: Any = locust_events
+log = logging.getLogger("inflection.loadtests")
+
+AGENT = "trace"  # the TaskSample agent and Locust request name of trace calls
+CALL_TIMEOUT_S = 600.0  # backs the server: a hung stream still ends
+
+
+def _options(parser: Any) -> None:
+    parser.add_argument("--trace", default="", help="Replay this Mooncake JSONL trace.")
+    parser.add_argument(
+        "--trace-speedup", type=float, default=1.0, help="Replay the trace N times faster."
+    )
+    parser.add_argument(
+        "--trace-vocab",
+        type=int,
+        default=DEFAULT_VOCAB,
+        help="Token ids of trace prompts are drawn below this (the model's vocabulary).",
+    )
+    parser.add_argument(
+        "--trace-max-outstanding", type=int, default=1000, help="Trace calls in flight bound."
+    )
+
+
+events.init_command_line_parser.add_listener(_options)
+
+
+class TraceConfig:
+    """The parsed trace and its replay options, kept on the environment."""
+
+    def __init__(
+        self,
+        requests: list[TraceRequest],
+        speedup: float = 1.0,
+        vocab_size: int = DEFAULT_VOCAB,
+        max_outstanding: int = 1000,
+    ) -> None:
+        self.requests = requests
+        self.offsets = arrival_offsets(requests, speedup)  # validates speedup
+        if vocab_size < 2:
+            raise ValueError(f"--trace-vocab must be at least 2, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.max_outstanding = max(1, max_outstanding)
+        self._slots = itertools.count()  # per process: the next user's share
+
+    def next_slot(self) -> int:
+        return next(self._slots)
+
+
+def install(environment: Any) -> TraceConfig | None:
+    """Parse `--trace` (if given) onto `environment.agentic_trace`. Raises TraceError or
+    ValueError with a one-line message; the locustfile turns it into its exit line."""
+    options = environment.parsed_options
+    path = str(getattr(options, "trace", "") or "") if options is not None else ""
+    if not path:
+        return None
+    config = TraceConfig(
+        load_trace(path),
+        float(getattr(options, "trace_speedup", 1.0)),
+        int(getattr(options, "trace_vocab", DEFAULT_VOCAB)),
+        int(getattr(options, "trace_max_outstanding", 1000)),
+    )
+    environment.agentic_trace = config
+    return config
+
+
+def trace_of(environment: Any) -> TraceConfig:
+    config: TraceConfig | None = getattr(environment, "agentic_trace", None)
+    if config is None:
+        config = install(environment)
+    if config is None:
+        raise TraceError("TraceUser needs --trace PATH")
+    return config
+
+
+def _share(environment: Any, slot: int) -> tuple[int, int]:
+    """(this user's index among all users, total users) for round-robin dealing."""
+    options = environment.parsed_options
+    users = max(1, int(getattr(options, "num_users", 1) or 1))
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        workers = max(1, int(getattr(options, "expect_workers", 1) or 1))
+        return (slot * workers + max(0, runner.worker_index)) % users, users
+    return slot % users, users
+
+
+class TraceReplayer:
+    """Sends one user's share of the trace over one channel; each call in its own
+    greenlet, so the arrival times hold whatever the server's latency."""
+
+    def __init__(self, environment: Any, host: str | None, config: TraceConfig) -> None:
+        self.environment = environment
+        self.config = config
+        self.stats = agentic_stats(environment)
+        self.metadata = auth_metadata(token_of(environment))
+        self.channel = grpc.insecure_channel(grpc_target(host))
+        self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
+        self.calls = Group()
+        self._streams: set[Any] = set()
+
+    def close(self) -> None:
+        self.calls.kill(block=True, timeout=5)
+        for stream in list(self._streams):
+            stream.cancel()
+        self.channel.close()
+
+    def replay(self, index: int, users: int) -> None:
+        """Send lines index, index + users, ... at their offsets; return once all ended."""
+        begin = time.monotonic()
+        share = range(index, len(self.config.requests), users)
+        for i in share:
+            delay = begin + self.config.offsets[i] - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            if len(self.calls) >= self.config.max_outstanding:
+                self.stats.add_dropped()
+            else:
+                self.calls.spawn(self.send, self.config.requests[i])
+        self.calls.join()
+
+    def send(self, request: TraceRequest) -> TaskSample:
+        """One Generate call, timed and recorded; a greenlet kill cancels the stream."""
+        message = pb.GenerateRequest(
+            prompt_token_ids=prompt_tokens(request, self.config.vocab_size),
+            sampling=pb.SamplingOptions(max_tokens=request.output_length, ignore_eos=True),
+        )
+        fire: Any = self.environment.events.request.fire
+        sent = time.perf_counter()
+        first: float | None = None
+        record: pb.CallRecord | None = None
+        error: str | None = None
+        status = "OK"
+        stream = self.stub.Generate(message, metadata=self.metadata, timeout=CALL_TIMEOUT_S)
+        self._streams.add(stream)
+        try:
+            for chunk in stream:
+                if first is None and (chunk.token_ids or chunk.text):
+                    first = time.perf_counter()
+                if chunk.HasField("call"):
+                    record = chunk.call
+            if record is None:
+                status, error = "UNKNOWN", "stream ended before the call record"
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            status, error = code.name, exc.details() or ""
+        finally:
+            stream.cancel()  # no-op after a clean end; aborts the call on a greenlet kill
+            self._streams.discard(stream)
+        now = time.perf_counter()
+        sample = _sample(request, record, status, sent, first, now)
+        self.stats.add(sample)
+        fire(
+            request_type="generate",
+            name=AGENT,
+            response_time=(now - sent) * 1000,
+            response_length=sample.output_tokens,
+            exception=TaskFailed(f"{status}: {error}") if error is not None else None,
+            context={},
+        )
+        if sample.task_ttft is not None:
+            fire(
+                request_type="ttft",
+                name=AGENT,
+                response_time=sample.task_ttft * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+        return sample
+
+
+def _sample(
+    request: TraceRequest,
+    record: pb.CallRecord | None,
+    status: str,
+    sent: float,
+    first: float | None,
+    now: float,
+) -> TaskSample:
+    """A trace call as a one-call task: amplification 1 by definition (nothing fans out)."""
+    usage = record.usage if record is not None else pb.CallUsage()
+    timings = record.timings if record is not None else pb.CallTimings()
+    ok = status == "OK"
+    return TaskSample(
+        completed_at=time.time(),
+        agent=AGENT,
+        ok=ok,
+        status=status,
+        llm_calls=1 if record is not None else 0,
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_prompt_tokens,
+        output_tokens=usage.output_tokens,
+        user_input_tokens=usage.prompt_tokens or request.input_length,
+        final_output_tokens=usage.output_tokens,
+        token_amplification=1.0 if ok else 0.0,
+        task_ttft=None if first is None else first - sent,
+        task_latency=now - sent,
+        call_tpots=(timings.tpot,) if timings.HasField("tpot") else (),
+    )
+
+
+class TraceUser(User):
+    """Open-loop trace replay (see the module docstring); -u 1 replays the whole trace."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        config = trace_of(self.environment)
+        self.index, self.users = _share(self.environment, config.next_slot())
+        self.replayer = TraceReplayer(self.environment, self.host, config)
+        self.done = False
+
+    def on_stop(self) -> None:
+        self.replayer.close()
+
+    @task
+    def replay(self) -> None:
+        if self.done:
+            gevent.sleep(1.0)  # the share is sent and answered: idle until the run ends
+            return
+        self.replayer.replay(self.index, self.users)
+        self.done = True
+        log.info("trace share %d/%d replayed", self.index + 1, self.users)

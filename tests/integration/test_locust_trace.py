@@ -1,0 +1,101 @@
+"""Real headless Locust replays the shipped sample trace with `TraceUser` against a real
+orchestrator on instant simulated replicas: every call succeeds, the lines' shared
+hash_ids show up as prefix-cache hits, and the reports are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtests.trace import load_trace, sample_trace_path
+from tests.integration.test_locust import run_locust, serve
+
+pytestmark = pytest.mark.slow
+
+# Until the locustfile picks TraceUser itself for --trace, this wrapper does what its
+# hook will: parse the trace at init (bad lines end the run) and run TraceUser only.
+WRAPPER = """
+import locust  # gevent patches first
+from locust import events
+from loadtests import locustfile as _agentic  # the agentic hooks (stats, JSON, checks)
+from loadtests import trace_user
+from loadtests.report import write_reports
+from loadtests.trace_user import TraceUser
+
+@events.init.add_listener
+def _pick(environment, **_kwargs):
+    options = environment.parsed_options
+    if options is not None and options.trace:
+        try:
+            trace_user.install(environment)
+        except ValueError as exc:
+            _agentic._fail(str(exc))
+        environment.user_classes = [TraceUser]
+
+        def report(**_kwargs):
+            stats = trace_user.agentic_stats(environment)
+            write_reports(options.csv_prefix + "_report", stats.snapshot(),
+                          title="trace replay", config={"trace": options.trace},
+                          samples=stats.samples)
+        environment.events.quit.add_listener(report)
+"""
+
+
+@pytest.fixture(scope="module")
+def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> object:
+    with serve(tmp_path_factory.mktemp("trace"), "time_scale: 0.0") as address:
+        yield address
+
+
+def _locustfile(tmp_path: Path) -> str:
+    path = tmp_path / "trace_locustfile.py"
+    path.write_text(WRAPPER)
+    return str(path)
+
+
+def test_sample_trace_replays_with_prefix_hits(orchestrator: str, tmp_path: Path) -> None:
+    requests = load_trace(sample_trace_path())
+    prefix = tmp_path / "run"
+    done = run_locust(
+        *("-f", _locustfile(tmp_path), "-u", "2", "-r", "2", "-t", "25s"),
+        *("--host", orchestrator, "--trace", str(sample_trace_path())),
+        *("--trace-speedup", "10", "--csv", str(prefix)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+    generate = rows["generate", "trace"]
+    # The whole trace, once: 60 s at 10x is 6 s; the 25 s run leaves room on a busy machine.
+    assert int(generate["Request Count"]) == len(requests)
+    assert int(generate["Failure Count"]) == 0
+    assert int(rows["ttft", "trace"]["Request Count"]) == len(requests)
+
+    snap = json.loads(Path(f"{prefix}_agentic.json").read_text())
+    summary = snap["summary"]
+    assert summary["ok"] == len(requests) and summary["failed"] == 0
+    assert summary["prompt_tokens_per_s"] * summary["duration_s"] == pytest.approx(
+        sum(r.input_length for r in requests)
+    )
+    assert summary["prefix_hit_rate"] > 0.2  # sessions re-send their history
+    report = tmp_path / "run_report"
+    assert (report / "report.html").exists() and (report / "summary.json").exists()
+
+
+def test_malformed_trace_ends_before_load(orchestrator: str, tmp_path: Path) -> None:
+    trace = tmp_path / "bad.jsonl"
+    good = sample_trace_path().read_text().splitlines()[:3]
+    trace.write_text("\n".join([good[0], "{not json", good[1], '{"timestamp": 1}']) + "\n")
+    done = run_locust(
+        *("-f", _locustfile(tmp_path), "-u", "1", "-t", "30s", "--host", orchestrator),
+        *("--trace", str(trace)),
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("inflection: ")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert f"{trace}: 2 malformed lines: line 2: not JSON" in errors[0]
+    assert "line 4: missing input_length, output_length, hash_ids" in errors[0]
+    assert "Traceback" not in done.stderr
