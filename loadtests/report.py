@@ -104,7 +104,7 @@ def summary_json(snapshot: Mapping[str, Any], *, title: str, config: Mapping[str
 
 
 def summary_columns() -> list[str]:
-    columns = ["agent", *_SCALARS]
+    columns = ["agent", *_SCALARS, "failures"]  # failures: "STATUS=n;STATUS=n"
     columns += [f"{name}_{stat}" for name in _DISTS for stat in _STATS]
     return columns
 
@@ -116,6 +116,8 @@ def summary_rows(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]:
         row: dict[str, Any] = {"agent": agent}
         row.update({k: fig.get(k) for k in _SCALARS})
+        failures = fig.get("failures") or {}
+        row["failures"] = ";".join(f"{status}={n}" for status, n in failures.items())
         for name in _DISTS:
             dist = fig.get(name) or {}
             row.update({f"{name}_{stat}": dist.get(stat) for stat in _STATS})
