@@ -22,9 +22,11 @@ import locust
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from locust import LoadTestShape
@@ -34,8 +36,24 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import Slo
-from loadtests.shapes import Curve, curve_from_options
-from loadtests.user import AgentUser, OpenLoopUser, agentic_stats, auth_metadata, grpc_target
+from loadtests.shapes import (
+    Curve,
+    SweepPlan,
+    SweepStep,
+    curve_from_options,
+    highest_rate_meeting_slo,
+    next_sweep_rate,
+    sweep_step,
+)
+from loadtests.user import (
+    RATE_MESSAGE,
+    AgentUser,
+    OpenLoopUser,
+    agentic_stats,
+    auth_metadata,
+    grpc_target,
+    set_total_rate,
+)
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
@@ -91,6 +109,12 @@ def _options(parser: Any) -> None:
     )
     group.add_argument(
         "--shape-args", default="", help="Shape parameters, e.g. peak=20,period=60 (shapes.py)."
+    )
+    group.add_argument(
+        "--sweep",
+        default="",
+        help="Open-loop rate sweep until the SLO breaks: start=2,factor=1.5,step_s=20,"
+        "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see shapes.SweepPlan).",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
 
@@ -154,6 +178,9 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         if options.arrival_rate:
             parse_arrival_process(options.arrival_process, options.arrival_rate, options.arrival_cv)
         curve = curve_from_options(options.shape, options.shape_args)
+        sweep = SweepPlan.parse(options.sweep) if options.sweep else None
+        if sweep is not None and curve is not None:
+            raise ValueError("--sweep and --shape cannot be combined (the sweep sets the rate)")
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -163,13 +190,24 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     stats = agentic_stats(environment)
     if environment.web_ui is not None:
         webui.install(environment)  # the Agentic tabs read environment.agentic / agentic_slo
+    environment.agentic_sweep_plan = sweep
+    environment.agentic_sweep = None  # the sweep's result, once it has run
+    open_loop = bool(options.arrival_rate) or sweep is not None
+    if open_loop:
+        set_total_rate(environment, options.arrival_rate or (sweep.start if sweep else 0.0))
     # One user class per run: open loop when a rate is given, else closed loop.
-    wanted = OpenLoopUser if options.arrival_rate else AgentUser
+    wanted = OpenLoopUser if open_loop else AgentUser
     environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
     if curve is not None:
         shape = CurveShape(curve, float(options.spawn_rate or 10.0))
         shape.runner = environment.runner
         environment.shape_class = shape
+    if environment.runner is not None and not isinstance(environment.runner, MasterRunner):
+        # A sweep's rate changes arrive as a message (a local runner sends it to itself).
+        def on_rate(environment: Any, msg: Any, **_kwargs: Any) -> None:
+            set_total_rate(environment, float(msg.data["rate"]))
+
+        environment.runner.register_message(RATE_MESSAGE, on_rate)
     if isinstance(environment.runner, WorkerRunner):
         # Raw samples, never averages: the master's percentiles stay exact.
         def ship(client_id: str, data: dict[str, Any]) -> None:
@@ -210,6 +248,8 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
     if environment.parsed_options is None or isinstance(environment.runner, WorkerRunner):
         return
     agentic_stats(environment).reset()
+    if environment.agentic_sweep_plan is not None:
+        gevent.spawn(run_sweep, environment, environment.agentic_sweep_plan)
     if environment.agentic_checked:
         return
     # Web UI runs get their host from the start form: check it now, stop if it fails.
@@ -227,6 +267,50 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
             environment.runner.quit()
 
 
+def run_sweep(environment: Any, plan: SweepPlan) -> None:
+    """Step the total arrival rate up by `plan.factor` while each step's tasks meet the SLO;
+    then record the highest rate that met it and end the run."""
+    stats = agentic_stats(environment)
+    slo: Slo | None = environment.agentic_slo
+    # Worker reports arrive every 3 s: wait for a step's last completions to reach us.
+    lag = 4.0 if isinstance(environment.runner, MasterRunner) else 0.2
+    history: list[SweepStep] = []
+    rate = next_sweep_rate(history, start=plan.start, factor=plan.factor, max_rate=plan.max_rate)
+    while rate is not None:
+        environment.runner.send_message(RATE_MESSAGE, {"rate": rate})
+        begin, dropped = time.time(), stats.dropped_tasks
+        gevent.sleep(plan.step_s)
+        end = time.time()
+        gevent.sleep(lag)
+        step = sweep_step(
+            stats.samples, rate, begin + plan.warmup_s, end, slo, stats.dropped_tasks - dropped
+        )
+        history.append(step)
+        log.info(
+            "sweep: %.3g tasks/s offered: %d tasks, %.1f%% met the SLO",
+            rate,
+            step.tasks,
+            100 * step.good_fraction,
+        )
+        rate = next_sweep_rate(
+            history,
+            start=plan.start,
+            factor=plan.factor,
+            max_rate=plan.max_rate,
+            min_good=plan.min_good,
+        )
+    best = highest_rate_meeting_slo(history, plan.min_good)
+    environment.agentic_sweep = {
+        "steps": [
+            {"rate": s.rate, "tasks": s.tasks, "good_fraction": s.good_fraction} for s in history
+        ],
+        "highest_rate_meeting_slo": best,
+        "min_good": plan.min_good,
+    }
+    log.info("sweep: highest rate meeting the SLO: %s tasks/s", "none" if best is None else best)
+    environment.runner.quit()
+
+
 def write_agentic_json(environment: Any) -> Path | None:
     """Write the snapshot where --agentic-json (or --csv) says; returns the path."""
     options = environment.parsed_options
@@ -238,6 +322,8 @@ def write_agentic_json(environment: Any) -> Path | None:
     if not target:
         return None
     snapshot = agentic_stats(environment).snapshot(getattr(environment, "agentic_slo", None))
+    if getattr(environment, "agentic_sweep", None) is not None:
+        snapshot["sweep"] = environment.agentic_sweep
     path = Path(target)
     path.write_text(json.dumps(snapshot, indent=1, allow_nan=False))
     return path

@@ -11,8 +11,8 @@ the way it scales users.
     spike:   base=2, peak=20, at_s=30, spike_s=10, total_s=90
     diurnal: base=2, peak=20, period_s=120, total_s=240
 
-The sweep (`next_sweep_rate`, `highest_rate_meeting_slo`) decides from per-step results;
-running the steps is the CLI's job (`inflection load --sweep`).
+The sweep (`sweep_step`, `next_sweep_rate`, `highest_rate_meeting_slo`) decides from
+per-step results; the locustfile's `--sweep` runs the steps (open loop).
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loadtests.metrics import Slo, TaskSample
 
-def parse_shape_args(text: str, known: Sequence[str]) -> dict[str, float]:
+
+def parse_shape_args(
+    text: str, known: Sequence[str], option: str = "--shape-args"
+) -> dict[str, float]:
     """`k=v,k=v` -> floats; unknown keys and bad numbers are one-line errors."""
     out: dict[str, float] = {}
     for raw in text.split(","):
@@ -33,15 +37,15 @@ def parse_shape_args(text: str, known: Sequence[str]) -> dict[str, float]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"--shape-args: {item!r} is not name=value")
+            raise ValueError(f"{option}: {item!r} is not name=value")
         if key not in known:
-            raise ValueError(f"--shape-args: unknown {key!r}; known: {', '.join(known)}")
+            raise ValueError(f"{option}: unknown {key!r}; known: {', '.join(known)}")
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"--shape-args: {key}={value!r} is not a number") from None
+            raise ValueError(f"{option}: {key}={value!r} is not a number") from None
         if not math.isfinite(number) or number < 0:
-            raise ValueError(f"--shape-args: {key} must be a non-negative number")
+            raise ValueError(f"{option}: {key} must be a non-negative number")
         out[key] = number
     return out
 
@@ -173,3 +177,41 @@ def highest_rate_meeting_slo(history: Sequence[SweepStep], min_good: float = 0.9
     """The highest rate whose step met the SLO (None if none did)."""
     rates = [s.rate for s in history if step_meets_slo(s, min_good)]
     return max(rates) if rates else None
+
+
+SWEEP_KEYS = ("start", "factor", "step_s", "max_rate", "min_good", "warmup_s")
+
+
+@dataclass(slots=True, frozen=True)
+class SweepPlan:
+    start: float = 1.0  # first rate, tasks/s
+    factor: float = 1.5  # next rate = last * factor while the SLO holds
+    step_s: float = 20.0  # seconds per rate
+    max_rate: float = 1_000.0
+    min_good: float = 0.95  # fraction of a step's tasks that must meet the SLO
+    warmup_s: float = 2.0  # completions this early in a step are not judged
+
+    @classmethod
+    def parse(cls, text: str) -> SweepPlan:
+        plan = cls(**parse_shape_args(text, SWEEP_KEYS, "--sweep"))
+        if plan.start <= 0 or plan.factor <= 1 or plan.step_s <= plan.warmup_s:
+            raise ValueError("--sweep: needs start > 0, factor > 1 and step_s > warmup_s")
+        if not 0 < plan.min_good <= 1:
+            raise ValueError("--sweep: min_good must be in (0, 1]")
+        return plan
+
+
+def sweep_step(
+    samples: Sequence[TaskSample],
+    rate: float,
+    start: float,
+    end: float,
+    slo: Slo | None,
+    dropped: int = 0,
+) -> SweepStep:
+    """Judge one step from the tasks that completed in (start, end] (unix s); dropped
+    arrivals and failures count as tasks that missed the SLO."""
+    judged = [s for s in samples if start < s.completed_at <= end]
+    good = sum(1 for s in judged if (slo.met_by(s) if slo is not None else s.ok))
+    attempted = len(judged) + dropped
+    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)

@@ -122,6 +122,7 @@ class TaskRunner:
             input=input_text(self.rng, w.draw_input_tokens(self.rng)),
             sampling=sampling,
             mode=pb.MODE_LIVE if w.mode is Mode.LIVE else pb.MODE_SYNTHETIC,
+            step_max_tokens=w.step_max_tokens,
         )
         if w.deadline_s is not None:
             request.deadline_ms = max(1, round(w.deadline_s * 1000))
@@ -203,18 +204,37 @@ class AgentUser(User):
         self._runner.run_one()
 
 
+RATE_MESSAGE = "agentic_rate"  # master -> workers: the new total arrival rate (tasks/s)
+
+
+def open_loop_users(environment: Any) -> int:
+    """How many OpenLoopUsers share the total rate: -u (fixed for an open-loop run)."""
+    options = environment.parsed_options
+    return max(1, int(getattr(options, "num_users", 1) or 1))
+
+
+def set_total_rate(environment: Any, rate: float) -> None:
+    """Set the run's total arrival rate; every dispatcher on this process takes its share
+    from its next arrival on (a sweep changes the rate mid-run)."""
+    environment.agentic_rate = rate
+    for dispatcher in list(getattr(environment, "agentic_dispatchers", ())):
+        dispatcher.set_rate(rate / open_loop_users(environment))
+
+
 class OpenLoopUser(User):
-    """Open loop: one dispatcher starting tasks at `--arrival-rate` / -u per second, each
-    in its own greenlet, whether or not earlier tasks have completed."""
+    """Open loop: one dispatcher starting tasks at (total rate) / -u per second, each in
+    its own greenlet, whether or not earlier tasks have completed."""
 
     wait_time = constant(0)
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        users = max(1, int(getattr(options, "num_users", 1) or 1))
+        total = getattr(self.environment, "agentic_rate", None) or float(
+            getattr(options, "arrival_rate", 0.0)
+        )
         process = parse_arrival_process(
             str(getattr(options, "arrival_process", "poisson")),
-            float(getattr(options, "arrival_rate", 0.0)) / users,
+            total / open_loop_users(self.environment),
             float(getattr(options, "arrival_cv", 1.0)),
         )
         self._runner = TaskRunner(self.environment, self.host)
@@ -224,8 +244,14 @@ class OpenLoopUser(User):
             max_outstanding=int(getattr(options, "max_outstanding", 1000)),
             on_drop=self._runner.stats.add_dropped,
         )
+        dispatchers: set[Dispatcher] | None = getattr(self.environment, "agentic_dispatchers", None)
+        if dispatchers is None:
+            dispatchers = set()
+            self.environment.agentic_dispatchers = dispatchers
+        dispatchers.add(self.dispatcher)
 
     def on_stop(self) -> None:
+        self.environment.agentic_dispatchers.discard(self.dispatcher)
         self.dispatcher.stop()
         self._runner.close()
 

@@ -6,6 +6,8 @@ lengths, think time, mode and deadline, read from a YAML file.
     think_time_s: {min: 0.5, max: 2.0}       # closed loop: uniform pause between tasks
     mode: synthetic                          # synthetic | live
     deadline_s: 60                           # optional per-task budget
+    max_tokens: 256                          # optional cap on every call's output
+    step_max_tokens: {planner: 128}          # optional output tokens of a named step
 
 Pure apart from reading the file: no locust or grpc import.
 """
@@ -84,6 +86,9 @@ class Workload(BaseModel):
     mode: Mode = Field(default=Mode.SYNTHETIC, description="synthetic | live.")
     deadline_s: float | None = Field(default=None, gt=0, description="Per-task budget, s.")
     max_tokens: int | None = Field(default=None, ge=1, description="Cap on each call's output.")
+    step_max_tokens: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Output tokens per call of a named step."
+    )
 
     def check_agents(self, known: list[str] | set[str] | tuple[str, ...]) -> None:
         """Raise WorkloadError naming every agent of the mix the server does not have."""

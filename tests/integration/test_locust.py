@@ -66,21 +66,16 @@ def serve(tmp: Path, sim: str, server: str = "") -> Iterator[str]:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Instant simulated replicas (time_scale 0), no auth."""
-    with serve(tmp_path_factory.mktemp("instant"), "time_scale: 0.0") as address:
-        yield address
-
-
 TOKEN = "test-token"
 
 
 @pytest.fixture(scope="module")
-def slow_orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Real-time simulated replicas (a plan_execute task takes ~1.3 s), bearer auth."""
+def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Simulated replicas at 1/20 of real time (a plan_execute task takes ~70 ms; one call
+    of 4096 tokens ~1.5 s), bearer auth. One server for every test: starting one costs
+    10-20 s on this machine."""
     with serve(
-        tmp_path_factory.mktemp("realtime"), "time_scale: 1.0", f", auth_token: {TOKEN}"
+        tmp_path_factory.mktemp("orchestrator"), "time_scale: 0.05", f", auth_token: {TOKEN}"
     ) as address:
         yield address
 
@@ -105,15 +100,16 @@ def _wait_for_serving(proc: subprocess.Popen[str], deadline: float) -> str | Non
 
 
 def run_locust(
-    *args: str, timeout: float = 60, cwd: Path | None = None
+    *args: str, timeout: float = 60, token: str | None = TOKEN
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    auth = ["--token", token] if token else []
     return subprocess.run(
-        [LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", *args],
+        [LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", *auth, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=cwd or REPO,
+        cwd=REPO,
         env=env,
     )
 
@@ -135,7 +131,7 @@ def test_distributed_run_reports_tasks_steps_and_agentic_figures(
     mix = write_mix(tmp_path, "agents: {plan_execute: 3, react: 1}\ninput_tokens: 32\n")
     prefix = tmp_path / "run"
     done = run_locust(
-        *("--processes", "2", "-u", "4", "-r", "4", "-t", "8s", "--host", orchestrator),
+        *("--processes", "2", "-u", "4", "-r", "4", "-t", "5s", "--host", orchestrator),
         *("--workload", mix, "--csv", str(prefix), "--slo", "task_latency=30s"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -171,18 +167,35 @@ def test_open_loop_and_server_errors_by_status(orchestrator: str, tmp_path: Path
     mix = write_mix(tmp_path, "agents: {plan_execute: 1}\ndeadline_s: 0.001\n")
     prefix = tmp_path / "late"
     done = run_locust(
-        *("-u", "1", "-r", "1", "-t", "4s", "--host", orchestrator, "--workload", mix),
+        *("-u", "1", "-r", "1", "-t", "3s", "--host", orchestrator, "--workload", mix),
         *("--arrival-rate", "10", "--csv", str(prefix)),
     )
     assert done.returncode == 1, done.stderr[-3000:]  # Locust's exit code when requests failed
     assert "Traceback" not in done.stderr
     snap = json.loads(Path(f"{prefix}_agentic.json").read_text())
     assert snap["summary"]["ok"] == 0
-    assert snap["summary"]["failures"]["DEADLINE_EXCEEDED"] == snap["summary"]["tasks"] >= 20
+    assert snap["summary"]["failures"]["DEADLINE_EXCEEDED"] == snap["summary"]["tasks"] >= 10
     with open(f"{prefix}_failures.csv", newline="") as f:
         failures = list(csv.DictReader(f))
     # Task ids are stripped, so every deadline failure groups under one row.
     assert len(failures) == 1 and failures[0]["Error"].startswith("TaskFailed('DEADLINE_EXCEEDED")
+
+
+def test_sweep_reports_the_highest_rate_meeting_the_slo(orchestrator: str, tmp_path: Path) -> None:
+    prefix = tmp_path / "sweep"
+    started = time.monotonic()
+    done = run_locust(
+        *("-u", "1", "-t", "60s", "--host", orchestrator, "--csv", str(prefix)),
+        *("--sweep", "start=10,factor=2,step_s=3,warmup_s=0.5,max_rate=20,min_good=0.9"),
+        *("--slo", "task_latency=20s"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - started < 30  # ends when the sweep does, not at -t
+    sweep = json.loads(Path(f"{prefix}_agentic.json").read_text())["sweep"]
+    assert [step["rate"] for step in sweep["steps"]] == [10, 20]
+    assert all(step["tasks"] > 5 and step["good_fraction"] >= 0.9 for step in sweep["steps"]), sweep
+    assert sweep["highest_rate_meeting_slo"] == 20
+    assert "sweep: highest rate meeting the SLO: 20.0 tasks/s" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -219,9 +232,8 @@ def test_bad_input_ends_before_load_with_one_line(
         ("wrong", "UNAUTHENTICATED: invalid bearer token"),
     ],
 )
-def test_auth_mismatch_ends_before_load(slow_orchestrator: str, token: str, expected: str) -> None:
-    args = ["--token", token] if token else []
-    done = run_locust("-u", "1", "-t", "30s", "--host", slow_orchestrator, *args, timeout=30)
+def test_auth_mismatch_ends_before_load(orchestrator: str, token: str, expected: str) -> None:
+    done = run_locust("-u", "1", "-t", "30s", "--host", orchestrator, token=token, timeout=30)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("inflection: ")]
     assert len(errors) == 1 and expected in errors[0] and "(check --token)" in errors[0]
@@ -234,11 +246,14 @@ import sys, time, types
 import gevent
 from locust.env import Environment
 from loadtests.user import TaskRunner
+from loadtests.workload import Workload
 from orchestrator.client import Client
 
 host, token = sys.argv[1], sys.argv[2]
 env = Environment()
 env.parsed_options = types.SimpleNamespace(token=token)
+# One 4096-token planner call: ~1.5 s at the server's time scale.
+env.agentic_workload = Workload(agents={"plan_execute": 1}, step_max_tokens={"planner": 4096})
 runner = TaskRunner(env, host)
 client = Client(host, token=token)
 
@@ -259,12 +274,12 @@ runner.close()
 """
 
 
-def test_killing_a_user_greenlet_cancels_its_task(slow_orchestrator: str) -> None:
+def test_killing_a_user_greenlet_cancels_its_task(orchestrator: str) -> None:
     # In one live process (the channel stays open), so only the stream's cancel can end
-    # the server-side task before it would complete on its own (~1.3 s).
+    # the server-side task before it would complete on its own (~1.5 s).
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", CANCEL_SCRIPT, slow_orchestrator, TOKEN],
+        [sys.executable, "-c", CANCEL_SCRIPT, orchestrator, TOKEN],
         capture_output=True,
         text=True,
         timeout=30,

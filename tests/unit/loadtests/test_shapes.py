@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from loadtests.metrics import Slo, TaskSample
 from loadtests.shapes import (
     Diurnal,
     Ramp,
     Spike,
     Steps,
+    SweepPlan,
     SweepStep,
     curve_from_options,
     highest_rate_meeting_slo,
     make_curve,
     next_sweep_rate,
+    sweep_step,
     ticks,
 )
 
@@ -66,3 +69,39 @@ def test_sweep_steps_up_until_the_slo_breaks() -> None:
     assert highest_rate_meeting_slo(history) == 4
     assert highest_rate_meeting_slo([SweepStep(1, 0.0, 10)]) is None
     assert highest_rate_meeting_slo([SweepStep(1, 1.0, 0)]) is None  # no tasks: no evidence
+
+
+def test_sweep_plan_parsing() -> None:
+    assert SweepPlan.parse("start=2, factor=2") == SweepPlan(start=2, factor=2)
+    with pytest.raises(ValueError, match="--sweep: unknown 'rate'; known: start, factor"):
+        SweepPlan.parse("rate=3")
+    with pytest.raises(ValueError, match="factor > 1"):
+        SweepPlan.parse("factor=1")
+    with pytest.raises(ValueError, match="min_good must be in"):
+        SweepPlan.parse("min_good=2")
+
+
+def test_sweep_step_judges_completions_in_the_window() -> None:
+    def done(at: float, latency: float, ok: bool = True) -> TaskSample:
+        return TaskSample(
+            completed_at=at,
+            agent="react",
+            ok=ok,
+            status="OK" if ok else "UNAVAILABLE",
+            llm_calls=1,
+            prompt_tokens=1,
+            cached_tokens=0,
+            output_tokens=1,
+            user_input_tokens=1,
+            final_output_tokens=1,
+            token_amplification=1.0,
+            task_ttft=0.1,
+            task_latency=latency,
+            call_tpots=(),
+        )
+
+    samples = [done(5, 0.1), done(11, 0.1), done(12, 9.0), done(13, 0.1, ok=False), done(25, 0.1)]
+    step = sweep_step(samples, 4.0, 10, 20, Slo(task_latency_s=1.0), dropped=1)
+    assert step == SweepStep(rate=4.0, good_fraction=1 / 4, tasks=4)
+    assert sweep_step(samples, 4.0, 10, 20, None).good_fraction == 2 / 3
+    assert sweep_step([], 4.0, 10, 20, None) == SweepStep(4.0, 0.0, 0)
