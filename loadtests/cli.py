@@ -115,6 +115,12 @@ def parse_sweep(text: str) -> Sweep:
     return Sweep(start, step, max_rate)
 
 
+def is_sweep_plan(text: str) -> bool:
+    """`start=2,factor=1.5,...` is the locustfile's own in-run sweep (shapes.SweepPlan: one
+    Locust run, the rate multiplied per step, workers included); START:STEP:MAX is ours."""
+    return "=" in text
+
+
 def run_sweep(rates: Sequence[float], run_step: Callable[[float], SweepStep]) -> list[SweepStep]:
     """Run steps at increasing rates until one breaks the SLO (that step is included)."""
     history: list[SweepStep] = []
@@ -167,14 +173,22 @@ def validate(args: argparse.Namespace) -> None:
     if args.processes is not None and args.processes < 1:
         raise LoadError("--processes: must be at least 1")
     if args.sweep:
-        parse_sweep(args.sweep)
-        parse_timespan(args.step_time, "--step-time")
+        if is_sweep_plan(args.sweep):
+            from loadtests.shapes import SweepPlan
+
+            try:
+                SweepPlan.parse(args.sweep)
+            except ValueError as exc:
+                raise LoadError(str(exc)) from None
+        else:
+            parse_sweep(args.sweep)
+            parse_timespan(args.step_time, "--step-time")
         if not args.slo:
             raise LoadError("--sweep needs --slo (the bound the sweep steps the rate up to)")
         if args.arrival_rate is not None:
             raise LoadError("--sweep sets the arrival rate itself; drop --arrival-rate")
-        if args.master:
-            raise LoadError("--sweep runs locally; use --processes rather than --master")
+        if args.master and not is_sweep_plan(args.sweep):
+            raise LoadError("--sweep START:STEP:MAX runs locally; use --processes")
 
 
 # ---- the Locust command ----------------------------------------------------------------
@@ -224,11 +238,14 @@ def locust_command(
             cmd += ["--token", args.token]
         return cmd
     rate = arrival_rate if arrival_rate is not None else args.arrival_rate
-    users = args.users if args.users is not None else (1 if rate else 8)
+    open_loop = bool(rate) or bool(args.sweep)
+    users = args.users if args.users is not None else (1 if open_loop else 8)
     spawn_rate = args.spawn_rate if args.spawn_rate is not None else float(users)
     cmd += ["--headless", "--only-summary", "--loglevel", "WARNING"]
     cmd += ["-u", str(users), "-r", f"{spawn_rate:g}"]
-    cmd += ["-t", f"{parse_timespan(run_time or args.run_time)}s", "--stop-timeout", "0"]
+    if not (args.sweep and is_sweep_plan(args.sweep)):  # an in-run sweep ends the run itself
+        cmd += ["-t", f"{parse_timespan(run_time or args.run_time)}s"]
+    cmd += ["--stop-timeout", "0"]
     if host:
         cmd += ["--host", host]
     cmd += ["--workload", str(args.workload)]
@@ -240,6 +257,8 @@ def locust_command(
         cmd += ["--arrival-rate", f"{rate:g}", "--arrival-process", args.arrival_process]
         if args.arrival_cv is not None:
             cmd += ["--arrival-cv", f"{args.arrival_cv:g}"]
+    if args.sweep and is_sweep_plan(args.sweep):
+        cmd += ["--sweep", args.sweep]
     if args.shape:
         cmd += ["--shape", args.shape]
         if args.shape_args:
@@ -555,7 +574,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             host = args.host
             if host is None:
                 host = stack.enter_context(local_orchestrator(folder, console))
-            if args.sweep:
+            if args.sweep and not is_sweep_plan(args.sweep):
                 return _sweep(args, host, folder, console, keep=out is not None)
             return _single_run(args, host, folder, console, keep=out is not None)
         except LoadError as exc:
@@ -577,7 +596,8 @@ def _single_run(
     args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
 ) -> int:
     files = RunFiles.under(folder, "locust", html=keep)
-    run_time_s = parse_timespan(args.run_time)
+    in_run_sweep = bool(args.sweep)  # only a SweepPlan reaches here
+    run_time_s = None if in_run_sweep else parse_timespan(args.run_time)
     code = run_locust(locust_command(args, host, files), files, run_time_s, console)
     snapshot = _read_snapshot(files.agentic)
     if snapshot is None:
@@ -587,6 +607,12 @@ def _single_run(
     console.print(summary_table(snapshot))
     if keep:
         console.print(f"reports in {folder}/ (locust_*.csv, locust.html, locust_agentic.json)")
+    if in_run_sweep:
+        result = snapshot.get("sweep")
+        if result is None:
+            raise LoadError("the sweep did not finish (no `sweep` in the agentic JSON)")
+        history = [SweepStep(s["rate"], s["good_fraction"], s["tasks"]) for s in result["steps"]]
+        return _report_sweep(args, history, float(result["min_good"]), console)
     summary = snapshot["summary"]
     if code != 0:
         if summary["failed"]:
@@ -600,8 +626,6 @@ def _single_run(
 def _sweep(
     args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
 ) -> int:
-    from rich.table import Table
-
     sweep = parse_sweep(args.sweep)
     step_s = parse_timespan(args.step_time, "--step-time")
 
@@ -622,21 +646,34 @@ def _sweep(
         return step
 
     history = run_sweep(sweep.rates(), run_step)
-    table = Table(title=f"Sweep against {args.slo}", title_justify="left")
+    return _report_sweep(args, history, MIN_GOOD_FRACTION, console)
+
+
+def sweep_table(history: Sequence[SweepStep], slo: str, min_good: float) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"Sweep against {slo}", title_justify="left")
     for name in ("rate (tasks/s)", "tasks", "within SLO", "verdict"):
         table.add_column(name, justify="right")
     for step in history:
-        met = step_meets_slo(step, MIN_GOOD_FRACTION)
+        met = step_meets_slo(step, min_good)
         table.add_row(
             f"{step.rate:g}",
             str(step.tasks),
             f"{step.good_fraction:.1%}",
             "met" if met else "broke",
         )
-    console.print(table)
-    best = highest_rate_meeting_slo(history, MIN_GOOD_FRACTION)
+    return table
+
+
+def _report_sweep(
+    args: argparse.Namespace, history: Sequence[SweepStep], min_good: float, console: Console
+) -> int:
+    """The steps' table and the highest rate that met the SLO; exit 1 when none did."""
+    console.print(sweep_table(history, args.slo, min_good))
+    best = highest_rate_meeting_slo(history, min_good)
     if best is None:
-        console.print(f"no rate met the SLO ({args.slo}); the lowest tried was {sweep.start:g}/s")
+        _print_error(f"no rate met the SLO ({args.slo}) for {min_good:.0%} of its tasks")
         return 1
     console.print(f"highest rate meeting the SLO: {best:g} tasks/s", highlight=False)
     return 0
@@ -673,7 +710,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--sweep",
-        help="open-loop rate sweep START:STEP:MAX; stops at the first step breaking --slo",
+        help="open-loop rate sweep START:STEP:MAX (one Locust run per --step-time step), "
+        "stopping at the first step that breaks --slo; or the locustfile's in-run sweep "
+        "start=2,factor=1.5,step_s=20,max_rate=100 (loadtests/shapes.py SweepPlan)",
     )
     p.add_argument("--step-time", default="30s", help="sweep: run time of each step")
     p.add_argument("--processes", type=int, help="Locust worker processes on this machine")

@@ -266,3 +266,32 @@ def test_importing_the_command_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == ""
+
+
+def test_a_sweep_plan_goes_to_the_locustfile_in_one_run() -> None:
+    args = parse("--sweep", "start=2,factor=2,step_s=5,max_rate=8", "--slo", "task_ttft=1s")
+    assert cli.is_sweep_plan(args.sweep) and not cli.is_sweep_plan("1:1:3")
+    cmd = cli.locust_command(args, "h:1", None)
+    assert option(cmd, "--sweep") == "start=2,factor=2,step_s=5,max_rate=8"
+    assert "-t" not in cmd  # the in-run sweep ends the run itself
+    assert option(cmd, "-u") == "1"  # open loop: one dispatcher
+    # Ours (START:STEP:MAX) never reaches Locust as --sweep: each step is its own run.
+    ours = cli.locust_command(parse("--sweep", "1:1:3", "--slo", "task_ttft=1s"), "h:1", None)
+    assert "--sweep" not in ours
+
+
+def test_a_bad_sweep_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.cmd_load(parse("--sweep", "start=2,factor=1", "--slo", "task_ttft=1s")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("inflection: --sweep"), err
+
+
+def test_sweep_report_names_the_highest_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    history = [SweepStep(1, 1.0, 10), SweepStep(2, 0.97, 20), SweepStep(3, 0.5, 30)]
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    args = parse("--sweep", "1:1:3", "--slo", "task_ttft=1s")
+    assert cli._report_sweep(args, history, 0.95, console) == 0
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "highest rate meeting the SLO: 2 tasks/s" in out and "broke" in out
+    assert cli._report_sweep(args, history[2:], 0.95, console) == 1
+    assert capsys.readouterr().err.startswith("inflection: no rate met the SLO")
