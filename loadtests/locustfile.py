@@ -195,9 +195,15 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     open_loop = bool(options.arrival_rate) or sweep is not None
     if open_loop:
         set_total_rate(environment, options.arrival_rate or (sweep.start if sweep else 0.0))
-    # One user class per run: open loop when a rate is given, else closed loop.
+    # One user class per run: open loop when a rate is given, else closed loop. Workers
+    # keep both: the master picks, and a remote worker may not have been given the options.
     wanted = OpenLoopUser if open_loop else AgentUser
-    environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
+    if isinstance(environment.runner, WorkerRunner):
+        environment.user_classes = [AgentUser, OpenLoopUser]
+    else:
+        environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
+        # Custom options travel to workers with each spawn; -u does not, so send it along.
+        options.agentic_open_loop_users = options.num_users or 1
     if curve is not None:
         shape = CurveShape(curve, float(options.spawn_rate or 10.0))
         shape.runner = environment.runner
@@ -244,8 +250,29 @@ def _check_or_fail(environment: Any) -> None:
     environment.agentic_checked = True
 
 
+def _adopt_master_options(environment: Any) -> None:
+    """On a worker at test start: the master's custom options have just been copied into
+    ours (Locust does so with each spawn), so a remote worker started without --workload,
+    --slo or --arrival-rate still runs the master's mix at the master's rate."""
+    options = environment.parsed_options
+    try:
+        if options.workload:
+            environment.agentic_workload = load_workload(options.workload)
+        environment.agentic_slo = Slo.parse(options.slo) if options.slo else None
+    except (WorkloadError, ValueError) as exc:
+        log.error("inflection: %s", exc)  # the master checked the same options already
+        return
+    sweep = SweepPlan.parse(options.sweep) if options.sweep else None
+    if options.arrival_rate or sweep is not None:
+        rate = options.arrival_rate or (sweep.start if sweep else 0.0)
+        set_total_rate(environment, getattr(environment, "agentic_rate", None) or rate)
+
+
 def _test_start(environment: Any, **_kwargs: Any) -> None:
-    if environment.parsed_options is None or isinstance(environment.runner, WorkerRunner):
+    if environment.parsed_options is None:
+        return
+    if isinstance(environment.runner, WorkerRunner):
+        _adopt_master_options(environment)
         return
     agentic_stats(environment).reset()
     if environment.agentic_sweep_plan is not None:

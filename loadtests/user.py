@@ -208,9 +208,11 @@ RATE_MESSAGE = "agentic_rate"  # master -> workers: the new total arrival rate (
 
 
 def open_loop_users(environment: Any) -> int:
-    """How many OpenLoopUsers share the total rate: -u (fixed for an open-loop run)."""
+    """How many OpenLoopUsers share the total rate: the master's -u (the locustfile
+    forwards it to workers as agentic_open_loop_users)."""
     options = environment.parsed_options
-    return max(1, int(getattr(options, "num_users", 1) or 1))
+    users = getattr(options, "agentic_open_loop_users", None) or getattr(options, "num_users", None)
+    return max(1, int(users or 1))
 
 
 def set_total_rate(environment: Any, rate: float) -> None:
