@@ -120,6 +120,13 @@ def ray_head() -> Iterator[str]:
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
             "--disable-usage-stats",
+            # Ray's agents default to fixed ports (52365 and others): another Ray on the
+            # machine holding one leaves this head without a job agent ("No available
+            # agent to submit job"), so each gets a free port of its own.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
         ],
         env=_env(),
         stdout=subprocess.DEVNULL,
