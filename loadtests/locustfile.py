@@ -19,6 +19,12 @@ from __future__ import annotations
 import locust
 
 # isort: split
+import os
+
+# gRPC core logs a TLS handshake failure at info level; the check's one line says it all.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+# isort: split
 import json
 import logging
 import sys
@@ -52,7 +58,9 @@ from loadtests.user import (
     agentic_stats,
     auth_metadata,
     grpc_target,
+    open_channel,
     set_total_rate,
+    tls_of,
 )
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
@@ -94,6 +102,8 @@ def _options(parser: Any) -> None:
         "--slo", default="", help="Task-level SLO for goodput, e.g. task_ttft=5s,task_latency=30s"
     )
     group.add_argument("--token", default="", is_secret=True, help="Bearer token for the server.")
+    group.add_argument("--tls", action="store_true", help="Connect with TLS (system roots).")
+    group.add_argument("--tls-ca", default="", help="TLS with this CA bundle (PEM); implies --tls.")
     group.add_argument(
         "--arrival-rate", type=float, default=0.0, help="Open loop: total tasks per second."
     )
@@ -119,22 +129,36 @@ def _options(parser: Any) -> None:
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
 
 
-def check_target(host: str | None, token: str | None, agents: list[str]) -> list[str]:
+def check_target(
+    host: str | None,
+    token: str | None,
+    agents: list[str],
+    tls: tuple[bool, str | None] = (False, None),
+) -> list[str]:
     """Health-check the host and make sure it has every agent; returns the server's agents.
     Raises CheckFailed with a one-line reason."""
     try:
         target = grpc_target(host)
+        channel = open_channel(target, *tls)
     except ValueError as exc:
         raise CheckFailed(str(exc)) from None
-    channel = grpc.insecure_channel(target)
+    except OSError as exc:
+        raise CheckFailed(f"--tls-ca: cannot read {exc.filename} ({exc.strerror})") from None
     try:
         try:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT_S)
         except grpc.RpcError as exc:
+            details = (exc.details() or "no details").splitlines()[0]
+            hint = (
+                " (--tls given: does the server serve TLS?)"
+                if tls[0]
+                else " (is the server TLS-only? try --tls)"
+                if "handshake" in details.lower() or "ssl" in details.lower()
+                else ""
+            )
             raise CheckFailed(
-                f"cannot reach the orchestrator at {target}: {exc.code().name}"
-                f" ({(exc.details() or '').splitlines()[0] if exc.details() else 'no details'})"
+                f"cannot reach the orchestrator at {target}: {exc.code().name} ({details}){hint}"
             ) from None
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise CheckFailed(f"the orchestrator at {target} is not serving ({reply.status})")
@@ -244,6 +268,7 @@ def _check_or_fail(environment: Any) -> None:
             environment.host,
             environment.parsed_options.token or None,
             list(environment.agentic_workload.agents),
+            tls_of(environment),
         )
     except CheckFailed as exc:
         _fail(str(exc))
@@ -285,6 +310,7 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
             environment.host,
             environment.parsed_options.token or None,
             list(environment.agentic_workload.agents),
+            tls_of(environment),
         )
         environment.agentic_checked = True
     except CheckFailed as exc:

@@ -78,6 +78,24 @@ def workload_of(environment: Any) -> Workload:
     return workload
 
 
+def tls_of(environment: Any) -> tuple[bool, str | None]:
+    """(--tls, --tls-ca) of the run."""
+    options = environment.parsed_options
+    ca: str | None = getattr(options, "tls_ca", None) or None
+    return bool(getattr(options, "tls", False)) or ca is not None, ca
+
+
+def open_channel(target: str, tls: bool = False, ca_file: str | None = None) -> grpc.Channel:
+    """A channel to `target`: plaintext, or TLS with the system roots or `ca_file`'s."""
+    if not tls:
+        return grpc.insecure_channel(target)
+    roots = None
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            roots = f.read()
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 def token_of(environment: Any) -> str | None:
     options = environment.parsed_options
     token: str | None = getattr(options, "token", None) if options is not None else None
@@ -102,7 +120,7 @@ class TaskRunner:
         self.workload = workload_of(environment)
         self.stats = agentic_stats(environment)
         self.metadata = auth_metadata(token_of(environment))
-        self.channel = grpc.insecure_channel(grpc_target(host))
+        self.channel = open_channel(grpc_target(host), *tls_of(environment))
         self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
         self.rng = random.Random()
         self._calls: set[Any] = set()  # streams in flight, cancelled on close

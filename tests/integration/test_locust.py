@@ -204,6 +204,7 @@ def test_sweep_reports_the_highest_rate_meeting_the_slo(orchestrator: str, tmp_p
         ("bad_host", "inflection: cannot reach the orchestrator at 127.0.0.1:"),
         ("unknown_agent", "inflection: unknown agent in the workload: nope; "),
         ("bad_mix", "mix.yaml: agents.react: Input should be greater than 0"),
+        ("tls_mismatch", "(--tls given: does the server serve TLS?)"),
     ],
 )
 def test_bad_input_ends_before_load_with_one_line(
@@ -215,8 +216,11 @@ def test_bad_input_ends_before_load_with_one_line(
         host = f"127.0.0.1:{_free_port()}"
     elif case == "bad_mix":
         mix = write_mix(tmp_path, "agents: {react: 0}\n")
+    extra = ["--tls"] if case == "tls_mismatch" else []
+    if case == "tls_mismatch":
+        mix = write_mix(tmp_path, "agents: {plan_execute: 1}\n")
     started = time.monotonic()
-    done = run_locust("-u", "2", "-r", "2", "-t", "30s", "--host", host, "--workload", mix)
+    done = run_locust("-u", "2", "-r", "2", "-t", "30s", "--host", host, "--workload", mix, *extra)
     assert done.returncode == 1
     assert time.monotonic() - started < 15
     errors = [line for line in done.stderr.splitlines() if line.startswith("inflection: ")]
