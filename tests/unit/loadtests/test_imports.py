@@ -1,0 +1,40 @@
+"""The locustfile's import chain: locust (gevent's patches) first, and never Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_locustfile_imports_no_ray_and_patches_first() -> None:
+    code = (
+        "import sys, warnings; warnings.simplefilter('error'); "
+        "import loadtests.locustfile; "
+        "from gevent import monkey; "
+        "heavy = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; "
+        "print(','.join(heavy), monkey.is_module_patched('ssl'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    # No MonkeyPatchWarning (an error here): nothing imported ssl before locust patched it.
+    assert out.stdout.strip() == "True"
+
+
+def test_pure_modules_do_not_import_locust() -> None:
+    code = (
+        "import sys, loadtests.metrics, loadtests.workload, loadtests.arrivals, "
+        "loadtests.shapes; print('locust' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "False"
