@@ -606,7 +606,12 @@ def _single_run(
         raise LoadError(_fail_line(code, files))
     console.print(summary_table(snapshot))
     if keep:
-        console.print(f"reports in {folder}/ (locust_*.csv, locust.html, locust_agentic.json)")
+        write_agentic_reports(args, host, folder, snapshot)
+        console.print(
+            f"reports in {folder}/: report.html, summary.json/.csv, timeseries.csv (agentic); "
+            "locust.html, locust_*.csv (Locust's own); locust_agentic.json (raw snapshot)",
+            highlight=False,
+        )
     if in_run_sweep:
         result = snapshot.get("sweep")
         if result is None:
@@ -621,6 +626,27 @@ def _single_run(
             _print_error(_fail_line(code, files))
         return code
     return 0
+
+
+def write_agentic_reports(
+    args: argparse.Namespace, host: str, folder: Path, snapshot: dict[str, Any]
+) -> None:
+    """loadtests.report's HTML/JSON/CSV from the snapshot (the locustfile writes only the
+    JSON; without its raw samples the amplification plot shows percentiles)."""
+    from loadtests.report import write_reports
+
+    config = {
+        "host": host if args.host else f"{host} (local sim orchestrator)",
+        "workload": str(args.workload),
+        "users": args.users,
+        "run_time": args.run_time,
+        "arrival_rate": args.arrival_rate,
+        "arrival_process": args.arrival_process if args.arrival_rate else None,
+        "processes": args.processes,
+        "slo": args.slo or None,
+        "sweep": args.sweep,
+    }
+    write_reports(folder, snapshot, title="inflection load", config=config)
 
 
 def _sweep(

@@ -91,6 +91,9 @@ def test_without_host_starts_and_stops_a_local_sim_orchestrator(tmp_path: Path) 
     snap = json.loads((tmp_path / "locust_agentic.json").read_text())
     assert snap["summary"]["ok"] > 0 and snap["summary"]["failed"] == 0
     assert (tmp_path / "locust_stats.csv").is_file() and (tmp_path / "locust.html").is_file()
+    report = (tmp_path / "report.html").read_text()  # the agentic report, with its plots
+    assert "plan_execute" in report and "<svg" in report
+    assert (tmp_path / "summary.csv").is_file() and (tmp_path / "timeseries.csv").is_file()
 
 
 def test_unreachable_host_is_one_line_quickly() -> None:
