@@ -236,7 +236,7 @@ def locust_command(
         cmd += ["--workload", str(args.workload)]  # workers load their own copy
         if args.token:
             cmd += ["--token", args.token]
-        return cmd
+        return cmd + _tls_flags(args)
     rate = arrival_rate if arrival_rate is not None else args.arrival_rate
     open_loop = bool(rate) or bool(args.sweep)
     users = args.users if args.users is not None else (1 if open_loop else 8)
@@ -253,6 +253,7 @@ def locust_command(
         cmd += ["--slo", args.slo]
     if args.token:
         cmd += ["--token", args.token]
+    cmd += _tls_flags(args)
     if rate:
         cmd += ["--arrival-rate", f"{rate:g}", "--arrival-process", args.arrival_process]
         if args.arrival_cv is not None:
@@ -280,6 +281,12 @@ def locust_command(
         if files.html is not None:
             cmd += ["--html", str(files.html)]
     return cmd
+
+
+def _tls_flags(args: argparse.Namespace) -> list[str]:
+    if args.tls_ca:
+        return ["--tls-ca", str(args.tls_ca)]  # implies --tls in the locustfile
+    return ["--tls"] if args.tls else []
 
 
 def locust_env() -> dict[str, str]:
@@ -750,6 +757,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--master-port", type=int, help="master's port (Locust's default 5557)")
     p.add_argument("--out", help="folder for Locust's CSV/HTML and the agentic JSON")
     p.add_argument("--token", default="", help="bearer token, if the server wants one")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    p.add_argument("--tls-ca", help="connect with TLS trusting this CA bundle (PEM)")
     p.set_defaults(func=cmd_load)
 
 

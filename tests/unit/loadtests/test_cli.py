@@ -295,3 +295,12 @@ def test_sweep_report_names_the_highest_rate(capsys: pytest.CaptureFixture[str])
     assert "highest rate meeting the SLO: 2 tasks/s" in out and "broke" in out
     assert cli._report_sweep(args, history[2:], 0.95, console) == 1
     assert capsys.readouterr().err.startswith("inflection: no rate met the SLO")
+
+
+def test_tls_flags_pass_through() -> None:
+    assert "--tls" not in cli.locust_command(parse(), "h:1", None)
+    assert "--tls" in cli.locust_command(parse("--tls"), "h:1", None)
+    cmd = cli.locust_command(parse("--tls", "--tls-ca", "ca.pem"), "h:1", None)
+    assert option(cmd, "--tls-ca") == "ca.pem" and "--tls" not in cmd
+    worker = cli.locust_command(parse("--worker", "--tls-ca", "ca.pem"), None, None)
+    assert option(worker, "--tls-ca") == "ca.pem"
