@@ -6,6 +6,7 @@
     inflection status --target ADDR     replicas of a running server, their state and load
     inflection simulate --config FILE   fast-forward a simulated cluster; JSON + HTML reports
     inflection plan --model M --slo ..  GPUs needed per GPU type at an SLO, tok/J, $/M tokens
+    inflection load [--host ADDR]       Locust agentic load (a local sim server if no host)
 
 Heavy imports (Ray, vLLM, transformers) happen inside the commands that need them, so
 `inflection agents` and `inflection status` start fast.
@@ -447,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.sim.commands import add_parsers as add_sim_parsers
 
     add_sim_parsers(sub)
+
+    from loadtests.cli import add_parser as add_load_parser
+
+    add_load_parser(sub)
     return parser
 
 
