@@ -243,13 +243,20 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         def ship(client_id: str, data: dict[str, Any]) -> None:
             data["agentic"] = stats.drain()
             data["agentic_dropped"] = stats.drain_dropped()
+            data["agentic_recorded"] = stats.recorded
 
         environment.events.report_to_master.add_listener(ship)
         return
     if isinstance(environment.runner, MasterRunner):
 
         def receive(client_id: str, data: dict[str, Any]) -> None:
-            stats.merge(data.get("agentic", ()), dropped=int(data.get("agentic_dropped", 0)))
+            recorded = data.get("agentic_recorded")
+            stats.merge(
+                data.get("agentic", ()),
+                dropped=int(data.get("agentic_dropped", 0)),
+                source=client_id,
+                recorded=int(recorded) if recorded is not None else None,
+            )
 
         environment.events.worker_report.add_listener(receive)
 
@@ -377,6 +384,9 @@ def write_agentic_json(environment: Any) -> Path | None:
     snapshot = agentic_stats(environment).snapshot(getattr(environment, "agentic_slo", None))
     if getattr(environment, "agentic_sweep", None) is not None:
         snapshot["sweep"] = environment.agentic_sweep
+    workers = agentic_stats(environment).workers()
+    if workers:
+        snapshot["workers"] = workers
     path = Path(target)
     path.write_text(json.dumps(snapshot, indent=1, allow_nan=False))
     return path

@@ -308,6 +308,11 @@ class AgenticStats:
         self._pending: list[TaskSample] = []  # not yet drained to the master
         self.dropped_tasks = 0  # open loop: arrivals skipped because of the outstanding bound
         self._pending_dropped = 0
+        self.recorded = 0  # samples this process recorded itself (a worker's running total)
+        # On the master, per worker: samples merged from it, and the running total it
+        # last said it had recorded (the two agree once its last report is in).
+        self.merged_from: dict[str, int] = {}
+        self.reported_by: dict[str, int] = {}
 
     @property
     def samples(self) -> list[TaskSample]:
@@ -316,6 +321,7 @@ class AgenticStats:
     def add(self, sample: TaskSample) -> None:
         self._samples.append(sample)
         self._pending.append(sample)
+        self.recorded += 1
 
     def add_dropped(self, count: int = 1) -> None:
         self.dropped_tasks += count
@@ -332,17 +338,42 @@ class AgenticStats:
         count, self._pending_dropped = self._pending_dropped, 0
         return count
 
-    def merge(self, data: Iterable[Sequence[Any]], dropped: int = 0) -> None:
-        """Add a worker's drained samples (and dropped-arrival count) on the master."""
+    def merge(
+        self,
+        data: Iterable[Sequence[Any]],
+        dropped: int = 0,
+        *,
+        source: str | None = None,
+        recorded: int | None = None,
+    ) -> None:
+        """Add a worker's drained samples (and dropped-arrival count) on the master.
+        `source` names the worker and `recorded` is its own running total, so a run can
+        show that the master's totals are the sum of what each worker saw."""
+        merged = 0
         for row in data:
             self._samples.append(TaskSample.from_wire(row))
+            merged += 1
         self.dropped_tasks += dropped
+        if source is not None:
+            self.merged_from[source] = self.merged_from.get(source, 0) + merged
+            if recorded is not None:
+                self.reported_by[source] = recorded
+
+    def workers(self) -> dict[str, dict[str, int]]:
+        """Per worker: samples merged from it and the total it reported recording."""
+        return {
+            source: {"merged": merged, "recorded": self.reported_by.get(source, merged)}
+            for source, merged in sorted(self.merged_from.items())
+        }
 
     def reset(self) -> None:
         self._samples = []
         self._pending = []
         self.dropped_tasks = 0
         self._pending_dropped = 0
+        self.recorded = 0
+        self.merged_from = {}
+        self.reported_by = {}
 
     def snapshot(self, slo: Slo | None = None, bucket_s: float = 1.0) -> dict[str, Any]:
         """The JSON-able dict documented in the module docstring."""

@@ -149,6 +149,12 @@ def test_distributed_run_reports_tasks_steps_and_agentic_figures(
     # Both workers' samples reached the master: the same total Locust's own stats count.
     locust_tasks = sum(int(r["Request Count"]) for (kind, _), r in rows.items() if kind == "task")
     assert summary["tasks"] == locust_tasks > 20
+    # ... and they are the sum of what each worker process saw: two workers, each with
+    # tasks of its own, each counted once (its own running total equals what it shipped).
+    workers = snap["workers"]
+    assert len(workers) == 2
+    assert all(w["recorded"] == w["merged"] > 0 for w in workers.values())
+    assert sum(w["recorded"] for w in workers.values()) == summary["tasks"]
     assert summary["failed"] == 0 and summary["goodput_per_s"] == summary["tasks_per_s"]
     per_agent = {a["agent"]: a for a in snap["per_agent"]}
     # Synthetic mode is deterministic: plan_execute amplifies a 32-token input ~11.6x (the

@@ -164,3 +164,19 @@ def test_slo_errors_are_clear(text: str, message: str) -> None:
 def test_wire_rejects_wrong_width() -> None:
     with pytest.raises(ValueError, match="14"):
         AgenticStats().merge([[1.0, "x"]])
+
+
+def test_the_master_counts_each_workers_tasks_once() -> None:
+    samples = random_samples(120)
+    worker_a, worker_b, master = AgenticStats(), AgenticStats(), AgenticStats()
+    for i, s in enumerate(samples):
+        worker = worker_a if i % 3 else worker_b
+        worker.add(s)
+        if i % 40 == 39:  # a report interval: each worker ships what it has
+            for name, w in (("a", worker_a), ("b", worker_b)):
+                master.merge(w.drain(), source=name, recorded=w.recorded)
+    for name, w in (("a", worker_a), ("b", worker_b)):
+        master.merge(w.drain(), source=name, recorded=w.recorded)
+    workers = master.workers()
+    assert workers == {"a": {"merged": 80, "recorded": 80}, "b": {"merged": 40, "recorded": 40}}
+    assert master.snapshot()["summary"]["tasks"] == 120
