@@ -81,6 +81,21 @@ def write_reports(
     return paths
 
 
+_SECRET_KEYS = ("token", "password", "secret", "api_key")
+
+
+def run_config(options: Any) -> dict[str, Any]:
+    """Locust's parsed options as report config, without secrets (`--token`) or empty
+    values; pass the result as `config=`."""
+    items = vars(options) if options is not None else {}
+    return {
+        key: value
+        for key, value in sorted(items.items())
+        if value not in (None, "", [], {})
+        and not any(key == s or key.endswith(f"_{s}") for s in _SECRET_KEYS)
+    }
+
+
 def _dumps(value: Any, *, indent: bool = True) -> bytes:
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     return orjson.dumps(

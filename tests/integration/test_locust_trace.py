@@ -22,7 +22,7 @@ import locust  # gevent patches first
 from locust import events
 from loadtests import locustfile as _agentic  # the agentic hooks (stats, JSON, checks)
 from loadtests import trace_user
-from loadtests.report import write_reports
+from loadtests.report import run_config, write_reports
 from loadtests.trace_user import TraceUser
 
 @events.init.add_listener
@@ -38,7 +38,7 @@ def _pick(environment, **_kwargs):
         def report(**_kwargs):
             stats = trace_user.agentic_stats(environment)
             write_reports(options.csv_prefix + "_report", stats.snapshot(),
-                          title="trace replay", config={"trace": options.trace},
+                          title="trace replay", config=run_config(options),
                           samples=stats.samples)
         environment.events.quit.add_listener(report)
 """
@@ -82,7 +82,10 @@ def test_sample_trace_replays_with_prefix_hits(orchestrator: str, tmp_path: Path
     )
     assert summary["prefix_hit_rate"] > 0.2  # sessions re-send their history
     report = tmp_path / "run_report"
-    assert (report / "report.html").exists() and (report / "summary.json").exists()
+    assert (report / "report.html").exists()
+    written = json.loads((report / "summary.json").read_text())
+    assert written["summary"]["prefix_hit_rate"] == summary["prefix_hit_rate"]
+    assert written["config"]["trace_speedup"] == 10
 
 
 def test_malformed_trace_ends_before_load(orchestrator: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ agent, and an HTML page with its plots inline and nothing loaded from elsewhere.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import re
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from loadtests.metrics import AgenticStats, Slo, TaskSample
-from loadtests.report import summary_columns, write_reports
+from loadtests.report import run_config, summary_columns, write_reports
 
 
 def sample(agent: str, i: int, ok: bool = True) -> TaskSample:
@@ -102,3 +103,10 @@ def test_an_empty_run_still_writes_a_report(tmp_path: Path) -> None:
     paths = write_reports(tmp_path, AgenticStats().snapshot(), title="empty", config={})
     assert "no completed tasks" in paths["html"].read_text()
     assert paths["timeseries_csv"].read_text().count("\n") == 1  # the header only
+
+
+def test_run_config_drops_secrets_and_empty_options() -> None:
+    options = argparse.Namespace(
+        token="s3cret", tls_ca="", num_users=4, host="h:1", max_tokens=8, auth_token="x"
+    )
+    assert run_config(options) == {"host": "h:1", "max_tokens": 8, "num_users": 4}
