@@ -80,9 +80,12 @@ def echo_server(port: int) -> None:
 # ------------------------------------------------------------------ one measurement
 
 
-def drive(kind: str, host: str, users: int, warmup: float, seconds: float) -> dict[str, float]:
-    """Run `users` Locust users of `kind` (agent | plain) in this process; count steps
-    and CPU time over `seconds` after `warmup`. Prints nothing; returns the figures."""
+def drive(
+    kind: str, host: str, users: int, warmup: float, seconds: float, rate: float = 0.0
+) -> dict[str, float]:
+    """Run `users` Locust users of `kind` (agent | plain | idle) in this process; count
+    steps and CPU time over `seconds` after `warmup`. `rate` > 0 paces the plain users to
+    that many calls per second in total. Prints nothing; returns the figures."""
     import locust
 
     # isort: split
@@ -92,7 +95,7 @@ def drive(kind: str, host: str, users: int, warmup: float, seconds: float) -> di
     import gevent
     import grpc
     import grpc.experimental.gevent as grpc_gevent
-    from locust import User, constant, task
+    from locust import User, constant, constant_throughput, task
     from locust.env import Environment
 
     grpc_gevent.init_gevent()
@@ -103,7 +106,7 @@ def drive(kind: str, host: str, users: int, warmup: float, seconds: float) -> di
     class PlainUser(User):
         """The baseline: a unary gRPC call per iteration, one request event per call."""
 
-        wait_time = constant(0)
+        wait_time = constant_throughput(rate / users) if rate > 0 else constant(0)
 
         def on_start(self) -> None:
             self.channel = grpc.insecure_channel(str(self.host))
@@ -236,8 +239,8 @@ def echo() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-def measure(kind: str, host: str, args: argparse.Namespace) -> dict[str, float]:
-    command = [sys.executable, __file__, "--drive", kind, "--host", host]
+def measure(kind: str, host: str, args: argparse.Namespace, rate: float = 0.0) -> dict[str, float]:
+    command = [sys.executable, __file__, "--drive", kind, "--host", host, "--rate", str(rate)]
     command += ["--users", str(args.users), "--warmup", str(args.warmup)]
     command += ["--seconds", str(args.seconds)]
     done = subprocess.run(
@@ -264,28 +267,34 @@ def main() -> None:
     parser.add_argument("--echo-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--drive", default="", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
         return
     if args.drive:
-        result = drive(args.drive, args.host, args.users, args.warmup, args.seconds)
+        result = drive(args.drive, args.host, args.users, args.warmup, args.seconds, args.rate)
         print(json.dumps(result), flush=True)  # the parent reads the last line
         return
 
-    runs: dict[str, list[dict[str, float]]] = {"agent": [], "plain": [], "idle": []}
+    kinds = ("agent", "matched", "plain", "idle")
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with (
         tempfile.TemporaryDirectory() as tmp,
         orchestrator(Path(tmp)) as grpc_host,
         echo() as echo_host,
     ):
-        hosts = {"agent": grpc_host, "plain": echo_host, "idle": echo_host}
         for round_ in range(args.rounds):
-            for kind in ("agent", "plain", "idle"):
-                result = measure(kind, hosts[kind], args)
+            for kind in kinds:
+                if kind == "agent":
+                    result = measure("agent", grpc_host, args)
+                elif kind == "matched":  # plain calls paced to the agent's step rate
+                    result = measure("plain", echo_host, args, runs["agent"][-1]["steps_per_s"])
+                else:
+                    result = measure(kind, echo_host, args)
                 runs[kind].append(result)
                 print(
-                    f"round {round_ + 1} {kind:5s}: {result['steps_per_s']:8.1f} steps/s  "
+                    f"round {round_ + 1} {kind:7s}: {result['steps_per_s']:8.1f} steps/s  "
                     f"cpu {result['cpu_util']:5.0%}  {result['cpu_ms_per_step']:.3f} cpu-ms/step"
                     f"  failures {int(result['failures'])}",
                     flush=True,
@@ -295,24 +304,31 @@ def main() -> None:
         for kind, rs in runs.items()
     }
     idle_util = med["idle"]["cpu_util"]
-    for kind in ("agent", "plain"):
+    for kind in kinds[:3]:
         m = med[kind]
         m["net_cpu_ms_per_step"] = 1000 * (m["cpu_util"] - idle_util) / m["steps_per_s"]
-    ratio = med["agent"]["cpu_ms_per_step"] / med["plain"]["cpu_ms_per_step"]
-    net_ratio = med["agent"]["net_cpu_ms_per_step"] / med["plain"]["net_cpu_ms_per_step"]
+    ratios = {
+        f"agent/{base}": med["agent"]["cpu_ms_per_step"] / med[base]["cpu_ms_per_step"]
+        for base in ("matched", "plain")
+    }
     print()
     print(f"idle Locust process: {idle_util:.1%} of a core")
-    print(f"{'user':28s} {'steps/s':>9s} {'cpu':>6s} {'cpu-ms/step':>12s} {'net':>8s}")
-    for kind, label in (("agent", "AgentUser (plan_execute)"), ("plain", "plain unary gRPC user")):
+    print(f"{'user':38s} {'steps/s':>9s} {'cpu':>6s} {'cpu-ms/step':>12s} {'net':>8s}")
+    labels = {
+        "agent": "AgentUser (plan_execute)",
+        "matched": "plain unary user, at the agent's rate",
+        "plain": "plain unary user, unpaced",
+    }
+    for kind, label in labels.items():
         m = med[kind]
         print(
-            f"{label:28s} {m['steps_per_s']:9.1f} {m['cpu_util']:6.0%} "
+            f"{label:38s} {m['steps_per_s']:9.1f} {m['cpu_util']:6.0%} "
             f"{m['cpu_ms_per_step']:12.3f} {m['net_cpu_ms_per_step']:8.3f}"
         )
-    print(f"ratio agent/plain CPU per step: {ratio:.2f}, net of idle {net_ratio:.2f} (goal <= 2.0)")
+    for name, ratio in ratios.items():
+        print(f"CPU per step {name}: {ratio:.2f} (goal <= 2.0)")
     if args.json:
-        summary = {"runs": runs, "median": med, "ratio": ratio, "net_ratio": net_ratio}
-        Path(args.json).write_text(json.dumps(summary))
+        Path(args.json).write_text(json.dumps({"runs": runs, "median": med, "ratios": ratios}))
 
 
 if __name__ == "__main__":
