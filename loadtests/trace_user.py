@@ -6,8 +6,11 @@
 Each trace line becomes one `Generate` call sent at the line's timestamp (divided by
 `--trace-speedup`), whether or not earlier calls have finished: prompt_token_ids built
 so that lines sharing `hash_ids` share prompt prefixes, max_tokens = output_length with
-ignore_eos. With -u N the lines are dealt round-robin to N users (over all workers), so
-the trace is replayed once in total; a user idles once its share is sent and answered.
+ignore_eos. With -u N the lines are dealt round-robin to N users, so the trace is
+replayed once in total; a user idles once its share is sent and answered. Distributed, a
+worker knows only its own index (not how users are spread), so run one user per worker
+(-u = the number of workers, given to the workers as well): worker i then replays lines
+i, i + N, ...; several users per worker deal correctly only with --expect-workers set.
 
 Each call fires a Locust request event (request_type "generate", name "trace": request
 sent -> stream ended, length = output tokens; failures start with the gRPC status name),
