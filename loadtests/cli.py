@@ -260,6 +260,9 @@ def locust_command(
             cmd += ["--arrival-cv", f"{args.arrival_cv:g}"]
     if args.sweep and is_sweep_plan(args.sweep):
         cmd += ["--sweep", args.sweep]
+    if args.trace:
+        # Trace replay (Generate calls at the trace's arrival times) instead of agent tasks.
+        cmd += ["--trace", str(args.trace), "--trace-speedup", f"{args.trace_speedup:g}"]
     if args.shape:
         cmd += ["--shape", args.shape]
         if args.shape_args:
@@ -727,6 +730,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--spawn-rate", type=float, help="users started per second (default: all)")
     p.add_argument("--run-time", default="60s", help="run time, e.g. 60s, 5m (default 60s)")
     p.add_argument("--arrival-rate", type=float, help="open loop: tasks per second in total")
+    p.add_argument(
+        "--trace", help="replay a Mooncake-format JSONL trace (loadtests/data/sample_trace.jsonl)"
+    )
+    p.add_argument(
+        "--trace-speedup", type=float, default=1.0, help="divide the trace's timestamps by this"
+    )
     p.add_argument(
         "--arrival-process",
         choices=("poisson", "gamma", "constant"),

@@ -39,9 +39,10 @@ from locust import LoadTestShape
 from locust import events as locust_events
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests import webui
+from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import Slo
+from loadtests.report import run_config, write_reports
 from loadtests.shapes import (
     Curve,
     SweepPlan,
@@ -72,7 +73,7 @@ log = logging.getLogger("inflection.loadtests")
 
 __all__ = ["AgentUser", "OpenLoopUser"]
 
-CHECK_TIMEOUT_S = 3.0
+CHECK_TIMEOUT_S = 10.0  # a loaded server still answers within this
 
 
 class CurveShape(LoadTestShape):
@@ -127,6 +128,11 @@ def _options(parser: Any) -> None:
         "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see shapes.SweepPlan).",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
+    group.add_argument(
+        "--agentic-report",
+        default="",
+        help="Folder for the agentic HTML/JSON/CSV reports, written when the run ends.",
+    )
 
 
 def check_target(
@@ -205,6 +211,8 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         sweep = SweepPlan.parse(options.sweep) if options.sweep else None
         if sweep is not None and curve is not None:
             raise ValueError("--sweep and --shape cannot be combined (the sweep sets the rate)")
+        # A bad trace ends the run here, its bad lines named, before any load.
+        trace = trace_user.install(environment)
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -221,9 +229,9 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         set_total_rate(environment, options.arrival_rate or (sweep.start if sweep else 0.0))
     # One user class per run: open loop when a rate is given, else closed loop. Workers
     # keep both: the master picks, and a remote worker may not have been given the options.
-    wanted = OpenLoopUser if open_loop else AgentUser
+    wanted = trace_user.TraceUser if trace else OpenLoopUser if open_loop else AgentUser
     if isinstance(environment.runner, WorkerRunner):
-        environment.user_classes = [AgentUser, OpenLoopUser]
+        environment.user_classes = [AgentUser, OpenLoopUser, trace_user.TraceUser]
     else:
         environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
         # Custom options travel to workers with each spawn; -u does not, so send it along.
@@ -263,6 +271,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     def final(**_kwargs: Any) -> None:
         # Workers' last reports reach the master after test_stop: write the final figures.
         write_agentic_json(environment)
+        write_agentic_report(environment)
 
     environment.events.quit.add_listener(final)
     if environment.host:
@@ -392,8 +401,26 @@ def write_agentic_json(environment: Any) -> Path | None:
     return path
 
 
+def write_agentic_report(environment: Any) -> None:
+    """The agentic HTML/JSON/CSV reports into --agentic-report (master or local runner)."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return
+    if not getattr(options, "agentic_report", ""):
+        return
+    stats = agentic_stats(environment)
+    write_reports(
+        options.agentic_report,
+        stats.snapshot(getattr(environment, "agentic_slo", None)),
+        title=f"Inflection load test against {environment.host}",
+        config=run_config(options),
+        samples=stats.samples,
+    )
+
+
 def _test_stop(environment: Any, **_kwargs: Any) -> None:
     write_agentic_json(environment)
+    write_agentic_report(environment)
 
 
 events.init_command_line_parser.add_listener(_options)

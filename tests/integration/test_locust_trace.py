@@ -15,33 +15,7 @@ from tests.integration.test_locust import run_locust, serve
 
 pytestmark = pytest.mark.slow
 
-# Until the locustfile picks TraceUser itself for --trace, this wrapper does what its
-# hook will: parse the trace at init (bad lines end the run) and run TraceUser only.
-WRAPPER = """
-import locust  # gevent patches first
-from locust import events
-from loadtests import locustfile as _agentic  # the agentic hooks (stats, JSON, checks)
-from loadtests import trace_user
-from loadtests.report import run_config, write_reports
-from loadtests.trace_user import TraceUser
-
-@events.init.add_listener
-def _pick(environment, **_kwargs):
-    options = environment.parsed_options
-    if options is not None and options.trace:
-        try:
-            trace_user.install(environment)
-        except ValueError as exc:
-            _agentic._fail(str(exc))
-        environment.user_classes = [TraceUser]
-
-        def report(**_kwargs):
-            stats = trace_user.agentic_stats(environment)
-            write_reports(options.csv_prefix + "_report", stats.snapshot(),
-                          title="trace replay", config=run_config(options),
-                          samples=stats.samples)
-        environment.events.quit.add_listener(report)
-"""
+LOCUSTFILE = str(Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py")
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +24,14 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> object:
         yield address
 
 
-def _locustfile(tmp_path: Path) -> str:
-    path = tmp_path / "trace_locustfile.py"
-    path.write_text(WRAPPER)
-    return str(path)
-
-
 def test_sample_trace_replays_with_prefix_hits(orchestrator: str, tmp_path: Path) -> None:
     requests = load_trace(sample_trace_path())
     prefix = tmp_path / "run"
     done = run_locust(
-        *("-f", _locustfile(tmp_path), "-u", "2", "-r", "2", "-t", "25s"),
+        *("-f", LOCUSTFILE, "-u", "2", "-r", "2", "-t", "25s"),
         *("--host", orchestrator, "--trace", str(sample_trace_path())),
         *("--trace-speedup", "10", "--csv", str(prefix)),
+        *("--agentic-report", str(tmp_path / "run_report")),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -93,7 +62,7 @@ def test_malformed_trace_ends_before_load(orchestrator: str, tmp_path: Path) -> 
     good = sample_trace_path().read_text().splitlines()[:3]
     trace.write_text("\n".join([good[0], "{not json", good[1], '{"timestamp": 1}']) + "\n")
     done = run_locust(
-        *("-f", _locustfile(tmp_path), "-u", "1", "-t", "30s", "--host", orchestrator),
+        *("-f", LOCUSTFILE, "-u", "1", "-t", "30s", "--host", orchestrator),
         *("--trace", str(trace)),
     )
     assert done.returncode == 1
