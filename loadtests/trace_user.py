@@ -49,7 +49,13 @@ from loadtests.trace import (
     load_trace,
     prompt_tokens,
 )
-from loadtests.user import TaskFailed, agentic_stats, auth_metadata, grpc_target, token_of
+from loadtests.user import (
+    agentic_stats,
+    auth_metadata,
+    fire_sample_events,
+    grpc_target,
+    token_of,
+)
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 
@@ -204,23 +210,7 @@ class TraceReplayer:
         now = time.perf_counter()
         sample = _sample(request, record, status, sent, first, now)
         self.stats.add(sample)
-        fire(
-            request_type="generate",
-            name=AGENT,
-            response_time=(now - sent) * 1000,
-            response_length=sample.output_tokens,
-            exception=TaskFailed(f"{status}: {error}") if error is not None else None,
-            context={},
-        )
-        if sample.task_ttft is not None:
-            fire(
-                request_type="ttft",
-                name=AGENT,
-                response_time=sample.task_ttft * 1000,
-                response_length=0,
-                exception=None,
-                context={},
-            )
+        fire_sample_events(fire, "generate", AGENT, sample, now - sent, status, error)
         return sample
 
 

@@ -47,6 +47,37 @@ class TaskFailed(Exception):
     """A task that ended with a gRPC error; the message starts with the status name."""
 
 
+def fire_sample_events(
+    fire: Any,
+    request_type: str,
+    name: str,
+    sample: TaskSample,
+    elapsed_s: float,
+    status: str,
+    error: str | None,
+) -> None:
+    """Locust request events for one finished task or call: its latency entry (a failure
+    named `STATUS: details` when it failed) and, when an answer token arrived, a `ttft`
+    entry under the same name."""
+    fire(
+        request_type=request_type,
+        name=name,
+        response_time=elapsed_s * 1000,
+        response_length=sample.output_tokens,
+        exception=TaskFailed(f"{status}: {error}") if error is not None else None,
+        context={},
+    )
+    if sample.task_ttft is not None:
+        fire(
+            request_type="ttft",
+            name=name,
+            response_time=sample.task_ttft * 1000,
+            response_length=0,
+            exception=None,
+            context={},
+        )
+
+
 def grpc_target(host: str | None) -> str:
     """`--host` as a gRPC target: host:port, tolerating a grpc:// or http:// prefix."""
     if not host:
@@ -184,23 +215,7 @@ class TaskRunner:
         now = time.perf_counter()
         sample = recorder.sample(now, time.time(), status, usage)
         self.stats.add(sample)
-        fire(
-            request_type="task",
-            name=agent,
-            response_time=(now - recorder.sent_at) * 1000,
-            response_length=sample.output_tokens,
-            exception=TaskFailed(f"{status}: {error}") if error is not None else None,
-            context={},
-        )
-        if sample.task_ttft is not None:
-            fire(
-                request_type="ttft",
-                name=agent,
-                response_time=sample.task_ttft * 1000,
-                response_length=0,
-                exception=None,
-                context={},
-            )
+        fire_sample_events(fire, "task", agent, sample, (now - recorder.sent_at), status, error)
         return sample
 
 

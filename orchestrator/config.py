@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -205,7 +205,19 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the field."""
 
 
-def load_config(path: Path) -> DeploymentConfig:
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field: `replicas.count: Input should be ...; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """Read a YAML mapping from `path` and validate it as `model`; raises ConfigError
+    naming the file (and the fields) when it cannot be used."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -217,10 +229,10 @@ def load_config(path: Path) -> DeploymentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return DeploymentConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+def load_config(path: Path) -> DeploymentConfig:
+    return load_yaml_model(path, DeploymentConfig)

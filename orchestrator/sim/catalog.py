@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.config import describe_validation_error
+
 GIB = 1024**3
 
 T = TypeVar("T")
@@ -170,11 +172,7 @@ class Catalog:
                 merged.update({k.lower(): v for k, v in incoming.usd_per_gpu_hour.items()})
                 self.prices = incoming.model_copy(update={"usd_per_gpu_hour": merged})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise CatalogError(f"{origin}: {problems}") from exc
+            raise CatalogError(f"{origin}: {describe_validation_error(exc)}") from exc
         except (AttributeError, TypeError) as exc:
             raise CatalogError(f"{origin}: each section must map names to entries") from exc
 

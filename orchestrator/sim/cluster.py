@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.dsl import Program
 from agents.library import BUILTIN_PROGRAMS
-from orchestrator.config import ConfigError, SimEngineConfig
+from orchestrator.config import ConfigError, SimEngineConfig, load_yaml_model
 from orchestrator.domain import (
     CallRecord,
     CallRequest,
@@ -152,22 +151,7 @@ class SimulationConfig(_Strict):
 
 
 def load_simulation_config(path: Path) -> SimulationConfig:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return SimulationConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+    return load_yaml_model(path, SimulationConfig)
 
 
 # ---- arrivals ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.config import ConfigError
+from orchestrator.config import ConfigError, describe_validation_error
 
 console = Console()
 err_console = Console(stderr=True)
@@ -66,12 +66,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     q.set_defaults(func=cmd_plan)
 
 
-def _one_line(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.report import summary_table
     from orchestrator.sim.catalog import CatalogError
@@ -92,7 +86,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             try:
                 config = type(config).model_validate({**config.model_dump(), **updates})
             except ValidationError as exc:
-                raise ConfigError(_one_line(exc)) from None
+                raise ConfigError(describe_validation_error(exc)) from None
         started = time.perf_counter()
         with console.status(f"simulating {config.replicas} replicas..."):
             result = ClusterSimulation(config).run()
@@ -205,7 +199,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with console.status("planning...") as status:
             rows = plan(query, progress=lambda s: status.update(f"planning: {s}"))
     except ValidationError as exc:
-        err_console.print(f"[red]error:[/red] {_one_line(exc)}")
+        err_console.print(f"[red]error:[/red] {describe_validation_error(exc)}")
         return 2
     except (ConfigError, CatalogError, SimConfigError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
