@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.routing.policy import RouterSettings, RoutingPolicy
+from orchestrator.routing.priority import PriorityPolicy, PrioritySettings
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -176,6 +179,81 @@ class LimitsConfig(_Strict):
     )
 
 
+class RoutingConfig(_Strict):
+    """How calls pick replicas and in what order engines serve them (README "Routing")."""
+
+    policy: RoutingPolicy = Field(
+        default=RoutingPolicy.PROGRAM_AWARE,
+        description="round_robin, least_load, prefix_affinity or program_aware.",
+    )
+    load_epsilon: float = Field(
+        default=0.25,
+        gt=0,
+        description="prefix_affinity: no replica takes more than (1 + epsilon) x the mean "
+        "outstanding tokens.",
+    )
+    min_match_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="prefix_affinity: a cached prefix shorter than this fraction of the "
+        "prompt does not count as a match (the call goes to the least loaded replica).",
+    )
+    load_slack_tokens: int = Field(
+        default=16384,
+        ge=0,
+        description="prefix_affinity: outstanding tokens a replica may carry beyond the "
+        "(1 + epsilon) bound.",
+    )
+    overlap_weight: float = Field(
+        default=4.0,
+        ge=0,
+        description="program_aware: weight of each prompt block a replica would have to "
+        "compute, against one block of outstanding load.",
+    )
+    priority: PriorityPolicy = Field(
+        default=PriorityPolicy.FCFS,
+        description="fcfs, or program_aware (least attained service first; turns on the "
+        "engines' priority scheduling).",
+    )
+    priority_quantum_s: float = Field(
+        default=0.5, gt=0, description="Attained service of the first priority level."
+    )
+    priority_levels: int = Field(default=8, ge=2, le=64, description="Priority levels.")
+
+    def router_settings(self) -> RouterSettings:
+        return RouterSettings(
+            policy=self.policy,
+            load_epsilon=self.load_epsilon,
+            min_match_ratio=self.min_match_ratio,
+            load_slack_tokens=self.load_slack_tokens,
+            overlap_weight=self.overlap_weight,
+        )
+
+    def priority_settings(self) -> PrioritySettings:
+        return PrioritySettings(
+            policy=self.priority, quantum_s=self.priority_quantum_s, levels=self.priority_levels
+        )
+
+
+class AdmissionConfig(_Strict):
+    """Back-pressure when the replicas are saturated (README "Admission control")."""
+
+    enabled: bool = Field(default=True, description="False: admit every task at once.")
+    max_outstanding_tokens_per_replica: int = Field(
+        default=262_144,
+        ge=1,
+        description="New tasks wait while the cluster's outstanding tokens (prompt + "
+        "max_tokens of calls in flight) reach this times the healthy replicas.",
+    )
+    max_queued_tasks: int = Field(
+        default=1024,
+        ge=0,
+        description="Tasks that may wait; beyond this they are refused with "
+        "RESOURCE_EXHAUSTED and a retry-after hint.",
+    )
+
+
 class RayConfig(_Strict):
     address: str | None = Field(
         default=None,
@@ -199,6 +277,12 @@ class DeploymentConfig(_Strict):
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Replicas.")
     server: ServerConfig = Field(default_factory=ServerConfig, description="gRPC server.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="Routing policy and call priority."
+    )
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig, description="Task admission under saturation."
+    )
 
 
 class ConfigError(ValueError):

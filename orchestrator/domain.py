@@ -65,6 +65,9 @@ class CallRequest:
     # The task's remaining budget at dispatch, seconds; the engine aborts the call when
     # it runs out (the executor also cancels it). None: no deadline.
     deadline_s: float | None = None
+    # The task the call belongs to ("" for a plain generation): routing keeps a task's
+    # steps together.
+    task_id: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -235,11 +238,26 @@ class ReplicaState(enum.Enum):
 
 @dataclass(slots=True, frozen=True)
 class EngineStats:
-    """Live load of one engine, read inside the replica."""
+    """Live load of one engine, read inside the replica (routing's view of it)."""
 
     unfinished_requests: int  # requests the engine holds (waiting + running)
     calls_served: int  # calls that finished (aborted ones excluded)
     output_tokens_served: int
+    waiting_requests: int = 0  # admitted to the engine, not yet scheduled (queue depth)
+    running_requests: int = 0  # in the running batch
+    kv_usage: float = 0.0  # fraction of the KV cache's blocks in use, 0..1
+    # Cumulative prompt tokens looked up in the prefix cache and how many of them hit.
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+    kv_block_tokens: int = 16  # tokens per KV block
+    kv_capacity_blocks: int = 0  # KV blocks the engine has (0: unknown)
+    # Cumulative prefix-cache blocks evicted to make room (0 when the engine does not
+    # report it; vLLM's stats do not).
+    evicted_blocks: int = 0
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
 
 
 @dataclass(slots=True, frozen=True)

@@ -39,6 +39,7 @@ from orchestrator.domain import (
 )
 from orchestrator.replicas.engine import EngineError
 from orchestrator.sim.build import build_replica
+from orchestrator.sim.kv import BLOCK_TOKENS
 from orchestrator.sim.scheduler import RequestState, Scheduler, SimRequest, StepResult
 from orchestrator.sim.tokens import SimTokenizer, synthetic_output
 
@@ -316,14 +317,31 @@ class SimEngine:
     def stats(self) -> EngineStats:
         """Live load; raises EngineError when the stepper has died (the pool's health
         check then marks the replica unhealthy)."""
-        unfinished = 0
-        if self._scheduler is not None or self._failure is not None:
-            scheduler = self._require()
-            unfinished = scheduler.num_waiting + len(scheduler.running)
+        if self._scheduler is None and self._failure is None:
+            return EngineStats(
+                unfinished_requests=0,
+                calls_served=self._calls_served,
+                output_tokens_served=self._output_tokens_served,
+                kv_block_tokens=BLOCK_TOKENS,
+            )
+        scheduler = self._require()
+        kv = scheduler.kv
+        waiting = scheduler.num_waiting
+        running = len(scheduler.running)
         return EngineStats(
-            unfinished_requests=unfinished,
+            unfinished_requests=waiting + running,
             calls_served=self._calls_served,
             output_tokens_served=self._output_tokens_served,
+            waiting_requests=waiting,
+            running_requests=running,
+            kv_usage=kv.usage,
+            # The scheduler adds prompt TOKENS to these at a request's first admission
+            # (as vLLM does), whatever kv.py's comments say.
+            prefix_queries=kv.queries,
+            prefix_hits=kv.hits,
+            kv_block_tokens=BLOCK_TOKENS,
+            kv_capacity_blocks=kv.num_blocks,
+            evicted_blocks=kv.evictions,
         )
 
     async def shutdown(self) -> None:

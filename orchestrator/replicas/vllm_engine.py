@@ -2,6 +2,10 @@
 
 The same code runs the CUDA build on GPUs and vLLM's CPU build (tests, machines without
 a GPU). vLLM is imported inside `start()`, so importing this module stays cheap.
+
+Load figures for routing (queue depth, running batch, KV usage, prefix-cache hits) come
+from the engine core's `SchedulerStats`, which vLLM hands to every stat logger after each
+engine step: `start()` registers a small logger that keeps the latest ones.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import VllmEngineConfig
@@ -26,6 +31,7 @@ from orchestrator.replicas.engine import EngineError
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.metrics.loggers import StatLoggerBase
 
 
 def engine_args(config: VllmEngineConfig, model: str, *, on_cpu: bool = False) -> dict[str, Any]:
@@ -75,6 +81,78 @@ def _finish_reason(raw: str | None) -> FinishReason:
     return FinishReason.STOP
 
 
+@dataclass(slots=True)
+class _SchedulerLoad:
+    """What the engine core last reported, plus prefix-cache totals.
+
+    vLLM's `SchedulerStats` are built after each engine step
+    (vllm/v1/core/sched/scheduler.py `Scheduler.make_stats`): the request counts and KV
+    usage are gauges (the latest value wins), while `prefix_cache_stats` holds only the
+    lookups since the previous stats (`KVCacheManager.make_prefix_cache_stats` resets
+    them), so queries and hits are summed here. Like the prefix-cache counters of vLLM's
+    own Prometheus logger, they count prompt tokens of requests at first admission; a
+    preempted request's recomputation is reported apart and not counted. vLLM reports no
+    count of evicted blocks (only sampled eviction events, off by default).
+    """
+
+    # engine index -> (running, waiting, kv usage); one entry unless data parallel
+    gauges: dict[int, tuple[int, int, float]] = field(default_factory=dict)
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+
+    def observe(self, stats: Any, engine_idx: int) -> None:
+        waiting = stats.num_waiting_reqs + getattr(stats, "num_skipped_waiting_reqs", 0)
+        self.gauges[engine_idx] = (stats.num_running_reqs, waiting, stats.kv_cache_usage)
+        prefix = stats.prefix_cache_stats
+        if prefix is not None:
+            self.prefix_queries += prefix.queries
+            self.prefix_hits += prefix.hits
+
+    @property
+    def running(self) -> int:
+        return sum(g[0] for g in self.gauges.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(g[1] for g in self.gauges.values())
+
+    @property
+    def kv_usage(self) -> float:
+        if not self.gauges:
+            return 0.0
+        return sum(g[2] for g in self.gauges.values()) / len(self.gauges)
+
+
+def _load_recorder(load: _SchedulerLoad) -> type[StatLoggerBase]:
+    """A vLLM stat logger class feeding `load`. vLLM builds one per engine core with
+    `factory(vllm_config, engine_index)` (vllm/v1/metrics/loggers.py,
+    `PerEngineStatLoggerAdapter`) and calls its `record` from `AsyncLLM`'s output
+    handler, on the engine's event loop, after each step's outputs went to their
+    requests."""
+    from vllm.config import VllmConfig
+    from vllm.v1.metrics.loggers import StatLoggerBase
+    from vllm.v1.metrics.stats import IterationStats, MultiModalCacheStats, SchedulerStats
+
+    class LoadRecorder(StatLoggerBase):
+        def __init__(self, vllm_config: VllmConfig, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(
+            self,
+            scheduler_stats: SchedulerStats | None,
+            iteration_stats: IterationStats | None,
+            mm_cache_stats: MultiModalCacheStats | None = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                load.observe(scheduler_stats, engine_idx)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return LoadRecorder
+
+
 class VllmEngine:
     """One vLLM engine. Call `start()` before `generate()`, `shutdown()` at the end."""
 
@@ -84,6 +162,9 @@ class VllmEngine:
         self._llm: AsyncLLM | None = None
         self._calls_served = 0
         self._output_tokens_served = 0
+        self._load = _SchedulerLoad()
+        self._kv_block_tokens = 16
+        self._kv_capacity_blocks = 0
 
     @property
     def name(self) -> str:
@@ -99,7 +180,15 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = engine_args(self._config, self._model, on_cpu=current_platform.is_cpu())
-        self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        llm = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**args), stat_loggers=[_load_recorder(self._load)]
+        )
+        # The engine core is up: the frontend's config now holds the KV cache's size
+        # (vllm/v1/engine/core_client.py copies num_gpu_blocks from the handshake).
+        cache = llm.vllm_config.cache_config
+        self._kv_block_tokens = int(cache.block_size)
+        self._kv_capacity_blocks = int(cache.num_gpu_blocks or 0)
+        self._llm = llm
 
     def _require(self) -> AsyncLLM:
         if self._llm is None:
@@ -228,10 +317,20 @@ class VllmEngine:
             if self._llm.errored:
                 raise EngineError(ErrorCode.UNAVAILABLE, "the replica's vLLM engine has died")
             unfinished = self._llm.get_num_unfinished_requests()
+        load = self._load
         return EngineStats(
             unfinished_requests=unfinished,
             calls_served=self._calls_served,
             output_tokens_served=self._output_tokens_served,
+            waiting_requests=load.waiting,
+            running_requests=load.running,
+            kv_usage=load.kv_usage,
+            prefix_queries=load.prefix_queries,
+            prefix_hits=load.prefix_hits,
+            kv_block_tokens=self._kv_block_tokens,
+            kv_capacity_blocks=self._kv_capacity_blocks,
+            # vLLM's stats carry no eviction count (see _SchedulerLoad): 0, "unknown".
+            evicted_blocks=0,
         )
 
     async def shutdown(self) -> None:

@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.dsl import Program
 from agents.library import BUILTIN_PROGRAMS
-from orchestrator.config import ConfigError, SimEngineConfig, load_yaml_model
+from orchestrator.blocks import BLOCK_TOKENS
+from orchestrator.config import (
+    ConfigError,
+    RoutingConfig,
+    SchedulingPolicy,
+    SimEngineConfig,
+    load_yaml_model,
+)
 from orchestrator.domain import (
     CallRecord,
     CallRequest,
@@ -48,7 +55,13 @@ from orchestrator.executor.interpreter import (
     TaskProgress,
 )
 from orchestrator.report import RunSummary, summarize
-from orchestrator.routing import ReplicaView, RoundRobinRouter, Router
+from orchestrator.routing import (
+    PriorityPolicy,
+    ReplicaView,
+    Router,
+    TaskService,
+    make_router,
+)
 from orchestrator.sim.build import build_replica
 from orchestrator.sim.catalog import load_catalog
 from orchestrator.sim.scheduler import Scheduler, SimRequest, StepResult
@@ -67,10 +80,6 @@ class ArrivalProcess(enum.Enum):
     GAMMA = "gamma"  # gamma gaps with coefficient of variation `cv` (bursty when > 1)
     CONSTANT = "constant"  # evenly spaced
     TRACE = "trace"  # arrival times (and optionally agents and inputs) from a file
-
-
-class RouterPolicy(enum.Enum):
-    ROUND_ROBIN = "round_robin"
 
 
 class ArrivalConfig(_Strict):
@@ -126,8 +135,8 @@ class SimulationConfig(_Strict):
     engine: SimEngineConfig = Field(
         default_factory=SimEngineConfig, description="Every replica's simulated engine."
     )
-    router: RouterPolicy = Field(
-        default=RouterPolicy.ROUND_ROBIN, description="Routing policy: round_robin."
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="Routing policy and call priority."
     )
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
@@ -237,6 +246,7 @@ class _Task:
     answer_first_token: float | None = None
     measured: bool = True
     failed: bool = False  # a call was refused (longer than the context); the rest drain
+    service: TaskService = field(default_factory=lambda: TaskService(0.0))
 
 
 @dataclass(slots=True, eq=False)
@@ -257,7 +267,20 @@ class _Replica:
         self.output_tokens = 0
 
     def view(self) -> ReplicaView:
-        return ReplicaView(self.name, True, self.in_flight)
+        scheduler = self.scheduler
+        kv = scheduler.kv
+        return ReplicaView(
+            self.name,
+            True,
+            self.in_flight,
+            waiting_requests=scheduler.num_waiting,
+            running_requests=len(scheduler.running),
+            kv_usage=kv.usage,
+            prefix_hit_rate=kv.hits / kv.queries if kv.queries else 0.0,
+            kv_block_tokens=BLOCK_TOKENS,
+            kv_capacity_blocks=kv.num_blocks,
+            evicted_blocks=kv.evictions,
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -319,12 +342,19 @@ class ClusterSimulation:
             _Replica(f"sim-{i}", build_replica(config.engine, catalog))
             for i in range(config.replicas)
         ]
+        self._priority = config.routing.priority_settings()
+        engine_priority = (
+            config.engine.scheduling_policy is SchedulingPolicy.PRIORITY
+            or self._priority.policy is PriorityPolicy.PROGRAM_AWARE
+        )
         for replica in self._replicas:
             # Inter-token gaps are not reported here: keeping every token's time would
             # cost more than the rest of the step.
-            replica.scheduler.config = replace(replica.scheduler.config, record_token_times=False)
+            replica.scheduler.config = replace(
+                replica.scheduler.config, record_token_times=False, priority=engine_priority
+            )
         self._by_name = {r.name: i for i, r in enumerate(self._replicas)}
-        self._router: Router = router or RoundRobinRouter()
+        self._router: Router = router or make_router(config.routing.router_settings())
         self._filler = encoder(" result row: value, source, note;" * 8)
         # Input words the tokenizer encodes as one token each, so a task's input is as
         # many tokens as the workload asks.
@@ -431,7 +461,13 @@ class ClusterSimulation:
         spec = TaskSpec(agent=agent, input=self._input_text(rng, n_in), mode=Mode.SYNTHETIC)
         seed = int(rng.integers(0, 2**48))
         progress = interpreter.start(f"task-{index}", spec, seed)
-        task = _Task(progress, now, interpreter, measured=now >= self.config.warmup_s)
+        task = _Task(
+            progress,
+            now,
+            interpreter,
+            measured=now >= self.config.warmup_s,
+            service=TaskService(now),
+        )
         self._advance(task, now)
         return 1
 
@@ -445,7 +481,14 @@ class ClusterSimulation:
     def _dispatch(self, task: _Task, action: Action, now: float) -> None:
         sampling = action.sampling
         assert sampling is not None
-        request = CallRequest(action.action_id, action.prompt_token_ids, sampling)
+        priority = task.service.priority(self._priority, now)
+        request = CallRequest(
+            action.action_id,
+            action.prompt_token_ids,
+            sampling,
+            priority=priority,
+            task_id=task.progress.task_id,
+        )
         views = [r.view() for r in self._replicas]
         index = self._by_name[self._router.choose(request, views)]
         output = self._output(sampling.seed, sampling.max_tokens)
@@ -454,6 +497,7 @@ class ClusterSimulation:
             action.prompt_token_ids,
             output,
             now + self.config.dispatch_overhead_s,
+            priority=priority,
         )
         self._replicas[index].in_flight += 1
         self._calls += 1
@@ -467,6 +511,7 @@ class ClusterSimulation:
         except ValueError:
             # Longer than the model's context: the task fails, as the live server would.
             replica.in_flight -= 1
+            self._router.finished(call.action.action_id)
             if not call.task.failed:
                 call.task.failed = True
                 self._failed += 1
@@ -532,6 +577,8 @@ class ClusterSimulation:
         )
         if action.answer:
             task.answer_first_token = first
+        self._router.finished(action.action_id, request.output_ids)
+        task.service.finished(action.action_id, action.after, e2e)
         task.interpreter.complete(task.progress, action.action_id, Outcome(request.output_ids, ""))
         return self._progress(task, now)
 
@@ -551,6 +598,7 @@ class ClusterSimulation:
                 after=action.after,
             )
         )
+        task.service.finished(action.action_id, action.after, 0.0)
         task.interpreter.complete(task.progress, action.action_id, Outcome(ids, ""))
         return self._progress(task, now)
 

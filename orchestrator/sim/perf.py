@@ -13,9 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orchestrator.blocks import BLOCK_TOKENS as BLOCK_TOKENS
 from orchestrator.sim.catalog import GIB, FamilyFit, GpuSpec, ModelSpec
-
-BLOCK_TOKENS = 16  # vLLM's KV block size
 
 
 class SimConfigError(ValueError):

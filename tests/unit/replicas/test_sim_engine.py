@@ -339,6 +339,47 @@ async def test_stats_report_load_and_served_work(engine_factory: Any) -> None:
     assert engine.name == "sim" and engine.max_model_len == 16384
 
 
+async def test_stats_report_the_prefix_cache_and_the_kv_cache(engine_factory: Any) -> None:
+    engine = await engine_factory()
+    shared = call(prompt=4010).prompt_token_ids  # 250 whole blocks of 16, and 10 tokens
+    await run(engine, call(prompt=(*shared, 1, 2, 3), max_tokens=8))
+    await run(engine, call(prompt=(*shared, 9, 9, 9, 9), max_tokens=8))
+    stats = engine.stats()
+    # Prompt tokens looked up at admission, and those served from the cache: the
+    # second call hit the 250 shared blocks.
+    assert stats.prefix_queries == 4013 + 4014
+    assert stats.prefix_hits == 4000
+    assert stats.prefix_hit_rate == pytest.approx(4000 / 8027)
+    assert stats.kv_block_tokens == 16
+    kv = engine.scheduler.kv
+    assert stats.kv_capacity_blocks == kv.num_blocks > 0
+    assert stats.evicted_blocks == kv.evictions == 0  # an H100 holds far more
+    # Idle: nothing queued or running, no block referenced (cached ones are free).
+    assert stats.waiting_requests == stats.running_requests == stats.unfinished_requests == 0
+    assert stats.kv_usage == 0.0
+
+
+async def test_stats_report_waiting_and_running_calls_in_flight(engine_factory: Any) -> None:
+    engine = await engine_factory(max_num_seqs=1, time_scale=1.0)
+    requests = [call(prompt=1000, max_tokens=500) for _ in range(3)]
+    tasks = [asyncio.create_task(run(engine, r)) for r in requests]
+    await asyncio.sleep(0.1)  # the first call decodes (~5 ms a token); the others wait
+    stats = engine.stats()
+    assert stats.running_requests == 1
+    assert stats.waiting_requests == 2
+    assert stats.unfinished_requests == 3
+    # The running call holds its blocks: 1000 prompt tokens and some output, of 16.
+    kv = engine.scheduler.kv
+    assert stats.kv_usage == kv.usage > 0.0
+    assert stats.kv_usage * stats.kv_capacity_blocks >= 1000 / 16
+    assert stats.prefix_queries == 1000 and stats.prefix_hits == 0  # admitted: only one
+    for request in requests:
+        await engine.abort(request.call_id)
+    await asyncio.gather(*tasks)
+    stats = engine.stats()
+    assert (stats.waiting_requests, stats.running_requests, stats.kv_usage) == (0, 0, 0.0)
+
+
 async def test_a_failed_stepper_fails_its_calls_and_its_health_check(
     engine_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,7 +404,9 @@ async def test_an_engine_must_be_started() -> None:
     with pytest.raises(EngineError) as refused:
         await run(engine, call())
     assert refused.value.code is ErrorCode.UNAVAILABLE
-    assert engine.stats().unfinished_requests == 0
+    stats = engine.stats()
+    assert stats.unfinished_requests == 0
+    assert (stats.prefix_queries, stats.kv_capacity_blocks, stats.kv_block_tokens) == (0, 0, 16)
 
 
 async def test_an_unknown_gpu_fails_at_start_with_the_known_ones() -> None:

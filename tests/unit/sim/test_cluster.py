@@ -401,17 +401,22 @@ def test_timeline_samples_each_interval_for_every_replica() -> None:
 
 
 def test_round_robin_spreads_calls_evenly_over_replicas() -> None:
-    result = run(replicas=3, duration_s=5.0, arrival={"process": "poisson", "rate": 5.0})
+    result = run(
+        replicas=3,
+        duration_s=5.0,
+        arrival={"process": "poisson", "rate": 5.0},
+        routing={"policy": "round_robin"},
+    )
     per_replica = Counter(c.replica for c in all_calls(result.results))
     assert set(per_replica) == set(result.replica_names)
     assert sum(per_replica.values()) == result.calls
     assert max(per_replica.values()) - min(per_replica.values()) <= 1
 
 
-def test_an_unknown_router_is_rejected(tmp_path: Path) -> None:
+def test_an_unknown_routing_policy_is_rejected_naming_the_choices(tmp_path: Path) -> None:
     path = tmp_path / "sim.yaml"
-    path.write_text("router: least_loadd\n")
-    with pytest.raises(ConfigError, match="router"):
+    path.write_text("routing: {policy: least_loadd}\n")
+    with pytest.raises(ConfigError, match=r"routing\.policy.*least_load"):
         load_simulation_config(path)
 
 
