@@ -80,17 +80,26 @@ __all__ = [
 ]
 
 _USAGE_TRAILER = "inflection-usage-bin"
+_RETRY_AFTER_TRAILER = "retry-after-ms"
 
 
 class InflectionError(Exception):
     """A call the server refused or could not complete."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, usage: TaskUsage | None = None):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        usage: TaskUsage | None = None,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         # For a task that failed after starting: what it consumed before it stopped.
         self.usage = usage
+        # RESOURCE_EXHAUSTED (admission queue full): when a retry is likely to get in.
+        self.retry_after_s = retry_after_s
 
 
 class InvalidArgument(InflectionError):
@@ -131,12 +140,15 @@ def _error(exc: grpc.RpcError, trailers: Any = None) -> InflectionError:
     code: grpc.StatusCode = exc.code()
     details: str = exc.details() or ""
     usage = None
+    retry_after_s = None
     for key, value in trailers or ():
         if key == _USAGE_TRAILER:
             message = pb.TaskUsage()
             message.ParseFromString(value)
             usage = task_usage_from_pb(message)
-    return _ERRORS.get(code, InflectionError)(code, details, usage)
+        elif key == _RETRY_AFTER_TRAILER:
+            retry_after_s = int(value) / 1000.0
+    return _ERRORS.get(code, InflectionError)(code, details, usage, retry_after_s)
 
 
 def _sync_trailers(exc: grpc.RpcError) -> Any:

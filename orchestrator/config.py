@@ -157,6 +157,12 @@ class ReplicasConfig(_Strict):
     health_period_s: float = Field(
         default=2.0, gt=0, description="Seconds between health checks of each replica."
     )
+    stats_period_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds between refreshes of each engine's load statistics (queue "
+        "depth, KV usage, prefix hits), which routing reads locally.",
+    )
 
 
 class ServerConfig(_Strict):

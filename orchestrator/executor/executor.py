@@ -19,6 +19,7 @@ from typing import Protocol
 
 from agents.dsl import Program
 from agents.tools import get_tool
+from orchestrator.config import AdmissionConfig
 from orchestrator.domain import (
     AgentInfo,
     AnswerDelta,
@@ -41,6 +42,7 @@ from orchestrator.domain import (
     ToolRecord,
 )
 from orchestrator.executor.accounting import task_usage
+from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
 from orchestrator.executor.estimate import describe, dry_run, expect
 from orchestrator.executor.interpreter import (
     Action,
@@ -51,7 +53,13 @@ from orchestrator.executor.interpreter import (
     TaskProgress,
 )
 from orchestrator.replicas.engine import EngineError
-from orchestrator.routing import NoReplicaAvailable, ReplicaView, Router
+from orchestrator.routing import (
+    NoReplicaAvailable,
+    PrioritySettings,
+    ReplicaView,
+    Router,
+    TaskService,
+)
 
 
 class Tokenizer(Protocol):
@@ -82,11 +90,18 @@ class TaskFailed(Exception):
     """A task (or generation) that could not complete. `usage` is what it consumed
     before failing (None when it failed before any call)."""
 
-    def __init__(self, code: ErrorCode, message: str, usage: TaskUsage | None = None) -> None:
-        super().__init__(code, message, usage)
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        usage: TaskUsage | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(code, message, usage, retry_after_s)
         self.code = code
         self.message = message
         self.usage = usage
+        self.retry_after_s = retry_after_s  # RESOURCE_EXHAUSTED: when to try again
 
     def __str__(self) -> str:
         return self.message
@@ -125,6 +140,9 @@ class _Failed:
 
 _Message = _Delta | _Done | _ToolDone | _Failed
 
+# Tokens an admitted task reserves beyond its input until its first call is routed.
+_FIRST_CALL_RESERVE = 256
+
 # Samples behind the expected figures ListAgents reports.
 _EXPECTATION_SAMPLES = 200
 _EXPECTATION_INPUT = "x " * 32
@@ -149,9 +167,13 @@ class Executor:
         *,
         max_concurrent_calls_per_task: int = 32,
         max_retries: int = 2,
+        priority: PrioritySettings | None = None,
+        admission: AdmissionConfig | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._router = router
+        self._priority = priority or PrioritySettings()
+        self.admission = Admission(admission or AdmissionConfig(), self._load)
         self._encoder = Encoder(tokenizer.encode, tokenizer.bos_token_id)
         self._interpreters = {
             name: Interpreter(program, self._encoder) for name, program in programs.items()
@@ -161,6 +183,18 @@ class Executor:
         # Token ids standing in for a simulated tool's result.
         self._filler = self._encoder(" result row: value, source, note;" * 8)
         self._infos: dict[str, AgentInfo] = {}
+
+    def _load(self) -> tuple[int, int]:
+        """(tokens outstanding on healthy replicas, healthy replicas), for admission."""
+        healthy = [v.name for v in self._dispatcher.views() if v.healthy]
+        booked = self._router.outstanding_tokens()
+        return sum(booked.get(name, 0) for name in healthy), len(healthy)
+
+    async def _admit(self, tokens: int, deadline: float | None) -> Ticket:
+        try:
+            return await self.admission.admit(tokens, deadline)
+        except AdmissionRefused as exc:
+            raise TaskFailed(exc.code, exc.message, retry_after_s=exc.retry_after_s) from None
 
     @property
     def programs(self) -> Mapping[str, Program]:
@@ -216,10 +250,14 @@ class Executor:
         accepted_at = time.monotonic()
         first_answer_at: float | None = None
         accounts = _Accounts([], [])
+        deadline = accepted_at + task.spec.deadline_s if task.spec.deadline_s else None
+        # Its first call's weight, held against the bound until the router books it.
+        ticket = await self._admit(task.user_input_tokens + _FIRST_CALL_RESERVE, deadline)
         yield TaskAccepted(task_id=task.task_id, agent=task.program.name)
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         in_flight: dict[str, asyncio.Task[None]] = {}
-        deadline = accepted_at + task.spec.deadline_s if task.spec.deadline_s else None
+        service = TaskService(accepted_at, deadline)
+        routed: list[str] = []  # LLM calls handed to the router
 
         def failed(code: ErrorCode, message: str) -> TaskFailed:
             usage = self._usage(task, accounts, accepted_at, first_answer_at)
@@ -231,12 +269,16 @@ class Executor:
             while True:
                 if replan:
                     budget = self._max_running - task.running
+                    priority = service.priority(self._priority, time.monotonic())
                     for action in interpreter.advance(task, budget):
                         replica = ""
                         if action.kind is ActionKind.LLM:
-                            replica = self._choose(action, frozenset())
+                            replica = self._choose(action, frozenset(), task.task_id, priority)
+                            routed.append(action.action_id)
                             stream = action.answer and stream_answer
-                            work = self._dispatch(action, replica, queue, stream, deadline)
+                            work = self._dispatch(
+                                action, replica, queue, stream, deadline, task.task_id, priority
+                            )
                         else:
                             work = self._run_tool(action, queue)
                         in_flight[action.action_id] = asyncio.create_task(work)
@@ -245,6 +287,7 @@ class Executor:
                             action.action_id, action.step, action.branch, replica, kind
                         )
                     replan = False
+                    ticket.release()
                 if task.done:
                     break
                 timeout = None if deadline is None else deadline - time.monotonic()
@@ -277,6 +320,7 @@ class Executor:
                         after=message.action.after,
                     )
                     accounts.tools.append(tool)
+                    service.finished(message.action.action_id, message.action.after, 0.0)
                     interpreter.complete(
                         task, message.action.action_id, Outcome(message.token_ids, message.text)
                     )
@@ -297,6 +341,9 @@ class Executor:
                 )
                 accounts.calls.append(record)
                 accounts.retried_calls += message.retries
+                service.finished(
+                    message.action.action_id, message.action.after, message.result.timings.e2e
+                )
                 interpreter.complete(
                     task,
                     message.action.action_id,
@@ -313,6 +360,11 @@ class Executor:
         finally:
             # Completion leaves nothing in flight; failure and cancellation abort the rest.
             await _cancel_all(in_flight)
+            ticket.release()
+            # A call cancelled before it started never reached _dispatch's own release.
+            for call_id in routed:
+                self._router.finished(call_id)
+            self.admission.wake()
 
         yield TaskCompleted(
             TaskResult(
@@ -325,9 +377,15 @@ class Executor:
             )
         )
 
-    def _choose(self, action: Action, exclude: frozenset[str]) -> str:
+    def _choose(self, action: Action, exclude: frozenset[str], task_id: str, priority: int) -> str:
         assert action.sampling is not None
-        request = CallRequest(action.action_id, action.prompt_token_ids, action.sampling)
+        request = CallRequest(
+            action.action_id,
+            action.prompt_token_ids,
+            action.sampling,
+            priority=priority,
+            task_id=task_id,
+        )
         try:
             return self._router.choose(request, self._dispatcher.views(), exclude)
         except NoReplicaAvailable as exc:
@@ -358,16 +416,42 @@ class Executor:
         queue: asyncio.Queue[_Message],
         stream: bool,
         deadline: float | None,
+        task_id: str,
+        priority: int,
     ) -> None:
         """Run one call; on a replica failure (UNAVAILABLE) retry it on another replica,
-        up to max_retries times."""
+        up to max_retries times. The router hears how it ended, whatever happens."""
+        output: tuple[int, ...] | None = None
+        try:
+            output = await self._attempts(
+                action, replica, queue, stream, deadline, task_id, priority
+            )
+        finally:
+            self._router.finished(action.action_id, output)
+            self.admission.wake()
+
+    async def _attempts(
+        self,
+        action: Action,
+        replica: str,
+        queue: asyncio.Queue[_Message],
+        stream: bool,
+        deadline: float | None,
+        task_id: str,
+        priority: int,
+    ) -> tuple[int, ...] | None:
         assert action.sampling is not None
         started = time.monotonic()
         failed_on: set[str] = set()
         while True:
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             request = CallRequest(
-                action.action_id, action.prompt_token_ids, action.sampling, deadline_s=remaining
+                action.action_id,
+                action.prompt_token_ids,
+                action.sampling,
+                priority=priority,
+                deadline_s=remaining,
+                task_id=task_id,
             )
             try:
                 result = await self._call(action, replica, request, queue, stream)
@@ -381,14 +465,15 @@ class Executor:
                 failed_on.add(replica)
                 if not retryable or len(failed_on) > self._max_retries:
                     queue.put_nowait(_Failed(action, exc))
-                    return
+                    return None
                 try:
-                    replica = self._choose(action, frozenset(failed_on))
+                    replica = self._choose(action, frozenset(failed_on), task_id, priority)
                 except TaskFailed:
                     queue.put_nowait(_Failed(action, exc))
-                    return
+                    return None
         retries = len(failed_on)
         queue.put_nowait(_Done(action, replica, result, started, time.monotonic(), retries))
+        return result.token_ids
 
     async def _call(
         self,
@@ -451,11 +536,16 @@ class Executor:
             )
         call_id = f"gen-{uuid.uuid4().hex[:12]}"
         request = CallRequest(call_id, ids, spec.sampling)
+        started = time.monotonic()
+        deadline = started + spec.deadline_s if spec.deadline_s is not None else None
+        ticket = await self._admit(len(ids) + spec.sampling.max_tokens, deadline)
         try:
             replica = self._router.choose(request, self._dispatcher.views())
         except NoReplicaAvailable as exc:
             raise TaskFailed(ErrorCode.UNAVAILABLE, str(exc)) from exc
-        started = time.monotonic()
+        finally:
+            ticket.release()
+        output: list[int] | None = []
         try:
             async with (
                 asyncio.timeout(spec.deadline_s),
@@ -479,14 +569,21 @@ class Executor:
                             ),
                         )
                     else:
+                        if output is not None:
+                            output.extend(item.token_ids)
                         yield GenerateOutput(text=item.text, token_ids=item.token_ids)
         except TimeoutError:
+            output = None
             raise TaskFailed(
                 ErrorCode.DEADLINE_EXCEEDED,
                 f"generation exceeded its deadline of {spec.deadline_s:.3f} s and was aborted",
             ) from None
         except EngineError as exc:
+            output = None
             raise TaskFailed(exc.code, exc.message) from exc
+        finally:
+            self._router.finished(call_id, output)
+            self.admission.wake()
 
 
 async def _cancel_all(in_flight: dict[str, asyncio.Task[None]]) -> None:

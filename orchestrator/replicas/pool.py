@@ -25,6 +25,7 @@ from orchestrator.domain import (
     CallRequest,
     CallResult,
     ClusterStatus,
+    EngineStats,
     ErrorCode,
     ReplicaState,
     ReplicaStatus,
@@ -79,6 +80,7 @@ class _Replica:
         self.info: ReplicaInfo | None = None
         self.in_flight = 0
         self.last_error = ""
+        self.stats: EngineStats | None = None  # the engine's, as of the last refresh
 
 
 def _as_engine_error(replica: _Replica, exc: BaseException) -> EngineError:
@@ -150,14 +152,30 @@ class ReplicaPool:
         self._health_task = asyncio.create_task(self._health_loop())
 
     def views(self) -> list[ReplicaView]:
-        return [
-            ReplicaView(
-                name=r.name,
-                healthy=r.state is ReplicaState.READY,
-                in_flight_calls=r.in_flight,
+        """Routing's view of every replica, from local state only: the engines' stats
+        are refreshed in the background every `stats_period_s`, never per call."""
+        out = []
+        for r in self._replicas.values():
+            healthy = r.state is ReplicaState.READY
+            stats = r.stats
+            if stats is None:
+                out.append(ReplicaView(r.name, healthy, r.in_flight))
+                continue
+            out.append(
+                ReplicaView(
+                    r.name,
+                    healthy,
+                    r.in_flight,
+                    waiting_requests=stats.waiting_requests,
+                    running_requests=stats.running_requests,
+                    kv_usage=stats.kv_usage,
+                    prefix_hit_rate=stats.prefix_hit_rate,
+                    kv_block_tokens=stats.kv_block_tokens,
+                    kv_capacity_blocks=stats.kv_capacity_blocks,
+                    evicted_blocks=stats.evicted_blocks,
+                )
             )
-            for r in self._replicas.values()
-        ]
+        return out
 
     async def call(self, replica_name: str, call: CallRequest) -> CallResult:
         """Run one call to completion on the named replica."""
@@ -246,15 +264,20 @@ class ReplicaPool:
             return None
 
     async def _health_loop(self) -> None:
+        """Refresh every engine's stats (routing reads them) and health, concurrently."""
+        period = min(self._config.health_period_s, self._config.stats_period_s)
         while True:
-            await asyncio.sleep(self._config.health_period_s)
-            for replica in list(self._replicas.values()):
-                if replica.state is not ReplicaState.STOPPED:
-                    stat = await self._stats_or_none(replica)
-                    if stat is not None and replica.state is ReplicaState.UNHEALTHY:
-                        log.info("replica %s is healthy again", replica.name)
-                        replica.state = ReplicaState.READY
-                        replica.last_error = ""
+            await asyncio.sleep(period)
+            replicas = [r for r in self._replicas.values() if r.state is not ReplicaState.STOPPED]
+            stats = await asyncio.gather(*(self._stats_or_none(r) for r in replicas))
+            for replica, stat in zip(replicas, stats, strict=True):
+                if stat is None:
+                    continue
+                replica.stats = stat
+                if replica.state is ReplicaState.UNHEALTHY:
+                    log.info("replica %s is healthy again", replica.name)
+                    replica.state = ReplicaState.READY
+                    replica.last_error = ""
 
     async def shutdown(self) -> None:
         if self._health_task is not None:

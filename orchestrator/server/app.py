@@ -24,11 +24,19 @@ from agents.tools import BUILTIN_TOOLS
 from agents.yaml_loader import load_programs
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
-from orchestrator.config import Backend, DeploymentConfig, RayConfig, ServerConfig, SimEngineConfig
+from orchestrator.config import (
+    Backend,
+    DeploymentConfig,
+    RayConfig,
+    ReplicasConfig,
+    SchedulingPolicy,
+    ServerConfig,
+    SimEngineConfig,
+)
 from orchestrator.executor.executor import Executor, Tokenizer
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
-from orchestrator.routing import RoundRobinRouter
+from orchestrator.routing import PriorityPolicy, make_router
 from orchestrator.server.auth import BearerTokenInterceptor
 from orchestrator.server.servicer import OrchestratorServicer
 
@@ -104,6 +112,21 @@ def sim_tokenizer(config: SimEngineConfig) -> ServingTokenizer:
     return SimTokenizer(build_replica(config).perf.hw.model.vocab)
 
 
+def engines_for(config: DeploymentConfig) -> ReplicasConfig:
+    """The replicas' config as the engines need it: program-aware priority turns on the
+    engines' priority scheduling (vLLM refuses a priority without it)."""
+    replicas = config.replicas
+    if config.routing.priority is not PriorityPolicy.PROGRAM_AWARE:
+        return replicas
+    policy = {"scheduling_policy": SchedulingPolicy.PRIORITY}
+    return replicas.model_copy(
+        update={
+            "engine": replicas.engine.model_copy(update=policy),
+            "sim": replicas.sim.model_copy(update=policy),
+        }
+    )
+
+
 def resolve_model(config: DeploymentConfig) -> str:
     """vLLM: the model path or id, building the tiny local model when none is configured.
     Sim: the simulated model's display name."""
@@ -169,14 +192,16 @@ class Deployment:
             owns_ray = connect_ray(config.ray)
             model = resolve_model(config)
             tokenizer = await asyncio.to_thread(HfTokenizer, model)
-        pool = ReplicaPool(config.replicas, model, config.ray.namespace)
+        pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
         await pool.start()
         executor = Executor(
             pool,
-            RoundRobinRouter(),
+            make_router(config.routing.router_settings()),
             tokenizer,
             programs,
             max_concurrent_calls_per_task=config.limits.max_concurrent_calls_per_task,
+            priority=config.routing.priority_settings(),
+            admission=config.admission,
         )
         servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
         try:

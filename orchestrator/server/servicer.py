@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Trailing metadata key carrying a failed task's partial usage (a serialized TaskUsage).
 USAGE_TRAILER = "inflection-usage-bin"
+# RESOURCE_EXHAUSTED: milliseconds after which a retry is likely to be admitted.
+RETRY_AFTER_TRAILER = "retry-after-ms"
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -196,10 +198,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         if isinstance(exc, _Invalid):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, TaskFailed):
+            trailers: list[tuple[str, str | bytes]] = []
             if exc.usage is not None:
-                context.set_trailing_metadata(
-                    ((USAGE_TRAILER, task_usage_to_pb(exc.usage).SerializeToString()),)
-                )
+                trailers.append((USAGE_TRAILER, task_usage_to_pb(exc.usage).SerializeToString()))
+            if exc.retry_after_s is not None:
+                trailers.append((RETRY_AFTER_TRAILER, str(round(exc.retry_after_s * 1000))))
+            if trailers:
+                context.set_trailing_metadata(tuple(trailers))
             await context.abort(STATUS_OF[exc.code], exc.message)
         log.exception("internal error while serving a request")
         await context.abort(
