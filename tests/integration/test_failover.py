@@ -27,6 +27,7 @@ def test_calls_of_a_dead_replica_are_retried_on_another(live_server) -> None:  #
             "server": {"port": 0},
             # The session's cluster has 2 CPUs and its own replica holds one.
             "replicas": {"count": 2, "backend": "vllm", "num_cpus": 0, "health_period_s": 0.5},
+            "routing": {"policy": "round_robin"},
         }
     )
     deployment = asyncio.run_coroutine_threadsafe(

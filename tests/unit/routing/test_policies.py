@@ -3,6 +3,7 @@ what each replica is charged, over token-id prompts several 16-token blocks long
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from orchestrator.routing import (
     make_router,
 )
 from orchestrator.routing.policy import INDEX_BLOCK_TOKENS, call_tokens
+from orchestrator.sim.kv import KvCache
 
 BLOCK = INDEX_BLOCK_TOKENS
 ALL = list(RoutingPolicy)
@@ -70,6 +72,7 @@ def names(n: int) -> list[str]:
     return [f"r{i}" for i in range(n)]
 
 
+@functools.cache
 def tokens(seed: int, blocks: int, extra: int = 0) -> tuple[int, ...]:
     """`blocks` full 16-token blocks (and `extra` more tokens) of ids unique to `seed`."""
     rng = random.Random(seed)
@@ -171,7 +174,7 @@ def test_distinct_tasks_spread_over_an_idle_cluster(
         if finish_each:
             router.finished(c.call_id, tokens(100 + i, 2))
     # Not all on "r0": an even spread, two first calls per replica.
-    assert Counter(placed) == {name: 2 for name in names(4)}
+    assert Counter(placed) == dict.fromkeys(names(4), 2)
 
 
 def _mixed_sequence(router: BaseRouter) -> list[str]:
@@ -402,8 +405,7 @@ def test_program_aware_ties_go_to_the_tasks_previous_replica() -> None:
 def test_a_saturated_cluster_still_gets_a_healthy_replica(policy: RoutingPolicy) -> None:
     router = router_for(policy)
     swamped = [
-        replica(f"r{i}", in_flight=500, waiting=1000, running=256, kv_usage=1.0)
-        for i in range(3)
+        replica(f"r{i}", in_flight=500, waiting=1000, running=256, kv_usage=1.0) for i in range(3)
     ]
     views = [*swamped, replica("r3", healthy=False)]
     for i in range(60):
@@ -516,6 +518,37 @@ def test_reported_evictions_shrink_the_index_oldest_first(
         assert index.match(block_hashes(new)) == 5
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: PrefixIndex evicts a prompt's leading blocks first (inserted first, so "
+    "least recently used), but engines free a request's blocks tail first (vLLM; "
+    "orchestrator/sim/kv.py) and keep its prefix; after a partial eviction the index "
+    "holds only unmatchable tail blocks and drops an affinity the cache still justifies",
+)
+@pytest.mark.parametrize("policy", PREFIX_AWARE)
+def test_a_partial_eviction_leaves_the_index_agreeing_with_the_engine(
+    policy: RoutingPolicy,
+) -> None:
+    context = tokens(1, 10)
+    hashes = block_hashes(context)
+    engine = KvCache(12)  # the simulated engine's cache, for reference
+    blocks = engine.allocate(10)
+    assert blocks is not None
+    for block, block_hash in zip(blocks, hashes, strict=True):
+        engine.commit(block, block_hash)
+    engine.free(blocks)
+    assert engine.allocate(5) is not None  # 2 free blocks and 3 evicted ones
+    assert (engine.evictions, engine.cached_prefix(hashes)) == (3, 7)
+
+    router = prefix_router(policy)
+    assert router.choose(call("t/0", context), cluster(2), frozenset({"r1"})) == "r0"
+    router.finished("t/0")
+    reported = [replica("r0", evicted_blocks=engine.evictions), replica("r1")]
+    router.choose(call("other", tokens(2, 2)), reported, frozenset({"r0"}))
+    assert len(router.index("r0")) == 7
+    assert router.index("r0").match(hashes) == engine.cached_prefix(hashes)
+
+
 @pytest.mark.parametrize("policy", PREFIX_AWARE)
 def test_an_evicted_context_no_longer_attracts_its_task(policy: RoutingPolicy) -> None:
     router = prefix_router(policy)
@@ -625,9 +658,11 @@ def _views(draw: st.DrawFn, evicted: dict[str, int]) -> list[ReplicaView]:
 
 
 @pytest.mark.parametrize("policy", ALL)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(data=st.data())
-def test_every_choice_is_healthy_and_not_excluded(policy: RoutingPolicy, data: st.DataObject) -> None:
+def test_every_choice_is_healthy_and_not_excluded(
+    policy: RoutingPolicy, data: st.DataObject
+) -> None:
     router = router_for(policy)
     evicted = dict.fromkeys(names(4), 0)
     open_calls: dict[str, CallRequest] = {}
