@@ -368,15 +368,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     table = Table(
         title=f"{status.model} (max_model_len {status.max_model_len})", title_justify="left"
     )
-    for column in ("replica", "state", "engine", "unfinished", "in flight", "calls", "tokens out"):
+    columns = (
+        "replica",
+        "state",
+        "engine",
+        "waiting",
+        "running",
+        "in flight",
+        "KV used",
+        "prefix hits",
+        "calls",
+        "tokens out",
+    )
+    for column in columns:
         table.add_column(column)
     for r in status.replicas:
         table.add_row(
             r.name,
             r.state.value,
             r.engine,
-            str(r.unfinished_requests),
+            str(r.waiting_requests),
+            str(r.running_requests),
             str(r.in_flight_calls),
+            f"{r.kv_usage:.0%}",
+            f"{r.prefix_hit_rate:.0%}",
             str(r.calls_served),
             str(r.output_tokens_served),
         )

@@ -272,6 +272,10 @@ class ReplicaStatus:
     calls_served: int
     output_tokens_served: int
     last_error: str = ""
+    waiting_requests: int = 0  # engine queue depth
+    running_requests: int = 0
+    kv_usage: float = 0.0  # 0..1
+    prefix_hit_rate: float = 0.0  # the engine's, cumulative
 
 
 @dataclass(slots=True, frozen=True)

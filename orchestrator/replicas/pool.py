@@ -247,6 +247,10 @@ class ReplicaPool:
                     calls_served=stat.calls_served if stat else 0,
                     output_tokens_served=stat.output_tokens_served if stat else 0,
                     last_error=replica.last_error,
+                    waiting_requests=stat.waiting_requests if stat else 0,
+                    running_requests=stat.running_requests if stat else 0,
+                    kv_usage=stat.kv_usage if stat else 0.0,
+                    prefix_hit_rate=stat.prefix_hit_rate if stat else 0.0,
                 )
             )
         return ClusterStatus(

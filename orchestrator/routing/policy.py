@@ -128,8 +128,8 @@ class BaseRouter:
     ) -> str:
         # A retry of a call routed before: its old placement no longer counts.
         self._release(call.call_id)
+        self._observe(replicas)  # first: a cluster-wide outage must still clear indexes
         live = candidates(replicas, exclude)
-        self._observe(replicas)
         name = self._pick(call, live).name
         tokens = self._work(call, name)
         self._routed[call.call_id] = _Routed(name, tokens, call.prompt_token_ids)
@@ -221,8 +221,11 @@ class PrefixIndex:
         return count
 
     def insert(self, hashes: Sequence[int]) -> None:
+        """Index a prompt's blocks. Last block first, so its prefix is the most recently
+        used: engines free a request's blocks tail first and keep the prefix longest,
+        and a chained hash past a forgotten block could never match anyway."""
         lru = self._lru
-        for h in hashes:
+        for h in reversed(hashes):
             if h in lru:
                 lru.move_to_end(h)
             else:
@@ -269,6 +272,7 @@ class _PrefixRouter(BaseRouter):
             ratio = max(1, view.kv_block_tokens // INDEX_BLOCK_TOKENS)
             if view.kv_capacity_blocks:
                 index.capacity = view.kv_capacity_blocks * ratio
+                index.evict(len(index) - index.capacity)
             seen = self._evicted_seen.get(view.name, 0)
             if view.evicted_blocks > seen:
                 index.evict((view.evicted_blocks - seen) * ratio)

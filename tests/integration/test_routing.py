@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,6 +66,19 @@ def test_a_tasks_steps_stay_on_one_replica_and_spread_under_round_robin(
     replicas = {"count": 4, "backend": "sim", "num_cpus": 0, "sim": {"time_scale": 0}}
     with deployment(live_server, {"replicas": replicas, "routing": {"policy": policy}}) as d:
         affine = run_tasks(d.address, 4)
+        # The engines' own figures, as routing reads them, in the cluster status.
+        with Client(d.address) as client:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = client.cluster_status()
+                if sum(r.calls_served for r in status.replicas) == sum(
+                    r.usage.llm_calls for r in affine
+                ):
+                    break
+                time.sleep(0.2)
+        served = [r for r in status.replicas if r.calls_served]
+        assert served and all(r.prefix_hit_rate > 0.5 for r in served)
+        assert all(r.waiting_requests == r.running_requests == 0 for r in status.replicas)
     with deployment(live_server, {"replicas": replicas, "routing": {"policy": "round_robin"}}) as d:
         spread = run_tasks(d.address, 4)
     assert all(r.usage.llm_calls >= 3 for r in affine + spread)

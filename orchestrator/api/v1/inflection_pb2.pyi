@@ -312,7 +312,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("name", "state", "engine", "model", "node", "unfinished_requests", "in_flight_calls", "calls_served", "output_tokens_served", "last_error")
+    __slots__ = ("name", "state", "engine", "model", "node", "unfinished_requests", "in_flight_calls", "calls_served", "output_tokens_served", "last_error", "waiting_requests", "running_requests", "kv_usage", "prefix_hit_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +323,10 @@ class ReplicaStatus(_message.Message):
     CALLS_SERVED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_SERVED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    KV_USAGE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ReplicaState
     engine: str
@@ -333,7 +337,11 @@ class ReplicaStatus(_message.Message):
     calls_served: int
     output_tokens_served: int
     last_error: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., unfinished_requests: _Optional[int] = ..., in_flight_calls: _Optional[int] = ..., calls_served: _Optional[int] = ..., output_tokens_served: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+    waiting_requests: int
+    running_requests: int
+    kv_usage: float
+    prefix_hit_rate: float
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., unfinished_requests: _Optional[int] = ..., in_flight_calls: _Optional[int] = ..., calls_served: _Optional[int] = ..., output_tokens_served: _Optional[int] = ..., last_error: _Optional[str] = ..., waiting_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_usage: _Optional[float] = ..., prefix_hit_rate: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("replicas", "max_model_len", "model")

@@ -452,12 +452,6 @@ def test_a_dead_replicas_prefix_index_is_forgotten(policy: RoutingPolicy) -> Non
     assert len(router.index(first)) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _observe runs after candidates(), so when every replica is down choose "
-    "raises before clearing their prefix indexes; after a whole-cluster outage the "
-    "restarted replicas keep their stale affinity",
-)
 @pytest.mark.parametrize("policy", PREFIX_AWARE)
 def test_a_whole_cluster_outage_forgets_every_prefix_index(policy: RoutingPolicy) -> None:
     router = prefix_router(policy)
@@ -518,13 +512,6 @@ def test_reported_evictions_shrink_the_index_oldest_first(
         assert index.match(block_hashes(new)) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PrefixIndex evicts a prompt's leading blocks first (inserted first, so "
-    "least recently used), but engines free a request's blocks tail first (vLLM; "
-    "orchestrator/sim/kv.py) and keep its prefix; after a partial eviction the index "
-    "holds only unmatchable tail blocks and drops an affinity the cache still justifies",
-)
 @pytest.mark.parametrize("policy", PREFIX_AWARE)
 def test_a_partial_eviction_leaves_the_index_agreeing_with_the_engine(
     policy: RoutingPolicy,
@@ -589,12 +576,6 @@ def test_reported_kv_capacity_bounds_the_index(
     assert len(router.index("r1")) == 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a capacity reported below the index's current size only takes "
-    "effect at the replica's next insert; until then the index keeps blocks the engine "
-    "cannot hold",
-)
 @pytest.mark.parametrize("policy", PREFIX_AWARE)
 def test_a_capacity_reported_late_trims_the_index_at_once(policy: RoutingPolicy) -> None:
     router = prefix_router(policy)
