@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.blocks import block_hashes
+from orchestrator.blocks import block_hashes, extend_hash
 from orchestrator.domain import CallRequest
 
 # The routing index's block: the simulator's KV block. vLLM's blocks are coarser (128
@@ -95,6 +95,7 @@ class _Routed:
     replica: str
     tokens: int
     prompt: tuple[int, ...]
+    hashes: list[int]  # the prompt's block hashes (prefix-aware policies; else empty)
 
 
 def call_tokens(call: CallRequest) -> int:
@@ -132,7 +133,9 @@ class BaseRouter:
         live = candidates(replicas, exclude)
         name = self._pick(call, live).name
         tokens = self._work(call, name)
-        self._routed[call.call_id] = _Routed(name, tokens, call.prompt_token_ids)
+        self._routed[call.call_id] = _Routed(
+            name, tokens, call.prompt_token_ids, self._hashes_of(call)
+        )
         self._load[name] = self._load.get(name, 0) + tokens
         self._placed(call, name)
         self._turn += 1
@@ -169,6 +172,9 @@ class BaseRouter:
         )
 
     # Hooks.
+    def _hashes_of(self, call: CallRequest) -> list[int]:
+        return []
+
     def _work(self, call: CallRequest, name: str) -> int:
         """The tokens `call` adds to `name`'s outstanding load."""
         return call_tokens(call)
@@ -261,6 +267,9 @@ class _PrefixRouter(BaseRouter):
             self._hashes = (call.call_id, block_hashes(call.prompt_token_ids))
         return self._hashes[1]
 
+    def _hashes_of(self, call: CallRequest) -> list[int]:
+        return self._prompt_hashes(call)
+
     def _observe(self, replicas: Sequence[ReplicaView]) -> None:
         for view in replicas:
             if not view.healthy:
@@ -289,9 +298,19 @@ class _PrefixRouter(BaseRouter):
 
     def _completed(self, routed: _Routed, output_token_ids: Sequence[int]) -> None:
         # The engine keeps the output's KV too: the next step of the task extends it.
-        if routed.replica in self._index and output_token_ids:
-            full = routed.prompt + tuple(output_token_ids)
-            self._index[routed.replica].insert(block_hashes(full))
+        # Only the blocks past the prompt's are new; chain them on from its last hash.
+        index = self._index.get(routed.replica)
+        if index is None or not output_token_ids:
+            return
+        hashes = routed.hashes
+        block = INDEX_BLOCK_TOKENS
+        rest = routed.prompt[len(hashes) * block :] + tuple(output_token_ids)
+        previous = hashes[-1] if hashes else 0
+        extended = list(hashes)
+        for start in range(0, len(rest) - block + 1, block):
+            previous = extend_hash(previous, rest[start : start + block])
+            extended.append(previous)
+        index.insert(extended)
 
 
 class PrefixAffinityRouter(_PrefixRouter):
