@@ -4,10 +4,15 @@ engines behind the gRPC server, reached with the SDK."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import itertools
+import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +127,38 @@ def test_admission_refuses_beyond_the_queue_and_admitted_tasks_complete(
         # The server keeps serving once the burst has drained.
         with Client(d.address, timeout=60) as client:
             assert client.run("chat", "Still there?", max_tokens=8).usage.llm_calls == 1
+
+
+def _readme_admission_example() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## Routing, priority and admission", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return code
+
+
+def test_the_readme_admission_example_runs_against_a_saturated_server(
+    live_server: Any,
+) -> None:
+    config = {
+        "replicas": {"count": 1, "backend": "sim", "num_cpus": 0, "sim": {"time_scale": 1.0}},
+        # One task saturates the replica and nothing may wait.
+        "admission": {"max_outstanding_tokens_per_replica": 1, "max_queued_tasks": 0},
+    }
+    with deployment(live_server, config) as d, Client(d.address, timeout=120) as client:
+        busy = threading.Thread(
+            target=client.run, args=("react", "Keep the replica busy."), kwargs={"seed": 1}
+        )
+        busy.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(r.in_flight_calls for r in client.cluster_status().replicas):
+                    break
+                time.sleep(0.05)
+            out = io.StringIO()
+            code = _readme_admission_example().replace("127.0.0.1:50051", d.address)
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, "README.md admission example", "exec"), {})
+            assert re.fullmatch(r"saturated; retry in \d+\.\d s\n", out.getvalue()), out.getvalue()
+        finally:
+            busy.join(timeout=120)
