@@ -1,0 +1,117 @@
+"""Printing result tables so that no figure is ever cut off.
+
+rich shortens cells with an ellipsis when a table is wider than the console, and a
+console that writes to a pipe is 80 columns wide: `inflection plan ... | cat` used to
+print `276.…`. Every command that prints a table of figures goes through `print_table`:
+
+- `table` (the default): on a terminal, columns fold instead of truncating; on a pipe
+  or file, the console is made as wide as the table needs, so every figure is whole;
+- `csv` and `json`: the same cells, machine-readable (headers as keys for JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections.abc import Sequence
+from enum import StrEnum
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+class TableFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+def add_format_flag(parser: argparse.ArgumentParser) -> None:
+    """The `--format table|csv|json` option, shared by every command that prints figures."""
+    parser.add_argument(
+        "--format",
+        dest="table_format",
+        choices=[f.value for f in TableFormat],
+        default=TableFormat.TABLE.value,
+        help="how to print result tables: a table (never truncated), csv or json (default: table)",
+    )
+
+
+def format_of(args: argparse.Namespace) -> TableFormat:
+    return TableFormat(getattr(args, "table_format", TableFormat.TABLE.value))
+
+
+def _plain(cell: object) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        return Text.from_markup(cell).plain
+    return str(cell)
+
+
+def table_cells(table: Table) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of a rich table as plain strings."""
+    headers = [_plain(column.header) for column in table.columns]
+    columns = [[_plain(cell) for cell in column.cells] for column in table.columns]
+    rows = [list(row) for row in zip(*columns, strict=True)] if columns else []
+    return headers, rows
+
+
+def table_csv(table: Table) -> str:
+    headers, rows = table_cells(table)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def table_json(table: Table) -> bytes:
+    headers, rows = table_cells(table)
+    title = _plain(table.title) if table.title is not None else None
+    doc = {"title": title, "rows": [dict(zip(headers, row, strict=True)) for row in rows]}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+def _never_truncate(table: Table) -> None:
+    for column in table.columns:
+        column.overflow = "fold"
+
+
+def print_table(console: Console, table: Table, fmt: TableFormat = TableFormat.TABLE) -> None:
+    """Print `table` in `fmt` on `console`, whole."""
+    if fmt is TableFormat.CSV:
+        console.file.write(table_csv(table))
+        console.file.flush()
+        return
+    if fmt is TableFormat.JSON:
+        console.file.write(table_json(table).decode() + "\n")
+        console.file.flush()
+        return
+    # rich's minimum width wraps cells at word boundaries only, so at that width every
+    # number is still whole; below it rich would fold or cut them. (Measured before the
+    # columns fold: a folding column's minimum is one character.)
+    measured = Console(width=10_000).measure(table)
+    _never_truncate(table)
+    if console.is_terminal and measured.minimum <= console.width:
+        console.print(table)
+        return
+    # A pipe or file has no window to fit (use the width the table wants); a terminal
+    # too narrow for the table gets it at its minimum width and soft-wraps the lines.
+    width = measured.maximum if not console.is_terminal else measured.minimum
+    wide = Console(
+        file=console.file,
+        width=max(console.width, width),
+        no_color=not console.is_terminal,
+        highlight=False,
+        force_terminal=console.is_terminal,
+    )
+    wide.print(table)
+
+
+def print_tables(console: Console, tables: Sequence[Table], fmt: TableFormat) -> None:
+    for table in tables:
+        print_table(console, table, fmt)
