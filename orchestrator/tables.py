@@ -76,6 +76,22 @@ def table_json(table: Table) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
+def _keep_words_whole(table: Table) -> int:
+    """Give every column a minimum width of its longest word (header or cell) and return
+    the table's width at those minimums, padding and borders included. (Left alone, rich
+    shrinks the widest columns first, below the width of the numbers in them.)"""
+    headers, rows = table_cells(table)
+    widths = [
+        max(len(word) for text in (header, *column) for word in (text.split() or [""]))
+        for header, column in zip(
+            headers, zip(*rows, strict=True) if rows else [()] * len(headers), strict=True
+        )
+    ]
+    for column, width in zip(table.columns, widths, strict=True):
+        column.min_width = max(column.min_width or 0, width)
+    return sum(widths) + 3 * len(widths) + 1
+
+
 def _never_truncate(table: Table) -> None:
     for column in table.columns:
         column.overflow = "fold"
@@ -91,17 +107,14 @@ def print_table(console: Console, table: Table, fmt: TableFormat = TableFormat.T
         console.file.write(table_json(table).decode() + "\n")
         console.file.flush()
         return
-    # rich's minimum width wraps cells at word boundaries only, so at that width every
-    # number is still whole; below it rich would fold or cut them. (Measured before the
-    # columns fold: a folding column's minimum is one character.)
-    measured = Console(width=10_000).measure(table)
+    needed = _keep_words_whole(table)
     _never_truncate(table)
-    if console.is_terminal and measured.minimum <= console.width:
+    if console.is_terminal and needed <= console.width:
         console.print(table)
         return
     # A pipe or file has no window to fit (use the width the table wants); a terminal
     # too narrow for the table gets it at its minimum width and soft-wraps the lines.
-    width = measured.maximum if not console.is_terminal else measured.minimum
+    width = Console(width=10_000).measure(table).maximum if not console.is_terminal else needed
     wide = Console(
         file=console.file,
         width=max(console.width, width),
