@@ -1,6 +1,8 @@
 """Bearer-token authentication for the gRPC server (optional, from config).
 
-Health checks stay open so load balancers and orchestrators can probe the server."""
+The interceptor picks the handler before gRPC reads the request body, so a refused call
+is answered without its body being parsed. Health checks stay open so load balancers and
+orchestrators can probe the server."""
 
 from __future__ import annotations
 
@@ -51,10 +53,9 @@ def _denying(
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover (makes this an async generator)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    # No request deserializer: a refused body stays raw bytes, never parsed (nor logged
+    # when it is not a valid message), so a client without a token reaches no parser.
+    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(deny_stream, **kwargs)
     if handler.stream_stream:
