@@ -200,6 +200,11 @@ class Executor:
     def programs(self) -> Mapping[str, Program]:
         return {name: it.program for name, it in self._interpreters.items()}
 
+    @property
+    def max_model_len(self) -> int:
+        """The model's context length, for the server's checks before any per-token work."""
+        return self._dispatcher.max_model_len
+
     def info(self, name: str) -> AgentInfo:
         """A program's description with its expected cost per task (cached)."""
         if name not in self._infos:
