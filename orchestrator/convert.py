@@ -30,6 +30,19 @@ from orchestrator.domain import (
     ToolRecord,
 )
 
+# Longest client value quoted back in a status message: enough to recognise it. A status
+# message travels in a trailer, and gRPC clients refuse trailers over 8 KiB by default
+# (RESOURCE_EXHAUSTED instead of the real status), so echoes must stay short.
+ECHO_CHARS = 80
+
+
+def shorten(value: str, limit: int = ECHO_CHARS) -> str:
+    """`value` cut to `limit` characters for an error message, saying how long it was."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}… ({len(value)} chars)"
+
+
 _REPLICA_STATE_TO_PB = {
     ReplicaState.STARTING: pb.REPLICA_STATE_STARTING,
     ReplicaState.READY: pb.REPLICA_STATE_READY,
@@ -78,6 +91,13 @@ def record_to_pb(record: CallRecord) -> pb.CallRecord:
     )
 
 
+def _finish_reason(value: str) -> FinishReason:
+    try:
+        return FinishReason(value)
+    except ValueError:
+        raise ValueError(f"call record with an unknown finish_reason {shorten(value)!r}") from None
+
+
 def record_from_pb(msg: pb.CallRecord) -> CallRecord:
     t = msg.timings
     return CallRecord(
@@ -93,7 +113,7 @@ def record_from_pb(msg: pb.CallRecord) -> CallRecord:
             itl=tuple(t.itl),
             e2e=t.e2e,
         ),
-        finish_reason=FinishReason(msg.finish_reason),
+        finish_reason=_finish_reason(msg.finish_reason),
         after=tuple(msg.after),
         dispatch_to_result=t.dispatch_to_result,
     )

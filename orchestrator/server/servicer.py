@@ -21,6 +21,7 @@ from orchestrator.convert import (
     cluster_to_pb,
     event_to_pb,
     generate_output_to_pb,
+    shorten,
     task_result_to_pb,
     task_usage_to_pb,
 )
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 USAGE_TRAILER = "inflection-usage-bin"
 # RESOURCE_EXHAUSTED: milliseconds after which a retry is likely to be admitted.
 RETRY_AFTER_TRAILER = "retry-after-ms"
+# Longest status message sent: client values in it are already cut to 80 characters;
+# this bounds the rest, as a client refuses trailers over 8 KiB (and reports
+# RESOURCE_EXHAUSTED in place of the real status).
+MESSAGE_CHARS = 1000
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -97,7 +102,7 @@ def task_spec(
     if steps is None:
         raise TaskFailed(
             ErrorCode.NOT_FOUND,
-            f"agent {request.agent!r} does not exist (ListAgents names the agents)",
+            f"agent {shorten(request.agent)!r} does not exist (ListAgents names the agents)",
         )
     if not request.input.strip():
         raise _Invalid("input: must not be empty")
@@ -109,12 +114,12 @@ def task_spec(
     for name, tokens in request.step_max_tokens.items():
         if name not in steps:
             raise _Invalid(
-                f"step_max_tokens: agent {request.agent!r} has no step {name!r} "
+                f"step_max_tokens: agent {request.agent!r} has no step {shorten(name)!r} "
                 f"(its llm steps: {', '.join(steps)})"
             )
         if not 1 <= tokens <= limits.max_tokens_per_call:
             raise _Invalid(
-                f"step_max_tokens[{name!r}]: must be between 1 and "
+                f"step_max_tokens[{shorten(name)!r}]: must be between 1 and "
                 f"{limits.max_tokens_per_call}, got {tokens}"
             )
     if request.HasField("deadline_ms") and request.deadline_ms == 0:
@@ -143,30 +148,41 @@ def generate_spec(
     limits: LimitsConfig,
     vocab_size: int,
     context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    max_model_len: int,
 ) -> GenerateSpec:
+    """Validate a GenerateRequest (raises _Invalid). Runs on the event loop, so sizes are
+    checked first and the per-token work is bounded by max_model_len and done in C."""
+    ids = request.prompt_token_ids
     has_text = bool(request.prompt)
-    has_ids = len(request.prompt_token_ids) > 0
-    if has_text == has_ids:
+    if has_text == (len(ids) > 0):
         raise _Invalid("prompt / prompt_token_ids: give exactly one of them")
     if len(request.prompt) > limits.max_input_chars:
         raise _Invalid(
             f"prompt: {len(request.prompt)} characters, over the limit of {limits.max_input_chars}"
         )
-    for position, token in enumerate(request.prompt_token_ids):
-        if token >= vocab_size:
-            raise _Invalid(
-                f"prompt_token_ids[{position}]: {token} is outside the vocabulary "
-                f"(size {vocab_size})"
-            )
     _check_sampling(request.sampling, limits)
+    s = request.sampling
+    max_tokens = s.max_tokens if s.HasField("max_tokens") else 16
+    if ids and len(ids) + max_tokens > max_model_len:
+        raise _Invalid(
+            f"prompt_token_ids: {len(ids)} tokens plus max_tokens {max_tokens} exceed the "
+            f"model's max_model_len of {max_model_len}"
+        )
+    # max() runs in C (a Python loop over 1M ids held the event loop for 70 ms); the
+    # loop only runs to name the first bad position.
+    if ids and max(ids) >= vocab_size:
+        position, token = next((i, t) for i, t in enumerate(ids) if t >= vocab_size)
+        raise _Invalid(
+            f"prompt_token_ids[{position}]: {token} is outside the vocabulary (size {vocab_size})"
+        )
     if request.HasField("deadline_ms") and request.deadline_ms == 0:
         raise _Invalid("deadline_ms: must be positive when set")
-    s = request.sampling
     return GenerateSpec(
         prompt=request.prompt,
-        prompt_token_ids=tuple(request.prompt_token_ids),
+        prompt_token_ids=tuple(ids),
         sampling=Sampling(
-            max_tokens=s.max_tokens if s.HasField("max_tokens") else 16,
+            max_tokens=max_tokens,
             temperature=s.temperature if s.HasField("temperature") else 1.0,
             top_p=s.top_p if s.HasField("top_p") else 1.0,
             ignore_eos=s.ignore_eos if s.HasField("ignore_eos") else False,
@@ -196,7 +212,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
         if isinstance(exc, _Invalid):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, shorten(str(exc), MESSAGE_CHARS))
         if isinstance(exc, TaskFailed):
             trailers: list[tuple[str, str | bytes]] = []
             if exc.usage is not None:
@@ -205,7 +221,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
                 trailers.append((RETRY_AFTER_TRAILER, str(round(exc.retry_after_s * 1000))))
             if trailers:
                 context.set_trailing_metadata(tuple(trailers))
-            await context.abort(STATUS_OF[exc.code], exc.message)
+            await context.abort(STATUS_OF[exc.code], shorten(exc.message, MESSAGE_CHARS))
         log.exception("internal error while serving a request")
         await context.abort(
             grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
@@ -254,7 +270,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.GenerateChunk]:
         try:
-            spec = generate_spec(request, self._limits, self._vocab_size, context)
+            spec = generate_spec(
+                request,
+                self._limits,
+                self._vocab_size,
+                context,
+                max_model_len=self._executor.max_model_len,
+            )
             outputs = self._executor.generate(spec)
             try:
                 async for output in outputs:

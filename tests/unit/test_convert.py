@@ -19,6 +19,7 @@ from orchestrator.convert import (
     generate_output_to_pb,
     record_from_pb,
     record_to_pb,
+    shorten,
     task_result_from_pb,
     task_result_to_pb,
 )
@@ -146,6 +147,21 @@ def test_every_task_event_round_trips(event: TaskEvent) -> None:
 def test_event_without_payload_is_an_error() -> None:
     with pytest.raises(ValueError, match="no known payload"):
         event_from_pb(pb.TaskEvent())
+
+
+def test_shorten_keeps_short_values_and_cuts_long_ones_saying_how_long() -> None:
+    assert shorten("plan_execute") == "plan_execute"
+    assert shorten("x" * 80) == "x" * 80
+    assert shorten("x" * 1_000_000) == "x" * 80 + "… (1000000 chars)"
+    assert shorten("abcdef", 3) == "abc… (6 chars)"
+
+
+def test_an_unknown_finish_reason_is_an_error_with_a_short_message() -> None:
+    message = record_to_pb(records()[0])
+    message.finish_reason = "z" * 100_000
+    with pytest.raises(ValueError, match="unknown finish_reason") as failed:
+        record_from_pb(message)
+    assert len(str(failed.value)) < 200
 
 
 def test_a_step_started_without_a_kind_reads_as_an_llm_step() -> None:

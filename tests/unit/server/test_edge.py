@@ -6,12 +6,15 @@ refused before its body is parsed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents import plan_execute
 from orchestrator.api.v1 import inflection_pb2 as pb
@@ -38,15 +41,18 @@ class FakeCluster:
         return ClusterStatus(replicas=(), model="tiny", max_model_len=4096)
 
 
-async def serve(token: str | None) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+async def serve(
+    token: str | None, limits: LimitsConfig | None = None
+) -> tuple[grpc.aio.Server, str]:
+    limits = limits or LimitsConfig()
     executor = Executor(
         FakeDispatcher(), RoundRobinRouter(), FakeTokenizer(), {"plan_execute": plan_execute()}
     )
-    servicer = OrchestratorServicer(executor, FakeCluster(), LimitsConfig(), vocab_size=256)
+    servicer = OrchestratorServicer(executor, FakeCluster(), limits, vocab_size=256)
     server, port = await start_grpc_server(
-        servicer, ServerConfig(host="127.0.0.1", port=0, auth_token=token)
+        servicer, ServerConfig(host="127.0.0.1", port=0, auth_token=token), limits
     )
-    return server, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return server, f"127.0.0.1:{port}"
 
 
 @pytest.fixture(autouse=True)
@@ -69,12 +75,14 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
     yield bodies
 
 
-async def started(token: str | None) -> AsyncIterator[grpc.aio.Channel]:
-    server, chan = await serve(token)
+async def started(
+    token: str | None, limits: LimitsConfig | None = None
+) -> AsyncIterator[grpc.aio.Channel]:
+    server, address = await serve(token, limits)
     try:
-        yield chan
+        async with grpc.aio.insecure_channel(address) as chan:
+            yield chan
     finally:
-        await chan.close()
         await server.stop(grace=None)
 
 
@@ -88,6 +96,17 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 async def guarded() -> AsyncIterator[grpc.aio.Channel]:
     async for chan in started(TOKEN):
         yield chan
+
+
+@pytest.fixture
+async def roomy() -> AsyncIterator[str]:
+    """The address of a server whose limits let multi-megabyte requests reach the
+    servicer."""
+    server, address = await serve(None, LimitsConfig(max_input_chars=2_000_000))
+    try:
+        yield address
+    finally:
+        await server.stop(grace=None)
 
 
 async def send_raw(
@@ -205,3 +224,66 @@ def test_rate_limited_line_says_how_many_were_suppressed(
         "bad body",
         "bad body (3 more like it in the last 10 s not logged)",
     ]
+
+
+@pytest.mark.parametrize("length", [20_000, 1_000_000])
+async def test_a_huge_agent_name_is_not_found_with_a_short_message(roomy: str, length: int) -> None:
+    # A 20 kB name echoed whole overflowed the client's 8 KiB metadata limit, so the
+    # client saw RESOURCE_EXHAUSTED instead of NOT_FOUND.
+    async with grpc.aio.insecure_channel(roomy) as chan:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await pb_grpc.OrchestratorStub(chan).Run(
+                pb.TaskRequest(agent="a" * length, input="hi"), timeout=10
+            )
+    assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+    details = failed.value.details() or ""
+    assert f"… ({length} chars)" in details
+    assert len(details) < 200
+
+
+async def test_a_million_token_prompt_is_refused_at_once_and_health_checks_keep_answering(
+    roomy: str,
+) -> None:
+    # Every id is in the vocabulary, so the only thing wrong is the length; checked
+    # first, it costs no per-token work on the event loop.
+    body = pb.GenerateRequest(
+        prompt_token_ids=[5 + i % 200 for i in range(1_000_000)]
+    ).SerializeToString()
+    # The health checks come on their own connection, as a load balancer's would.
+    async with (
+        grpc.aio.insecure_channel(roomy) as chan,
+        grpc.aio.insecure_channel(roomy) as probe_channel,
+    ):
+        health = health_pb2_grpc.HealthStub(probe_channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        await health.Check(request, timeout=5)
+        refused = asyncio.Event()
+        latencies: list[float] = []
+
+        async def probe() -> None:
+            while not refused.is_set():
+                started_at = time.perf_counter()
+                await health.Check(request, timeout=5)
+                latencies.append(time.perf_counter() - started_at)
+
+        async def send_big() -> list[float]:
+            took = []
+            try:
+                for _ in range(5):
+                    started_at = time.perf_counter()
+                    error = await send_raw(chan, "Generate", body)
+                    took.append(time.perf_counter() - started_at)
+                    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+                    assert "max_model_len of 4096" in (error.details() or "")
+            finally:
+                refused.set()
+            return took
+
+        _, took = await asyncio.gather(probe(), send_big())
+    assert max(took) < 1.0
+    assert len(latencies) >= 5
+    # Before, 70 ms of per-token checks held the event loop for each big request, so
+    # about one probe per request took over 50 ms; now only parsing the body (~7 ms)
+    # does. One slow probe is tolerated: the machine may be busy with other work.
+    slow = [t for t in latencies if t > 0.05]
+    assert len(slow) <= 1, sorted(latencies)[-5:]

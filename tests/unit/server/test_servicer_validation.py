@@ -16,6 +16,7 @@ from orchestrator.server.servicer import _Invalid, generate_spec, task_spec
 LIMITS = LimitsConfig(max_tokens_per_call=100, max_input_chars=50)
 STEPS = ("planner", "worker", "synthesizer")
 VOCAB = 256
+MAX_MODEL_LEN = 1000
 
 
 class FakeContext:
@@ -41,7 +42,9 @@ def task(remaining: float | None = None, **fields: Any) -> TaskSpec:
 
 def generate(remaining: float | None = None, **fields: Any) -> GenerateSpec:
     context: Any = FakeContext(remaining)
-    return generate_spec(pb.GenerateRequest(**fields), LIMITS, VOCAB, context)
+    return generate_spec(
+        pb.GenerateRequest(**fields), LIMITS, VOCAB, context, max_model_len=MAX_MODEL_LEN
+    )
 
 
 def sampling(**fields: Any) -> pb.SamplingOptions:
@@ -154,6 +157,27 @@ def test_unknown_agent_is_not_found() -> None:
     assert "'nope'" in failed.value.message
 
 
+@pytest.mark.parametrize("length", [20_000, 1_000_000])
+def test_a_huge_agent_name_is_quoted_short(length: int) -> None:
+    with pytest.raises(TaskFailed) as failed:
+        task(agent="a" * length)
+    assert failed.value.code is ErrorCode.NOT_FOUND
+    message = failed.value.message
+    assert f"'{'a' * 80}… ({length} chars)' does not exist" in message
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize(
+    ("tokens", "field"), [(5, "step_max_tokens: agent 'plan_execute' has no step"), (0, "")]
+)
+def test_a_huge_step_name_is_quoted_short(tokens: int, field: str) -> None:
+    name = "worker" if not field else "w" * 50_000
+    with pytest.raises(_Invalid) as invalid:
+        task(step_max_tokens={name: tokens})
+    assert field in str(invalid.value)
+    assert len(str(invalid.value)) < 200
+
+
 @pytest.mark.parametrize(
     ("deadline_ms", "remaining", "expected"),
     [
@@ -180,6 +204,12 @@ def test_generate_with_a_text_prompt_gets_the_defaults() -> None:
     assert spec.sampling.ignore_eos is False
     assert (spec.sampling.temperature, spec.sampling.top_p) == (1.0, 1.0)
     assert spec.sampling.seed is None
+
+
+def test_a_prompt_that_just_fits_the_context_is_accepted() -> None:
+    spec = generate(prompt_token_ids=[255] * 984)
+    assert len(spec.prompt_token_ids) == 984
+    assert generate(prompt="hi", sampling=sampling(max_tokens=100)).prompt == "hi"
 
 
 def test_generate_with_token_ids_maps_through() -> None:
@@ -222,6 +252,22 @@ def test_generate_with_token_ids_maps_through() -> None:
             "sampling.temperature: must be between 0 and 10",
         ),
         ({"prompt": "hi", "deadline_ms": 0}, "deadline_ms: must be positive when set"),
+        (
+            {"prompt_token_ids": [1] * 985},
+            "prompt_token_ids: 985 tokens plus max_tokens 16 exceed the model's "
+            "max_model_len of 1000",
+        ),
+        (
+            {"prompt_token_ids": [1] * 901, "sampling": sampling(max_tokens=100)},
+            "prompt_token_ids: 901 tokens plus max_tokens 100 exceed the model's "
+            "max_model_len of 1000",
+        ),
+        # The size is checked before any per-token work: a million ids are refused for
+        # their number, not walked through for the bad one at the end.
+        (
+            {"prompt_token_ids": [1] * 1_000_000 + [10_000]},
+            "prompt_token_ids: 1000001 tokens plus max_tokens 16 exceed",
+        ),
     ],
 )
 def test_bad_generate_requests_name_the_field_and_the_limit(
