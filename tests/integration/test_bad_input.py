@@ -3,6 +3,8 @@ never a traceback, and the server keeps serving."""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 
@@ -83,3 +85,27 @@ def test_server_keeps_serving_after_errors(client) -> None:  # type: ignore[no-u
         with pytest.raises(InvalidArgument):
             client.run("plan_execute", "")
     assert client.run("plan_execute", "Plan a trip.", max_tokens=4).usage.llm_calls == 5
+
+
+def test_unparseable_body_is_invalid_argument_and_logged_once(  # type: ignore[no-untyped-def]
+    client, live_server, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    with grpc.insecure_channel(live_server.address) as channel:
+        run = channel.unary_unary("/inflection.v1.Orchestrator/Run")
+        for _ in range(10):
+            with pytest.raises(grpc.RpcError) as info:
+                run(b"\x0a\xff", timeout=30)  # a length that never ends: no message parses
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == "request body is not a valid inflection.v1.TaskRequest"
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if "inflection.v1.TaskRequest" in r.getMessage()]) == 1
+    assert client.run("plan_execute", "Plan a trip.", max_tokens=4).usage.llm_calls == 5
+
+
+def test_a_20_kb_agent_name_is_not_found_with_a_short_message(client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(NotFound) as info:
+        client.run("x" * 20_000, "hello")
+    assert "(20000 chars)" in info.value.details
+    assert len(info.value.details) < 200
