@@ -1,8 +1,9 @@
 """The files a headless agentic Locust run leaves behind, from `AgenticStats.snapshot()`:
 
-    report.html        one self-contained page: summary and per-agent tables, throughput
-                       and latency percentiles over time, amplification per agent (inline
-                       SVG; nothing loads from the network)
+    report.html        one self-contained page: summary and per-agent tables (latencies
+                       in ms), throughput and latency percentiles over time over a rolling
+                       window (loadtests.series), amplification per agent (inline SVG;
+                       nothing loads from the network)
     summary.json       title, config and the snapshot as it is (orjson)
     summary.csv        one row per agent plus an "(all)" row, distributions flattened
     timeseries.csv     the snapshot's per-second buckets
@@ -25,10 +26,13 @@ import numpy as np
 import orjson
 
 from loadtests.metrics import PERCENTILES, TaskSample
+from loadtests.series import STEP_S, WINDOW_S, RollingPoint, from_buckets, rolling
 from orchestrator.sim.report import _CSS, _figure, _json_default, _no_data, _svg
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from loadtests.sweep_curve import SweepPoint
 
 FORMAT_VERSION = 1  # of summary.json
 ALL = "(all)"  # the summary row's agent name in summary.csv
@@ -180,16 +184,19 @@ def report_html(
     samples: Sequence[TaskSample] | None = None,
 ) -> str:
     esc = html.escape
+    # Exact from the raw samples; from the 1 s buckets when only the snapshot is at hand.
+    points = rolling(samples) if samples else from_buckets(snapshot["timeseries"])
+    window = f"{WINDOW_S:g} s rolling window, a point every {STEP_S:g} s"
     plots = [
-        ("throughput", "Throughput over time (per second, by completion)", _throughput(snapshot)),
-        ("latency", "Task latency and TTFT percentiles over time", _latency(snapshot)),
+        ("throughput", f"Throughput over time ({window}, by completion)", _throughput(points)),
+        ("latency", f"Task latency and TTFT percentiles over time ({window})", _latency(points)),
         ("amplification", "Token amplification per agent", _amplification(snapshot, samples)),
     ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{esc(title)}</title><style>{_CSS}\n{_WIDE_TABLES}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         "<h2>Summary</h2>",
         _table(snapshot),
@@ -204,92 +211,113 @@ def report_html(
     return "\n".join(parts)
 
 
-_TABLE_COLUMNS = (
-    ("tasks", "tasks", "{:d}"),
-    ("failed", "failed", "{:d}"),
-    ("tasks_per_s", "tasks/s", "{:.2f}"),
-    ("goodput_per_s", "goodput/s", "{:.2f}"),
-    ("token_amplification.mean", "amplification mean", "{:.2f}"),
-    ("token_amplification.p99", "amplification p99", "{:.2f}"),
-    ("llm_calls_per_task.mean", "calls/task", "{:.2f}"),
-    ("prompt_tokens_per_s", "prompt tok/s", "{:.0f}"),
-    ("output_tokens_per_s", "output tok/s", "{:.0f}"),
-    ("prefix_hit_rate", "prefix hit rate", "{:.1%}"),
-    ("task_ttft_s.p50", "TTFT p50 (s)", "{:.3f}"),
-    ("task_ttft_s.p99", "TTFT p99 (s)", "{:.3f}"),
-    ("task_latency_s.p50", "latency p50 (s)", "{:.3f}"),
-    ("task_latency_s.p99", "latency p99 (s)", "{:.3f}"),
-    ("call_tpot_s.p99", "TPOT p99 (s)", "{:.4f}"),
+# (figure path, header, format, scale): latencies shown in ms, as in the web UI.
+_TABLE_COLUMNS: tuple[tuple[str, str, str, float], ...] = (
+    ("tasks", "tasks", "{:d}", 1),
+    ("failed", "failed", "{:d}", 1),
+    ("tasks_per_s", "tasks/s", "{:.2f}", 1),
+    ("goodput_per_s", "goodput/s", "{:.2f}", 1),
+    ("token_amplification.mean", "amp. mean", "{:.2f}", 1),
+    ("token_amplification.p99", "amp. p99", "{:.2f}", 1),
+    ("llm_calls_per_task.mean", "calls/task", "{:.2f}", 1),
+    ("prompt_tokens_per_s", "prompt tok/s", "{:.0f}", 1),
+    ("output_tokens_per_s", "output tok/s", "{:.0f}", 1),
+    ("prefix_hit_rate", "prefix hits", "{:.1%}", 1),
+    ("task_ttft_s.p50", "TTFT p50 (ms)", "{:.0f}", 1000),
+    ("task_ttft_s.p99", "TTFT p99 (ms)", "{:.0f}", 1000),
+    ("task_latency_s.p50", "latency p50 (ms)", "{:.0f}", 1000),
+    ("task_latency_s.p99", "latency p99 (ms)", "{:.0f}", 1000),
+    ("call_tpot_s.p99", "TPOT p99 (ms)", "{:.1f}", 1000),
 )
 
+# The summary table has 16 columns: the page is a little wider than simulate.html's so it
+# fits a 1280 px window, and on a narrower one it scrolls inside its box (headers wrap
+# first), so the page itself never scrolls sideways.
+_WIDE_TABLES = """
+body{max-width:1200px}
+.table-scroll{overflow-x:auto;max-width:100%}
+table.summary{font-size:.85rem}
+table.summary th,table.summary td{padding:.25rem .45rem}
+table.summary th{white-space:normal;vertical-align:bottom}
+""".strip()
 
-def _cell(fig: Mapping[str, Any], key: str, fmt: str) -> str:
+
+def _cell(fig: Mapping[str, Any], key: str, fmt: str, scale: float) -> str:
     value: Any = fig
     for part in key.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
-    return "-" if value is None else fmt.format(value)
+    if value is None:
+        return "-"
+    return fmt.format(value * scale if scale != 1 else value)
 
 
 def _table(snapshot: Mapping[str, Any]) -> str:
-    head = "".join(f'<th class="num">{html.escape(label)}</th>' for _, label, _ in _TABLE_COLUMNS)
-    rows = [f'<table class="summary"><tr><th>agent</th>{head}</tr>']
+    head = "".join(f'<th class="num">{html.escape(label)}</th>' for _, label, *_ in _TABLE_COLUMNS)
+    rows = [f'<div class="table-scroll"><table class="summary"><tr><th>agent</th>{head}</tr>']
     entries = [(ALL, snapshot["summary"])] + [(a["agent"], a) for a in snapshot["per_agent"]]
     for agent, fig in entries:
         cells = "".join(
-            f'<td class="num">{html.escape(_cell(fig, key, fmt))}</td>'
-            for key, _, fmt in _TABLE_COLUMNS
+            f'<td class="num">{html.escape(_cell(fig, key, fmt, scale))}</td>'
+            for key, _, fmt, scale in _TABLE_COLUMNS
         )
         rows.append(f"<tr><td>{html.escape(agent)}</td>{cells}</tr>")
-    rows.append("</table>")
+    rows.append("</table></div>")
     return "\n".join(rows)
 
 
-def _elapsed(buckets: Sequence[Mapping[str, Any]]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    t = np.array([b["t"] for b in buckets], dtype=float)
-    return t - t[0] if t.size else t
+# Under the plot, so a line near the top is never hidden behind it.
+_LEGEND_BELOW: dict[str, Any] = {
+    "loc": "upper center",
+    "bbox_to_anchor": (0.5, -0.2),
+    "ncol": 4,
+    "fontsize": 8,
+    "frameon": False,
+}
 
 
-def _series(buckets: Sequence[Mapping[str, Any]], key: str) -> np.ndarray[Any, np.dtype[Any]]:
-    return np.array([np.nan if b.get(key) is None else b[key] for b in buckets], dtype=float)
+def _values(points: Sequence[RollingPoint], key: str, scale: float = 1.0) -> list[float]:
+    """One figure of every point; NaN (a gap in the line) where it has none."""
+    values = [getattr(p, key) for p in points]
+    return [np.nan if v is None else float(v) * scale for v in values]
 
 
-def _throughput(snapshot: Mapping[str, Any]) -> Figure:
+def _throughput(points: Sequence[RollingPoint]) -> Figure:
     fig, ax = _figure()
     ax.set_xlabel("run time (s)")
-    buckets = snapshot["timeseries"]
-    if not buckets:
+    if not points:
         _no_data(ax, "completed tasks")
         return fig
-    t = _elapsed(buckets)
-    ax.plot(t, _series(buckets, "tasks_per_s"), label="tasks/s", color="C0")
-    ax.plot(t, _series(buckets, "failures_per_s"), label="failures/s", color="C3")
+    t = [p.elapsed_s for p in points]
+    ax.plot(t, _values(points, "tasks_per_s"), label="tasks/s (ok)", color="C0")
+    ax.plot(t, _values(points, "failures_per_s"), label="failures/s", color="C3")
     ax.set_ylabel("tasks / s")
+    ax.set_ylim(bottom=0)
     tokens = ax.twinx()
-    tokens.plot(t, _series(buckets, "output_tokens_per_s"), label="output tok/s", color="C2")
+    tokens.plot(t, _values(points, "output_tokens_per_s"), label="output tok/s", color="C2")
     tokens.set_ylabel("output tokens / s")
+    tokens.set_ylim(bottom=0)
     lines = ax.get_lines() + tokens.get_lines()
-    ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left", fontsize=8)
+    ax.legend(lines, [str(line.get_label()) for line in lines], **_LEGEND_BELOW)
     return fig
 
 
-def _latency(snapshot: Mapping[str, Any]) -> Figure:
+def _latency(points: Sequence[RollingPoint]) -> Figure:
     fig, ax = _figure()
     ax.set_xlabel("run time (s)")
-    buckets = snapshot["timeseries"]
-    if not buckets:
+    if not points:
         _no_data(ax, "completed tasks")
         return fig
-    t = _elapsed(buckets)
-    marker = "." if len(buckets) <= 120 else ""
+    t = [p.elapsed_s for p in points]
     for key, label, colour, style in (
         ("task_latency_p50_s", "latency p50", "C0", "-"),
         ("task_latency_p99_s", "latency p99", "C0", "--"),
         ("task_ttft_p50_s", "TTFT p50", "C1", "-"),
         ("task_ttft_p99_s", "TTFT p99", "C1", "--"),
     ):
-        ax.plot(t, _series(buckets, key), style, marker=marker, color=colour, label=label)
-    ax.set_ylabel("seconds")
-    ax.legend(loc="upper left", fontsize=8)
+        ax.plot(t, _values(points, key, 1000), style, color=colour, label=label)
+    ax.set_ylabel("ms")
+    ax.set_ylim(bottom=0)
+    ax.legend(**_LEGEND_BELOW)
     return fig
 
 
@@ -326,3 +354,135 @@ def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | 
     ax.set_yticks(range(len(dists)), [a for a, _ in dists])
     ax.set_xlabel("token amplification: p50-p90 bar, whisker to p99, dot = mean")
     return fig
+
+
+# ---------------------------------------------------------------------------- sweep curve
+# `inflection load --sweep`: the offered-vs-achieved curve and latency percentiles per step.
+
+
+def sweep_section(points: Sequence[SweepPoint], *, slo: str) -> str:
+    """The HTML of the sweep curve: the plot, the verdict and a table of the steps."""
+    from loadtests.sweep_curve import verdict
+
+    esc = html.escape
+    head = (
+        "offered tasks/s",
+        "achieved tasks/s",
+        "tasks",
+        "within SLO",
+        "TTFT p50 (ms)",
+        "TTFT p99 (ms)",
+        "latency p50 (ms)",
+        "latency p99 (ms)",
+        "verdict",
+    )
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f}"
+
+    rows = [
+        '<div style="overflow-x:auto"><table class="summary"><tr>'
+        + "".join(f'<th class="num">{esc(h)}</th>' for h in head)
+        + "</tr>"
+    ]
+    for p in points:
+        cells = (
+            f"{p.offered_per_s:g}",
+            f"{p.achieved_per_s:.2f}",
+            str(p.tasks),
+            f"{p.good_fraction:.1%}",
+            ms(p.task_ttft_p50_s),
+            ms(p.task_ttft_p99_s),
+            ms(p.task_latency_p50_s),
+            ms(p.task_latency_p99_s),
+            "met" if p.met else "broke",
+        )
+        rows.append("<tr>" + "".join(f'<td class="num">{esc(c)}</td>' for c in cells) + "</tr>")
+    rows.append("</table></div>")
+    caption = (
+        "Rate sweep: achieved against offered task rate (left) and task latency and TTFT "
+        "percentiles per step (right); hollow markers are steps that broke the SLO"
+    )
+    return "\n".join(
+        [
+            '<section id="sweep"><h2>Rate sweep</h2>',
+            f"<p>SLO: <code>{esc(slo)}</code>. {esc(verdict(points).line(slo))}.</p>",
+            f'<figure class="plot" id="plot-sweep">{_svg(_sweep_figure(points), "sweep")}'
+            f"<figcaption>{esc(caption)}.</figcaption></figure>",
+            *rows,
+            "</section>",
+        ]
+    )
+
+
+def _sweep_figure(points: Sequence[SweepPoint]) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    rate, latency = fig.subplots(1, 2)
+    offered = np.array([p.offered_per_s for p in points], dtype=float)
+    achieved = np.array([p.achieved_per_s for p in points], dtype=float)
+    met = np.array([p.met for p in points], dtype=bool)
+    top = float(max(offered.max(initial=0.0), achieved.max(initial=0.0), 1e-9)) * 1.1
+    for ax in (rate, latency):
+        ax.grid(True, color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_xlabel("offered rate (tasks/s)")
+    rate.plot([0, top], [0, top], ":", color="#8c959f", label="achieved = offered")
+    rate.plot(offered, achieved, "-", color="C0")
+    rate.plot(offered[met], achieved[met], "o", color="C0", label="met the SLO")
+    rate.plot(offered[~met], achieved[~met], "o", mfc="none", color="C3", label="broke the SLO")
+    rate.set_ylabel("achieved rate (ok tasks/s)")
+    rate.set_title("Throughput")
+    rate.legend(loc="upper left", fontsize=8)
+    for key, label, colour, style in (
+        ("task_latency_p50_s", "latency p50", "C0", "-"),
+        ("task_latency_p99_s", "latency p99", "C0", "--"),
+        ("task_ttft_p50_s", "TTFT p50", "C1", "-"),
+        ("task_ttft_p99_s", "TTFT p99", "C1", "--"),
+    ):
+        values = np.array(
+            [np.nan if getattr(p, key) is None else getattr(p, key) * 1000 for p in points]
+        )
+        latency.plot(offered, values, style, marker="o", color=colour, label=label)
+    latency.set_ylabel("ms")
+    latency.set_title("Task latency and TTFT")
+    latency.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def add_sweep_section(report: Path, points: Sequence[SweepPoint], *, slo: str) -> None:
+    """Insert the sweep section into an existing report.html, before its end."""
+    text = report.read_text()
+    end = text.rfind("</body>")
+    section = sweep_section(points, slo=slo)
+    report.write_text(text[:end] + section + "\n" + text[end:] if end >= 0 else text + section)
+
+
+def write_sweep_report(
+    out_dir: str | PathLike[str],
+    points: Sequence[SweepPoint],
+    *,
+    slo: str,
+    config: Mapping[str, Any],
+    title: str = "inflection load --sweep",
+) -> Path:
+    """report.html of a sweep run as separate Locust runs: the sweep section alone."""
+    esc = html.escape
+    path = Path(out_dir) / "report.html"
+    path.write_text(
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>{esc(title)}</title><style>{_CSS}\n{_WIDE_TABLES}</style></head><body>",
+                f"<h1>{esc(title)}</h1>",
+                sweep_section(points, slo=slo),
+                "<h2>Configuration</h2>",
+                f"<pre>{esc(_dumps(dict(config)).decode())}</pre>",
+                "</body></html>\n",
+            ]
+        )
+    )
+    return path

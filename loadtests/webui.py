@@ -7,9 +7,11 @@ per tab), `extended_tables` (one table per tab: column keys and titles) and
 poll (every 2 s) as `extended_stats` in the `/stats/requests` response, which we add in an
 `after_request` hook. Cells render as plain text, so the tab cannot draw charts or hold
 HTML: the charts are a page of our own, `/agentic` (inline JS + SVG, no CDN), polling
-`/agentic/stats.json`. A small script injected into the index page shows that page in an
-iframe under the Agentic tab's table while the tab is selected, so the charts live in the
-tab as users see it; the page also opens on its own and is linked from "Download Data".
+`/agentic/stats.json` (the snapshot plus `rolling`: points over a trailing 10 s window,
+loadtests.series, since per-second counts of a few tasks/s draw square waves). A small
+script injected into the index page shows that page in an iframe under the Agentic tab's
+table while the tab is selected, with a link that opens it on its own, and makes the
+summary tab's "Live charts" cell a link; "Download Data" links it too.
 
 Everything here reads `environment.agentic` (an `AgenticStats`, kept by the locustfile; on
 a master it holds every worker's samples) at request time, so `install` may run before the
@@ -21,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +30,13 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 
 from loadtests.metrics import PERCENTILES, AgenticStats, Slo, TaskSample
+from loadtests.series import STEP_S, WINDOW_S, rolling
 
 TAB_KEY = "agentic"
 _View = Callable[[], Response]
 SUMMARY_TAB_KEY = "agentic-summary"
 _ALL_AGENTS = "All agents"
+LIVE_CHARTS = "Live charts"  # the summary tab's row that links the charts page
 _NONE = "-"  # shown for figures that have no samples yet (a percentile of nothing)
 
 # The per-agent table: (row key, column title, figure path, scale, decimals). A figure path
@@ -90,13 +93,13 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
             return given if isinstance(given, Slo) else None
         return slo() if callable(slo) else slo
 
-    def snapshot() -> dict[str, Any]:
+    def current_stats() -> AgenticStats:
         stats = getattr(environment, "agentic", None)
-        if not isinstance(stats, AgenticStats):
-            stats = AgenticStats()  # before the locustfile made one: an empty run
-        snap = stats.snapshot(current_slo())
-        add_bucket_amplification(snap["timeseries"], stats.samples)
-        return snap
+        # Before the locustfile made one: an empty run.
+        return stats if isinstance(stats, AgenticStats) else AgenticStats()
+
+    def snapshot() -> dict[str, Any]:
+        return current_stats().snapshot(current_slo())
 
     # Kept across update_template_args(), which merges its own keys over ours.
     web_ui.template_args.update(
@@ -136,7 +139,9 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
     @blueprint.route("/agentic/stats.json")
     @auth
     def stats_json() -> Response:
-        return Response(json.dumps(snapshot()), mimetype="application/json")
+        snap = snapshot()
+        snap["rolling"] = rolling_json(current_stats().samples, time.time())
+        return Response(json.dumps(snap), mimetype="application/json")
 
     @blueprint.route("/agentic/csv")
     @auth
@@ -173,20 +178,11 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
         return response
 
 
-def add_bucket_amplification(buckets: list[dict[str, Any]], samples: list[TaskSample]) -> None:
-    """Give each 1 s timeseries bucket `token_amplification_mean` over the ok tasks that
-    completed in it (None when none did), for the amplification-over-time chart; a bucket
-    that already has the key (a newer metrics module) is left as it is."""
-    sums: dict[int, list[float]] = {}
-    for sample in samples:
-        if sample.ok:
-            acc = sums.setdefault(math.floor(sample.completed_at), [0.0, 0.0])
-            acc[0] += sample.token_amplification
-            acc[1] += 1
-    for bucket in buckets:
-        if "token_amplification_mean" not in bucket:
-            found = sums.get(math.floor(bucket["t"]))
-            bucket["token_amplification_mean"] = found[0] / found[1] if found else None
+def rolling_json(samples: list[TaskSample], now: float) -> dict[str, Any]:
+    """The charts' series: `window_s` and one point per second up to `now`, each over the
+    trailing window (loadtests.series), so a few tasks/s draw a steady line."""
+    points = [point.to_dict() for point in rolling(samples, until=now)]
+    return {"window_s": WINDOW_S, "step_s": STEP_S, "points": points}
 
 
 def agent_table_structure() -> list[dict[str, str]]:
@@ -249,7 +245,8 @@ def summary_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         ("Failures by status", ", ".join(f"{k}: {v}" for k, v in failures.items()) or "none")
     )
-    rows.append(("Live charts", "open ./agentic (also on the Download Data tab)"))
+    # Cells are plain text: tab.js adds the link to this one.
+    rows.append((LIVE_CHARTS, "./agentic"))
     return [{"metric": metric, "value": value} for metric, value in rows]
 
 
@@ -292,14 +289,35 @@ def snapshot_csv(snap: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-# Shows /agentic in an iframe under the Agentic tab's table while that tab is selected.
-# React leaves a node it did not create alone, and re-renders of the table keep it.
+# Shows /agentic in an iframe under the Agentic tab's table while that tab is selected,
+# with a link to open it on its own, and makes the summary tab's "Live charts" cell a link.
+# React leaves nodes it did not create alone, and re-renders of the table keep them.
 TAB_JS = r"""
 (function () {
   var box = null;
   function selectedTab() {
     var tab = document.querySelector('[role="tab"][aria-selected="true"]');
     return tab ? tab.textContent.trim() : '';
+  }
+  function link(text) {
+    var a = document.createElement('a');
+    a.href = './agentic';
+    a.target = '_blank';
+    a.rel = 'noopener';
+    a.className = 'agentic-charts-link';
+    a.textContent = text;
+    a.style.cssText = 'font:14px sans-serif;color:#2e7d32;text-decoration:underline';
+    return a;
+  }
+  function linkSummaryCell() {
+    document.querySelectorAll('tr').forEach(function (row) {
+      var cells = row.querySelectorAll('td');
+      if (cells.length === 2 && cells[0].textContent.trim() === '__LIVE_CHARTS__' &&
+          !cells[1].querySelector('a')) {
+        cells[1].appendChild(document.createTextNode(' '));
+        cells[1].appendChild(link('open the live charts in a new window'));
+      }
+    });
   }
   function tick() {
     var show = selectedTab() === 'Agentic';
@@ -310,67 +328,90 @@ TAB_JS = r"""
       box = document.createElement('div');
       box.id = 'agentic-charts';
       box.style.cssText = 'padding:16px 0 24px 0;';
-      box.innerHTML = '<a href="./agentic" target="_blank" '
-        + 'style="font:14px sans-serif;color:#2e7d32">Open the live charts in a new '
-        + 'window</a><iframe src="./agentic?embed=1" title="Agentic live charts" '
-        + 'style="display:block;width:100%;height:620px;border:0;margin-top:8px"></iframe>';
+      box.appendChild(link('Live charts: open in a new window'));
+      var frame = document.createElement('iframe');
+      frame.src = './agentic?embed=1';
+      frame.title = 'Agentic live charts';
+      frame.style.cssText = 'display:block;width:100%;height:760px;border:0;margin-top:8px';
+      box.appendChild(frame);
       table.after(box);
     }
     if (box) { box.style.display = show ? 'block' : 'none'; }
+    // Denser cells so the 20 columns fit a 1280 px window (they scroll in their box on a
+    // narrower one); only while the tab shows, as React may reuse the box for other tabs.
+    if (table) {
+      if (show) { table.setAttribute('data-agentic', ''); }
+      else { table.removeAttribute('data-agentic'); }
+    }
+    linkSummaryCell();
   }
+  var style = document.createElement('style');
+  style.textContent = '[data-agentic] th,[data-agentic] td{padding:6px 5px;font-size:13px}' +
+    '[data-agentic] th:first-child,[data-agentic] td:first-child{padding-left:12px}';
+  document.head.appendChild(style);
   setInterval(tick, 500);
   tick();
 })();
-"""
+""".replace("__LIVE_CHARTS__", LIVE_CHARTS)
 
 # Self-contained (no network here or on air-gapped load machines): polls the JSON every
-# 2 s and draws each series as an SVG path. The newest bucket is still filling, so it is
-# left out of the rate charts.
+# 2 s and draws each series of `rolling` as an SVG path on a grid of round-number ticks.
+# Latencies are shown in ms, as in the tables.
 CHARTS_HTML = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Inflection: agentic live charts</title>
 <style>
  body{font-family:system-ui,sans-serif;margin:16px;background:#fff;color:#222}
  body.embed{margin:0}
- h1{font-size:18px;margin:0 0 8px 0}
- #status{font-size:13px;color:#666;margin-bottom:8px}
- .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px}
- .chart{border:1px solid #ddd;border-radius:6px;padding:8px}
+ h1{font-size:18px;margin:0 0 4px 0}
+ #about,#status{font-size:13px;color:#555;margin-bottom:6px}
+ .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr));gap:16px}
+ .chart{border:1px solid #ddd;border-radius:6px;padding:8px;min-width:0}
  .chart h2{font-size:14px;margin:0 0 4px 0}
- .legend span{font-size:12px;margin-right:12px}
- svg{width:100%;height:220px}
- .axis{stroke:#999;stroke-width:1}
- .tick{font-size:10px;fill:#666}
+ .chart h2 .window{font-weight:normal;color:#555}
+ .legend span{font-size:12px;margin-right:12px;white-space:nowrap}
+ svg{width:100%;height:auto;display:block}
+ .axis{stroke:#888;stroke-width:1}
+ .gridline{stroke:#e6e6e6;stroke-width:1}
+ .tick{font-size:11px;fill:#555}
+ .axis-title{font-size:12px;fill:#333}
  path.series{fill:none;stroke-width:2}
 </style></head>
 <body>
 <h1>Agentic live charts</h1>
+<div id="about">Each point covers the trailing __WINDOW_S__ s (a rolling window, one point a
+second); latencies in ms.</div>
 <div id="status">waiting for the first poll...</div>
 <div class="grid" id="charts"></div>
 <script>
 "use strict";
 var COLORS = ["#1976d2", "#d32f2f", "#2e7d32", "#f57c00"];
+// id, title, y-axis title, scale to the shown unit, series [label, key, dashed]
 var CHARTS = [
-  {id: "tasks", title: "Tasks/s (completed, per second)",
-   series: [["tasks/s", "tasks_per_s"], ["failures/s", "failures_per_s"]]},
-  {id: "output", title: "Output tokens/s", series: [["output tok/s", "output_tokens_per_s"]]},
-  {id: "latency", title: "Task latency (s)",
-   series: [["p50", "task_latency_p50_s"], ["p99", "task_latency_p99_s"]]},
-  {id: "amplification", title: "Token amplification (mean over completed tasks)",
-   series: [["per second", "token_amplification_mean"], ["run so far", "amp_run"]]}
+  {id: "tasks", title: "Tasks/s", y: "tasks / s", scale: 1,
+   series: [["completed ok", "tasks_per_s"], ["failed", "failures_per_s"]]},
+  {id: "output", title: "Output tokens/s", y: "output tokens / s", scale: 1,
+   series: [["output tok/s", "output_tokens_per_s"]]},
+  {id: "latency", title: "Task latency and TTFT (ms)", y: "ms", scale: 1000,
+   series: [["latency p50", "task_latency_p50_s"], ["latency p99", "task_latency_p99_s", 1],
+            ["TTFT p50", "task_ttft_p50_s"], ["TTFT p99", "task_ttft_p99_s", 1]]},
+  {id: "amplification", title: "Token amplification (mean of ok tasks)",
+   y: "tokens processed / seen", scale: 1,
+   series: [["amplification", "token_amplification_mean"]]}
 ];
+var W = 600, H = 260, L = 64, R = 14, T = 12, B = 46;
 if (location.search.indexOf("embed=1") >= 0) {
   document.body.className = "embed";
   document.querySelector("h1").style.display = "none";
 }
-var ampRun = [];  // the run's mean amplification at each poll: [t, value]
 var grid = document.getElementById("charts");
 CHARTS.forEach(function (c) {
   var div = document.createElement("div");
   div.className = "chart";
-  div.innerHTML = "<h2>" + c.title + "</h2><div class='legend' id='legend-" + c.id +
-    "'></div><svg id='chart-" + c.id + "' viewBox='0 0 600 220' preserveAspectRatio='none'>" +
-    "</svg>";
+  div.innerHTML = "<h2>" + c.title + " <span class='window'>(__WINDOW_S__ s rolling " +
+    "window)</span></h2><div class='legend' id='legend-" + c.id + "'></div>" +
+    "<svg id='chart-" + c.id + "' viewBox='0 0 " + W + " " + H + "'></svg>";
   grid.appendChild(div);
 });
 function fmt(v) {
@@ -378,67 +419,83 @@ function fmt(v) {
   var a = Math.abs(v);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
+// Round-number ticks (1, 2 or 5 times a power of ten) covering [0, hi].
+function ticks(hi, count) {
+  var raw = (hi > 0 ? hi : 1) / count;
+  var mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  var step = [1, 2, 5, 10].map(function (m) { return m * mag; })
+    .filter(function (s) { return s >= raw; })[0];
+  var top = Math.ceil((hi > 0 ? hi : 1) / step - 1e-9) * step, out = [];
+  for (var i = 0; i * step <= top + step * 1e-9; i++) { out.push(i * step); }
+  out.decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return out;
+}
+function tickText(v, values) { return v.toFixed(values.decimals); }
+function text(cls, x, y, body, extra) {
+  return "<text class='" + cls + "' x='" + x.toFixed(1) + "' y='" + y.toFixed(1) + "'" +
+    (extra || "") + ">" + body + "</text>";
+}
 function draw(chart, lines) {
   var svg = document.getElementById("chart-" + chart.id);
-  var W = 600, H = 220, L = 44, R = 8, T = 8, B = 22;
-  var xs = [], ys = [];
+  var xmax = 1, ymax = 0;
   lines.forEach(function (l) { l.points.forEach(function (p) {
-    if (p[1] !== null && isFinite(p[1])) { xs.push(p[0]); ys.push(p[1]); } }); });
-  var html = "<line class='axis' x1='" + L + "' y1='" + (H - B) + "' x2='" + (W - R) +
+    xmax = Math.max(xmax, p[0]);
+    if (p[1] !== null && isFinite(p[1])) { ymax = Math.max(ymax, p[1]); } }); });
+  var xt = ticks(xmax, 6), yt = ticks(ymax * 1.05, 4);
+  var x1 = xt[xt.length - 1], y1 = yt[yt.length - 1];
+  var sx = function (x) { return L + x / x1 * (W - L - R); };
+  var sy = function (y) { return H - B - y / y1 * (H - B - T); };
+  var html = "";
+  yt.forEach(function (v) {
+    html += "<line class='gridline' x1='" + L + "' x2='" + (W - R) + "' y1='" +
+      sy(v).toFixed(1) + "' y2='" + sy(v).toFixed(1) + "'/>";
+    html += text("tick", L - 6, sy(v) + 4, tickText(v, yt), " text-anchor='end'");
+  });
+  xt.forEach(function (v) {
+    html += "<line class='gridline' y1='" + T + "' y2='" + (H - B) + "' x1='" +
+      sx(v).toFixed(1) + "' x2='" + sx(v).toFixed(1) + "'/>";
+    html += text("tick", sx(v), H - B + 15, tickText(v, xt), " text-anchor='middle'");
+  });
+  html += "<line class='axis' x1='" + L + "' y1='" + (H - B) + "' x2='" + (W - R) +
     "' y2='" + (H - B) + "'/><line class='axis' x1='" + L + "' y1='" + T + "' x2='" + L +
     "' y2='" + (H - B) + "'/>";
-  var legend = "";
-  if (xs.length === 0) {
-    html += "<text class='tick' x='" + (W / 2 - 40) + "' y='" + (H / 2) + "'>no tasks yet</text>";
-  } else {
-    var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
-    var y1 = Math.max.apply(null, ys) * 1.1 || 1;
-    if (x1 === x0) { x1 = x0 + 1; }
-    var sx = function (x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
-    var sy = function (y) { return H - B - y / y1 * (H - B - T); };
-    html += "<text class='tick' x='2' y='" + (T + 8) + "'>" + fmt(y1) + "</text>";
-    html += "<text class='tick' x='2' y='" + (H - B) + "'>0</text>";
-    html += "<text class='tick' x='" + L + "' y='" + (H - 6) + "'>-" + fmt(x1 - x0) +
-      " s</text><text class='tick' x='" + (W - R - 24) + "' y='" + (H - 6) + "'>now</text>";
-    lines.forEach(function (l, i) {
-      var d = "", pen = "M";
-      l.points.forEach(function (p) {
-        if (p[1] === null || !isFinite(p[1])) { pen = "M"; return; }
-        d += pen + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1) + " ";
-        pen = "L";
-      });
-      if (d) {
-        html += "<path class='series' data-series='" + l.label + "' stroke='" +
-          COLORS[i % COLORS.length] + "' d='" + d.trim() + "'/>";
-      }
-      var last = l.points.length ? l.points[l.points.length - 1][1] : null;
-      legend += "<span style='color:" + COLORS[i % COLORS.length] + "'>&#9632; " + l.label +
-        " " + fmt(last) + "</span>";
+  html += text("axis-title", (L + W - R) / 2, H - 8, "run time (s)", " text-anchor='middle'");
+  html += text("axis-title", 14, (T + H - B) / 2, chart.y,
+    " text-anchor='middle' transform='rotate(-90 14 " + ((T + H - B) / 2).toFixed(1) + ")'");
+  var legend = "", drawn = false;
+  lines.forEach(function (l, i) {
+    var d = "", pen = "M", colour = COLORS[i % COLORS.length];
+    l.points.forEach(function (p) {
+      if (p[1] === null || !isFinite(p[1])) { pen = "M"; return; }
+      d += pen + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1) + " ";
+      pen = "L";
     });
-  }
+    if (d) {
+      drawn = true;
+      html += "<path class='series' data-series='" + l.label + "' stroke='" + colour + "'" +
+        (l.dashed ? " stroke-dasharray='6 4'" : "") + " d='" + d.trim() + "'/>";
+    }
+    var last = l.points.length ? l.points[l.points.length - 1][1] : null;
+    legend += "<span style='color:" + colour + "'>" + (l.dashed ? "&#8211; &#8211;" :
+      "&#9632;") + " " + l.label + " " + fmt(last) + "</span>";
+  });
+  if (!drawn) { html += text("tick", W / 2, H / 2, "no tasks yet", " text-anchor='middle'"); }
   svg.innerHTML = html;
   document.getElementById("legend-" + chart.id).innerHTML = legend;
 }
 function render(snap) {
-  var now = Date.now() / 1000;
-  var buckets = (snap.timeseries || []).filter(function (b) { return b.t + 1 <= now; });
-  var amp = snap.summary && snap.summary.token_amplification;
-  if (amp && amp.mean !== null && amp.mean !== undefined) { ampRun.push([now, amp.mean]); }
+  var points = (snap.rolling && snap.rolling.points) || [];
   CHARTS.forEach(function (c) {
-    var lines = c.series.map(function (s) {
-      var pts = s[1] === "amp_run" ? ampRun : buckets.map(function (b) {
-        var v = b[s[1]];
-        return [b.t + 1, v === undefined ? null : v];
-      });
-      return {label: s[0], points: pts};
-    }).filter(function (l) {
-      return l.points.some(function (p) { return p[1] !== null; }) || c.series.length === 1;
-    });
-    draw(c, lines);
+    draw(c, c.series.map(function (s) {
+      return {label: s[0], dashed: !!s[2], points: points.map(function (p) {
+        var v = p[s[1]];
+        return [p.elapsed_s, v === null || v === undefined ? null : v * c.scale];
+      })};
+    }));
   });
-  var s = snap.summary || {};
+  var s = snap.summary || {}, amp = s.token_amplification;
   document.getElementById("status").textContent = "updated " +
-    new Date().toLocaleTimeString() + " - tasks " + (s.tasks || 0) + ", failed " +
+    new Date().toLocaleTimeString() + "; whole run: tasks " + (s.tasks || 0) + ", failed " +
     (s.failed || 0) + ", tasks/s " + fmt(s.tasks_per_s) + ", token amplification " +
     fmt(amp && amp.mean);
 }
@@ -454,4 +511,4 @@ poll();
 setInterval(poll, 2000);
 </script>
 </body></html>
-"""
+""".replace("__WINDOW_S__", f"{WINDOW_S:g}")

@@ -2,9 +2,12 @@
 an orchestrator on the sim backend, Locust with the web UI driving it, Playwright (for
 Python) driving the system Chromium. A user would notice: the tab shows token
 amplification and tasks/s, the figures move while the run goes on, the CSV downloads with
-one row per agent, and the live charts draw.
+one row per agent, and the live charts draw, readable in a 1280 px window: axis titles,
+the rolling window stated, tables that scroll inside their box instead of widening the page,
+and a link that opens the charts on their own. `report.html` is checked the same way.
 
-The screenshot of the tab is kept at build/test-artifacts/agentic-tab.png.
+Screenshots are kept in build/test-artifacts/ (agentic-tab.png, agentic-charts.png,
+agentic-report.png) for a person to judge.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ VENV_BIN = Path(sys.executable).parent
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 ARTIFACTS = REPO / "build" / "test-artifacts"
 CHARTS = ("tasks", "output", "latency", "amplification")  # the ids of /agentic's charts
+VIEWPORT = {"width": 1280, "height": 900}  # a common laptop window
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -203,20 +216,10 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
 
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
             page.set_default_timeout(30_000)
             page.goto(locust_ui)
             page.get_by_role("tab", name="Agentic", exact=True).click()
@@ -245,11 +248,20 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
             page.wait_for_timeout(2500)  # one more chart poll for the screenshot
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "agentic-tab.png"), full_page=True)
+            # The wide per-agent table scrolls in its box; the page itself does not widen.
+            assert_no_horizontal_overflow(page)
+            assert_readable_charts(charts)
+            opener = page.locator("#agentic-charts a", has_text="Live charts")
+            assert opener.get_attribute("href") == "./agentic"
 
-            # The summary tab lists the run's figures.
+            # The summary tab lists the run's figures, and links the live charts.
             page.get_by_role("tab", name="Agentic summary", exact=True).click()
             page.get_by_role("cell", name="Token amplification", exact=True).wait_for()
             page.get_by_role("cell", name="Failures by status", exact=True).wait_for()
+            live = page.locator("tr", has_text="Live charts").locator("a")
+            live.wait_for()
+            assert live.get_attribute("href") == "./agentic"
+            assert_no_horizontal_overflow(page)
 
             # The CSV downloads from the Download Data tab.
             page.get_by_role("tab", name="Download Data").click()
@@ -266,12 +278,95 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
             assert float(by_column["token_amplification_mean"]) > 1
 
             # The charts page on its own: every chart has a drawn path.
-            charts_page = browser.new_page()
+            charts_page = browser.new_page(viewport=VIEWPORT)
             charts_page.goto(f"{locust_ui}/agentic")
             for chart in CHARTS:
                 path = charts_page.locator(f"#chart-{chart} path.series").first
                 path.wait_for(state="attached")
                 drawn = path.get_attribute("d") or ""
                 assert drawn.startswith("M") and " L" in drawn, (chart, drawn)
+            assert_readable_charts(charts_page)
+            assert "trailing 10 s" in charts_page.locator("#about").inner_text()
+            assert_no_horizontal_overflow(charts_page)
+            charts_page.screenshot(path=str(ARTIFACTS / "agentic-charts.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def assert_readable_charts(charts: Any) -> None:
+    """Every chart states its window and has titled axes with round-number gridlines."""
+    for chart in CHARTS:
+        title = charts.locator(f"#chart-{chart}").locator("xpath=..").locator("h2").inner_text()
+        assert "10 s rolling window" in title, title
+        axis_titles = charts.locator(f"#chart-{chart} text.axis-title").all_text_contents()
+        assert len(axis_titles) == 2 and axis_titles[0] == "run time (s)", (chart, axis_titles)
+        assert axis_titles[1], chart
+        assert charts.locator(f"#chart-{chart} line.gridline").count() >= 4, chart
+    latency = charts.locator("#chart-latency text.axis-title").all_text_contents()
+    assert latency[1] == "ms", latency
+
+
+def assert_no_horizontal_overflow(page: Any) -> None:
+    """Nothing, tables included, reaches past the window's right edge: a wide table
+    scrolls inside its own box."""
+    overflow = page.evaluate(
+        """() => {
+          const width = document.documentElement.clientWidth;
+          const out = [];
+          if (document.documentElement.scrollWidth > width) {
+            out.push('page ' + document.documentElement.scrollWidth + ' > ' + width);
+          }
+          for (const table of document.querySelectorAll('table')) {
+            const box = table.parentElement.getBoundingClientRect();
+            if (box.right > width + 1) { out.push('table box right ' + box.right); }
+          }
+          return out;
+        }"""
+    )
+    assert overflow == [], overflow
+
+
+def test_report_html_fits_a_1280_px_window(tmp_path: Path) -> None:
+    """report.html of a 3-agent run: its summary table fits or scrolls in its box, all
+    latencies in ms, and the plots state the rolling window."""
+    from loadtests.metrics import AgenticStats, TaskSample
+    from loadtests.report import write_reports
+
+    stats = AgenticStats()
+    for i in range(180):
+        stats.add(
+            TaskSample(
+                completed_at=1_000_000.0 + 2.0 * (i // 6),  # 6 every 2 s: 3 tasks/s
+                agent=("plan_execute", "react", "multi_agent_debate")[i % 3],
+                ok=i % 17 != 0,
+                status="OK" if i % 17 else "UNAVAILABLE",
+                llm_calls=5,
+                prompt_tokens=1200,
+                cached_tokens=400,
+                output_tokens=250,
+                user_input_tokens=64,
+                final_output_tokens=20,
+                token_amplification=12.5,
+                task_ttft=0.8,
+                task_latency=2.0,
+                call_tpots=(0.007,),
+            )
+        )
+    paths = write_reports(
+        tmp_path, stats.snapshot(), title="inflection load", config={}, samples=stats.samples
+    )
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS
+        )
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(paths["html"].as_uri())
+            headers = page.locator("table.summary th").all_inner_texts()
+            assert any("(ms)" in h for h in headers) and not any("(s)" in h for h in headers)
+            assert "10 s rolling window" in page.locator("#plot-throughput").inner_text()
+            assert_no_horizontal_overflow(page)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "agentic-report.png"), full_page=True)
         finally:
             browser.close()

@@ -110,3 +110,16 @@ def test_run_config_drops_secrets_and_empty_options() -> None:
         token="s3cret", tls_ca="", num_users=4, host="h:1", max_tokens=8, auth_token="x"
     )
     assert run_config(options) == {"host": "h:1", "max_tokens": 8, "num_users": 4}
+
+
+def test_latencies_are_in_ms_and_the_plots_state_their_window(
+    stats: AgenticStats, tmp_path: Path
+) -> None:
+    snap = stats.snapshot()
+    page = write_reports(tmp_path, snap, title="t", config={})["html"].read_text()
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    assert "latency p50 (ms)" in headers and not [h for h in headers if "(s)" in h]
+    p50_ms = round(snap["summary"]["task_latency_s"]["p50"] * 1000)
+    assert f'<td class="num">{p50_ms}</td>' in page
+    assert page.count("10 s rolling window") == 2  # throughput and latency
+    assert '<div class="table-scroll">' in page  # a wide table scrolls in its box
