@@ -166,10 +166,47 @@ class ReplicasConfig(_Strict):
 
 
 class ServerConfig(_Strict):
+    """The gRPC server: where it listens and the limits gRPC itself enforces per
+    connection, before any request reaches the servicer."""
+
     host: str = Field(default="127.0.0.1", description="Interface the gRPC server binds.")
-    port: int = Field(default=50051, ge=0, le=65535, description="0: an ephemeral port.")
+    port: int = Field(
+        default=50051,
+        ge=0,
+        le=65535,
+        description="0: an ephemeral port. A port another process listens on is refused "
+        "at start (no SO_REUSEPORT sharing).",
+    )
     auth_token: str | None = Field(
         default=None, description="If set, clients must send 'authorization: Bearer TOKEN'."
+    )
+    max_concurrent_streams: int = Field(
+        default=1024,
+        ge=1,
+        description="RPCs one client connection may have open at once (HTTP/2 "
+        "MAX_CONCURRENT_STREAMS); further calls wait in the client until one ends.",
+    )
+    max_request_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Largest request message accepted; larger ones get gRPC's "
+        "RESOURCE_EXHAUSTED before they are parsed. None: room for limits.max_input_chars "
+        "characters of 4 bytes or a prompt of max_model_len token ids, plus 64 KiB.",
+    )
+    keepalive_time_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="The server pings a connection idle this long, to find clients that "
+        "went away without closing it.",
+    )
+    keepalive_timeout_s: float = Field(
+        default=20.0, gt=0, description="A ping unanswered this long closes the connection."
+    )
+    min_client_ping_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Clients may send keepalive pings (also with no call open) at most this "
+        "often; a client pinging faster is disconnected (GOAWAY too_many_pings).",
     )
 
 
@@ -263,9 +300,17 @@ class AdmissionConfig(_Strict):
 class RayConfig(_Strict):
     address: str | None = Field(
         default=None,
-        description="Ray cluster to join ('auto' = the local `ray start` cluster; 'local' = "
-        "always start a new local cluster). None: join RAY_ADDRESS or a running cluster "
-        "if there is one, else start a local one.",
+        description="Ray cluster to join: 'host:port' of its GCS, 'auto' (the cluster of "
+        "`ray start` on this host) or 'local' (always start a private cluster, stopped "
+        "with the server). None: the cluster in RAY_ADDRESS if set (as inside `ray job "
+        "submit`), else a private local cluster; never a cluster that merely happens to "
+        "run on the host.",
+    )
+    connect_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long joining an existing cluster may take before the command "
+        "gives up with one line (a dead GCS otherwise retries for minutes).",
     )
     num_cpus: int | None = Field(
         default=None, ge=1, description="CPUs of a locally started cluster; None: all."

@@ -8,11 +8,18 @@ decisions of its own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import errno
 import logging
 import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,10 +30,10 @@ from agents import BUILTIN_PROGRAMS
 from agents.tools import BUILTIN_TOOLS
 from agents.yaml_loader import load_programs
 from orchestrator.api.v1 import inflection_pb2 as pb
-from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.config import (
     Backend,
     DeploymentConfig,
+    LimitsConfig,
     RayConfig,
     ReplicasConfig,
     SchedulingPolicy,
@@ -38,6 +45,7 @@ from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 from orchestrator.routing import PriorityPolicy, make_router
 from orchestrator.server.auth import BearerTokenInterceptor
+from orchestrator.server.edge import add_orchestrator_to_server
 from orchestrator.server.servicer import OrchestratorServicer
 
 log = logging.getLogger(__name__)
@@ -45,24 +53,193 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 
 
-def connect_ray(config: RayConfig) -> bool:
-    """Join the configured cluster, a running one, or start a local one. Returns True
-    when this process started Ray (and so should stop it)."""
+class StartupError(Exception):
+    """A deployment that cannot start, said in one line for the user (no traceback)."""
+
+
+@dataclass(slots=True, frozen=True)
+class RayTarget:
+    """Which Ray cluster a deployment uses."""
+
+    address: str | None  # None: start a private local cluster (and stop it with the server)
+    source: str  # where the address came from, named in messages: "ray.address", "RAY_ADDRESS"
+
+
+def ray_target(config: RayConfig, environ: Mapping[str, str]) -> RayTarget:
+    """Decide the cluster: an explicit address, else RAY_ADDRESS (set by `ray job submit`
+    for its driver), else a private one. Never Ray's own discovery of whatever cluster
+    runs on the host: a stranger's cluster measures someone else's load, and a dead one
+    hangs start-up for minutes."""
+    if config.address is not None:
+        address = None if config.address == "local" else config.address
+        return RayTarget(address, "ray.address")
+    env = environ.get("RAY_ADDRESS", "")
+    if env:
+        return RayTarget(None if env == "local" else env, "RAY_ADDRESS")
+    return RayTarget(None, "default")
+
+
+def describe_ray_target(config: RayConfig) -> str:
+    """Where replicas will run, for the start-up line."""
+    target = ray_target(config, os.environ)
+    if target.address is None:
+        return "a private local Ray cluster"
+    return f"the Ray cluster at {target.address} (from {target.source})"
+
+
+def gcs_endpoint(address: str) -> tuple[str, int]:
+    """`host:port` (or `ray://host:port`, `[v6]:port`) as a TCP endpoint to probe."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(
+            f"ray address {address!r} is not host:port (or 'auto', or 'local' to start "
+            "a private cluster)"
+        )
+    return host.strip("[]"), int(port)
+
+
+_T = TypeVar("_T")
+# Threads still inside ray.init after their deadline: a dead GCS keeps Ray's C++ client
+# retrying for minutes, and a thread cannot be stopped, only left behind at exit.
+_abandoned_joins: list[threading.Thread] = []
+
+
+def ray_join_abandoned() -> bool:
+    """True when a timed-out ray.init is still running: exit with os._exit, since
+    interpreter shutdown would wait for it."""
+    return any(thread.is_alive() for thread in _abandoned_joins)
+
+
+def _in_daemon_thread(
+    fn: Callable[[], _T], hold: threading.Event
+) -> tuple[asyncio.Future[_T], threading.Thread]:
+    """Run `fn` in a daemon thread (asyncio.to_thread's workers block interpreter exit),
+    which then lives until `hold` is set: Ray ties the processes of a cluster it starts
+    to the life of the thread that started them (PR_SET_PDEATHSIG kills them with it)."""
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            done.set_exception(exc)
+            return
+        hold.wait()
+
+    thread = threading.Thread(target=run, name="inflection-ray", daemon=True)
+    thread.start()
+    return asyncio.wrap_future(done), thread
+
+
+# Set when this process's Ray connection ends, letting the thread that made it end.
+_ray_thread_hold: threading.Event | None = None
+
+
+async def leave_ray() -> None:
+    """Disconnect from Ray (stopping a cluster this process started)."""
+    global _ray_thread_hold
+    import ray
+
+    await asyncio.to_thread(ray.shutdown)
+    if _ray_thread_hold is not None:
+        _ray_thread_hold.set()
+        _ray_thread_hold = None
+
+
+class _DropThreadWarning(logging.Filter):
+    # ray.init installs a SIGTERM handler (sys.exit) only from the main thread and warns
+    # otherwise; not having it is the point, since the CLI owns SIGTERM.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _restore_sigterm(handler: signal.Handlers | Callable[..., object] | int | None) -> None:
+    # Ray's C++ core installs a crash handler for SIGTERM that prints a stack and aborts
+    # (SIGABRT): SIGTERM goes back to whoever had it (the CLI stops cleanly on it).
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+async def join_ray(config: RayConfig) -> bool:
+    """Join or start the Ray cluster `ray_target` decides, off the event loop so that
+    signals are handled meanwhile. Joining gives up after `connect_timeout_s` with a
+    StartupError. Returns True when this process connected Ray (and so disconnects it,
+    stopping a cluster it started, at the end)."""
     import ray
 
     if ray.is_initialized():
         return False
+    target = ray_target(config, os.environ)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.connect_timeout_s
+    where = f"{target.address} (from {target.source})"
+
+    def failed(reason: str) -> StartupError:
+        return StartupError(
+            f"could not join the Ray cluster at {where} within {config.connect_timeout_s:g} s "
+            f"({reason}; is it running? set ray.address: local to start a private one)"
+        )
+
     common: dict[str, Any] = {"namespace": config.namespace, "log_to_driver": False}
-    if config.address == "local":
-        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, **common)
-        return True
-    if config.address is not None or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=config.address, **common)
-        return True
+    kwargs: dict[str, Any]
+    if target.address is None:
+        kwargs = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": False}
+    else:
+        address = target.address
+        if address == "auto":
+            from ray._private.services import canonicalize_bootstrap_address
+
+            found = await asyncio.to_thread(canonicalize_bootstrap_address, "auto")
+            if found is None:
+                raise StartupError(
+                    f"ray.address is auto (from {target.source}) but no Ray cluster runs on "
+                    "this host (start one with `ray start --head`, or set ray.address: local)"
+                )
+            address = found
+            where = f"{address} (auto)"
+        host, port = gcs_endpoint(address)
+        # A refused or silent port fails here, in one line, instead of in Ray's retries.
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), max(deadline - loop.time(), 0.001)
+            )
+        except TimeoutError:
+            raise failed("no answer") from None
+        except OSError as exc:
+            raise failed(os.strerror(exc.errno) if exc.errno else str(exc)) from None
+        writer.close()
+        kwargs = {"address": address}
+    logging.getLogger("ray._private.worker").addFilter(_DropThreadWarning())
+    sigterm = signal.getsignal(signal.SIGTERM)
+    global _ray_thread_hold
+    _ray_thread_hold = threading.Event()
+    init, thread = _in_daemon_thread(lambda: ray.init(**kwargs, **common), _ray_thread_hold)
+    init.add_done_callback(lambda _: _restore_sigterm(sigterm))
+    # Starting a private cluster is bounded by Ray itself; joining by our deadline.
+    timeout = None if target.address is None else max(deadline - loop.time(), 0.001)
     try:
-        ray.init(address="auto", **common)
-    except ConnectionError:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, **common)
+        await asyncio.wait_for(asyncio.shield(init), timeout)
+    except TimeoutError:
+        _abandoned_joins.append(thread)
+        raise failed("no Ray answer") from None
+    except asyncio.CancelledError:
+        # Stopped meanwhile: let ray.init finish, so that a cluster it is starting is
+        # stopped rather than left running (joining stays bounded by the deadline).
+        remaining = None if timeout is None else max(deadline - loop.time(), 0.001)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(init, remaining)
+        if init.done() and not init.cancelled() and init.exception() is None:
+            await leave_ray()
+        elif thread.is_alive():
+            _abandoned_joins.append(thread)
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever ray.init raises, said in one line
+        if target.address is None:
+            raise StartupError(f"could not start a local Ray cluster: {exc}") from None
+        raise failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return True
 
 
@@ -137,12 +314,80 @@ def resolve_model(config: DeploymentConfig) -> str:
     return str(build_tiny_model(default_tiny_model_dir()))
 
 
-async def start_grpc_server(
-    servicer: OrchestratorServicer, config: ServerConfig
-) -> tuple[grpc.aio.Server, int]:
-    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
-    server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_OrchestratorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+def max_request_bytes(config: DeploymentConfig) -> int:
+    """The largest request the server accepts: the configured one, else room for the
+    longest input `limits` allows in UTF-8's worst case (4 bytes a character) or a prompt
+    of max_model_len token ids (5 bytes each as varints), plus 64 KiB for the rest."""
+    if config.server.max_request_bytes is not None:
+        return config.server.max_request_bytes
+    replicas = config.replicas
+    max_model_len = (
+        replicas.sim.max_model_len
+        if replicas.backend is Backend.SIM
+        else replicas.engine.max_model_len
+    )
+    return max(4 * config.limits.max_input_chars, 5 * max_model_len) + 64 * 1024
+
+
+def grpc_server_options(config: DeploymentConfig) -> list[tuple[str, int]]:
+    """gRPC channel arguments of the server, from config."""
+    server = config.server
+    return [
+        # gRPC's default lets a second server bind the same port and take half the
+        # connections; a port in use must be an error instead.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", server.max_concurrent_streams),
+        ("grpc.max_receive_message_length", max_request_bytes(config)),
+        ("grpc.keepalive_time_ms", round(server.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(server.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         round(server.min_client_ping_interval_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]  # fmt: skip
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether another socket listens on host:port, found by binding as gRPC does
+    (SO_REUSEADDR, no SO_REUSEPORT): gRPC's own failure logs a C-core error line."""
+    if port == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # let gRPC report an unusable host
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def bind_grpc_server(config: DeploymentConfig) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server holding its port, not yet serving: bound before anything slow
+    starts, so a port in use is refused at once. Raises StartupError."""
+    host, port = config.server.host, config.server.port
+    in_use = StartupError(f"port {host}:{port} is in use")
+    if _port_in_use(host, port):
+        raise in_use
+    interceptors = (
+        [BearerTokenInterceptor(config.server.auth_token)] if config.server.auth_token else []
+    )
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_server_options(config))
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        raise in_use from None  # taken between the probe and the bind
+    return server, bound
+
+
+async def serve_grpc(server: grpc.aio.Server, servicer: OrchestratorServicer) -> None:
+    """Register the services on a bound server and start serving."""
+    add_orchestrator_to_server(servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -153,10 +398,18 @@ async def start_grpc_server(
         ),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def start_grpc_server(
+    servicer: OrchestratorServicer, config: ServerConfig, limits: LimitsConfig | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Bind and start a server for `servicer` (the tests' entry point)."""
+    deployment = DeploymentConfig(server=config, limits=limits or LimitsConfig())
+    server, port = bind_grpc_server(deployment)
+    await serve_grpc(server, servicer)
     return server, port
 
 
@@ -176,6 +429,8 @@ class Deployment:
 
     @classmethod
     async def start(cls, config: DeploymentConfig) -> Deployment:
+        """Start everything; cancellable at any await, stopping what had started.
+        Raises StartupError (one line) for a port in use or an unreachable cluster."""
         # Programs first: a bad program file should fail before any engine starts.
         programs = dict(BUILTIN_PROGRAMS)
         programs.update(
@@ -183,31 +438,39 @@ class Deployment:
                 [Path(p) for p in config.programs], tools=BUILTIN_TOOLS, reserved=BUILTIN_PROGRAMS
             )
         )
-        tokenizer: ServingTokenizer
-        if config.replicas.backend is Backend.SIM:
-            tokenizer = sim_tokenizer(config.replicas.sim)
-            model = resolve_model(config)
-            owns_ray = connect_ray(config.ray)
-        else:
-            owns_ray = connect_ray(config.ray)
-            model = resolve_model(config)
-            tokenizer = await asyncio.to_thread(HfTokenizer, model)
-        pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
-        await pool.start()
-        executor = Executor(
-            pool,
-            make_router(config.routing.router_settings()),
-            tokenizer,
-            programs,
-            max_concurrent_calls_per_task=config.limits.max_concurrent_calls_per_task,
-            priority=config.routing.priority_settings(),
-            admission=config.admission,
-        )
-        servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
+        # Then the port: a second server on it is refused before replicas start.
+        server, port = bind_grpc_server(config)
+        owns_ray = False
+        pool: ReplicaPool | None = None
         try:
-            server, port = await start_grpc_server(servicer, config.server)
+            tokenizer: ServingTokenizer
+            if config.replicas.backend is Backend.SIM:
+                tokenizer = sim_tokenizer(config.replicas.sim)
+                model = resolve_model(config)
+                owns_ray = await join_ray(config.ray)
+            else:
+                owns_ray = await join_ray(config.ray)
+                model = await asyncio.to_thread(resolve_model, config)
+                tokenizer = await asyncio.to_thread(HfTokenizer, model)
+            pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
+            await pool.start()  # stops its replicas itself if cancelled or failed
+            executor = Executor(
+                pool,
+                make_router(config.routing.router_settings()),
+                tokenizer,
+                programs,
+                max_concurrent_calls_per_task=config.limits.max_concurrent_calls_per_task,
+                priority=config.routing.priority_settings(),
+                admission=config.admission,
+            )
+            servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
+            await serve_grpc(server, servicer)
         except BaseException:
-            await pool.shutdown()
+            await server.stop(None)
+            if pool is not None:
+                await pool.shutdown()
+            if owns_ray:
+                await leave_ray()
             raise
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         return cls(config, pool, server, port, owns_ray)
@@ -216,6 +479,4 @@ class Deployment:
         await self.server.stop(grace=2.0)
         await self.pool.shutdown()
         if self.owns_ray:
-            import ray
-
-            ray.shutdown()
+            await leave_ray()

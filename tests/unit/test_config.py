@@ -157,3 +157,23 @@ def test_a_typo_in_the_sim_section_names_the_dotted_path(tmp_path: Path) -> None
 def test_an_unknown_backend_names_the_field(tmp_path: Path) -> None:
     message = load_error(write(tmp_path, "replicas:\n  backend: tpu\n"))
     assert "replicas.backend" in message and "'sim'" in message
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "local-vllm.yaml"])
+def test_the_local_configs_start_a_private_cluster_unless_run_as_a_ray_job(name: str) -> None:
+    from orchestrator.server.app import ray_target
+
+    ray = load_config(REPO / "cluster" / name).ray
+    # `inflection serve --config cluster/local.yaml` on a host where some Ray runs:
+    assert ray_target(ray, {}).address is None
+    # `ray job submit ... inflection serve --config cluster/local.yaml`: the job's cluster.
+    assert ray_target(ray, {"RAY_ADDRESS": "10.1.2.3:6379"}).address == "10.1.2.3:6379"
+    assert ray.connect_timeout_s == 15
+
+
+def test_every_server_and_ray_field_is_described() -> None:
+    from orchestrator.config import RayConfig, ServerConfig
+
+    for model in (RayConfig, ServerConfig):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name}"
