@@ -25,21 +25,24 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
 from orchestrator.config import Backend, ConfigError, DeploymentConfig, load_config
+from orchestrator.tables import add_format_flag, format_of, print_table
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from agents.dsl import Program
-    from orchestrator.domain import AgentInfo
+    from orchestrator.domain import AgentInfo, TaskResult
     from orchestrator.executor.interpreter import Encoder
+
+_T = TypeVar("_T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -128,84 +131,225 @@ def _quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-async def _serve(config: DeploymentConfig) -> None:
-    from orchestrator.server.app import Deployment
+class _Terminated(BaseException):
+    """SIGTERM before the command's event loop runs (a BaseException, like
+    KeyboardInterrupt, so no `except Exception` swallows it)."""
 
-    deployment = await Deployment.start(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@dataclass(slots=True)
+class _Stop:
+    """SIGINT and SIGTERM on a command's event loop. The first one is remembered and
+    cancels the piece of work under way (start-up, a burst of tasks) or wakes the
+    server; a second one exits at once, for a clean-up that hangs. Installed before
+    anything slow, so that start-up is interruptible."""
+
+    sigterm_code: int  # exit code after SIGTERM (SIGINT: 130, as shells do)
+    announce: str | None  # printed once on the first signal; None: the command says it
+    received: signal.Signals | None = None
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    _work: asyncio.Future[Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.received is signal.SIGINT else self.sigterm_code
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def _received(self, sig: signal.Signals) -> None:
+        if self.received is not None:
+            err_console.print(f"inflection: {sig.name} again; exiting without clean-up")
+            os._exit(self.exit_code)
+        self.received = sig
+        if self.announce is not None:
+            err_console.print(f"inflection: {sig.name} received; {self.announce}")
+        self.event.set()
+        if self._work is not None:
+            self._work.cancel()
+
+    async def run(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """Await `work`, cancelled by a stop signal: then None (the work cleans up
+        after itself on cancellation, as Deployment.start does)."""
+        if self.received is not None:
+            work.close()
+            return None
+        task = asyncio.ensure_future(work)
+        self._work = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and self.received is not None:
+                return None
+            raise
+        finally:
+            self._work = None
+
+
+def _stoppable(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """SIGTERM raises (like SIGINT) until the event loop takes both signals over."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            return command(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapped
+
+
+async def _serve(config: DeploymentConfig) -> int:
+    # Exit 0 after SIGTERM: it is how supervisors (systemd, Kubernetes, `ray job stop`)
+    # ask a server to stop, and stopping as asked is success. Ctrl-C: 130.
+    stop = _Stop(sigterm_code=0, announce="stopping")
+    stop.install()
+    from orchestrator.server.app import Deployment, describe_ray_target
+
+    replicas = config.replicas
+    err_console.print(
+        f"inflection: starting {replicas.count} {replicas.backend.value} replica(s) on "
+        f"{describe_ray_target(config.ray)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    deployment = await stop.run(Deployment.start(config))
+    if deployment is None:
+        return stop.exit_code
     # Tests and scripts wait for this exact line.
     print(f"inflection: serving on {deployment.address}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await deployment.stop()
+    await stop.event.wait()
+    await deployment.stop()
+    return stop.exit_code
 
 
+@_stoppable
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_logs()
     config = _config(args)
     _require_vllm(config)
-    asyncio.run(_serve(config))
-    return 0
+    return asyncio.run(_serve(config))
 
 
-async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> dict[str, Any]:
+@dataclass(slots=True, frozen=True)
+class _BurstOutcome:
+    results: list[TaskResult]
+    failures: list[str]
+    duration_s: float
+    interrupted: bool  # a stop signal ended the burst before every task finished
+
+
+async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
+    """Run the tasks; a cancellation keeps what finished and returns it."""
     from rich.progress import Progress
 
     from orchestrator.client import AsyncClient, InflectionError
-    from orchestrator.domain import TaskResult
+
+    rng = random.Random(args.seed)
+    results: list[TaskResult] = []
+    failures: list[str] = []
+    started = time.monotonic()
+    interrupted = False
+    async with AsyncClient(address) as client:
+        gate = asyncio.Semaphore(args.concurrency)
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task(f"{args.agent} tasks", total=args.tasks)
+
+            async def one(index: int) -> None:
+                async with gate:
+                    try:
+                        result = await client.run(
+                            args.agent, rng.choice(_SAMPLE_INPUTS), seed=args.seed + index
+                        )
+                        results.append(result)
+                    except InflectionError as exc:
+                        failures.append(str(exc))
+                    progress.advance(bar)
+
+            try:
+                await asyncio.gather(*(one(i) for i in range(args.tasks)))
+            except asyncio.CancelledError:
+                # Interrupted: the tasks that finished still make a summary.
+                interrupted = True
+    return _BurstOutcome(results, failures, time.monotonic() - started, interrupted)
+
+
+async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunOutput:
     from orchestrator.report import summarize, summary_table
     from orchestrator.server.app import Deployment
 
+    # A stopped `run` did not do its job: SIGTERM exits 143, SIGINT 130.
+    stop = _Stop(sigterm_code=143, announce=None)
+    stop.install()
     replicas = config.replicas
     sim = replicas.backend is Backend.SIM
     starting = "starting replicas" + ("" if sim else " (the first start builds a tiny model)")
     with console.status(starting + "..."):
         t0 = time.monotonic()
-        deployment = await Deployment.start(config)
+        deployment = await stop.run(Deployment.start(config))
         startup = time.monotonic() - t0
+    if deployment is None:
+        name = stop.received.name if stop.received else "signal"
+        err_console.print(f"inflection: interrupted ({name}) during start-up; no task ran")
+        return RunOutput(None, stop.exit_code)
     what = f"{'simulated' if sim else 'vLLM'} replica(s) of {deployment.pool.model}"
     console.print(
         f"{replicas.count} {what} ready in {startup:.1f} s; server on {deployment.address}",
         highlight=False,
+        soft_wrap=True,
     )
     if sim and replicas.sim.time_scale != 1.0:
         console.print(f"simulated time runs at time_scale {replicas.sim.time_scale:g}")
-    rng = random.Random(args.seed)
-    results: list[TaskResult] = []
-    failures: list[str] = []
     try:
-        async with AsyncClient(deployment.address) as client:
-            gate = asyncio.Semaphore(args.concurrency)
-            with Progress(console=console, transient=True) as progress:
-                bar = progress.add_task(f"{args.agent} tasks", total=args.tasks)
-
-                async def one(index: int) -> None:
-                    async with gate:
-                        try:
-                            result = await client.run(
-                                args.agent, rng.choice(_SAMPLE_INPUTS), seed=args.seed + index
-                            )
-                            results.append(result)
-                        except InflectionError as exc:
-                            failures.append(str(exc))
-                        progress.advance(bar)
-
-                started = time.monotonic()
-                await asyncio.gather(*(one(i) for i in range(args.tasks)))
-                duration = time.monotonic() - started
+        outcome = await stop.run(_burst(args, deployment.address))
+        # The burst returns what finished even when cancelled; None only if the signal
+        # came before it began.
+        if outcome is None:
+            outcome = _BurstOutcome([], [], 0.0, interrupted=True)
+        if stop.received is not None:
+            done = len(outcome.results) + len(outcome.failures)
+            err_console.print(
+                f"inflection: interrupted ({stop.received.name}) after {done} of {args.tasks} "
+                "tasks; the summary covers those",
+                highlight=False,
+            )
+        summary = summarize(outcome.results, outcome.duration_s, failed=len(outcome.failures))
+        table = summary_table(summary, title=f"inflection run: {args.agent}")
+        _print_table(table, args)
+        for failure in outcome.failures[:5]:
+            err_console.print(f"[red]failed task:[/red] {failure}")
     finally:
         await deployment.stop()
-    summary = summarize(results, duration, failed=len(failures))
-    console.print(summary_table(summary, title=f"inflection run: {args.agent}"))
-    for failure in failures[:5]:
-        err_console.print(f"[red]failed task:[/red] {failure}")
-    return {"summary": asdict(summary), "failures": failures, "startup_s": startup}
+    out = {
+        "summary": asdict(summary),
+        "failures": outcome.failures,
+        "startup_s": startup,
+        "interrupted": stop.received is not None,
+    }
+    code = stop.exit_code if stop.received is not None else (1 if outcome.failures else 0)
+    return RunOutput(out, code)
 
 
+@dataclass(slots=True, frozen=True)
+class RunOutput:
+    document: dict[str, Any] | None  # the --json document; None when no task ran
+    exit_code: int
+
+
+def _print_table(table: object, args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    if not isinstance(table, Table):
+        raise TypeError(f"expected a rich Table, got {type(table).__name__}")
+    print_table(console, table, format_of(args))
+
+
+@_stoppable
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_logs()
     config = _config(args, replicas_default=True)
@@ -229,9 +373,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     out = asyncio.run(_run_burst(args, config))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return 0 if not out["failures"] else 1
+    if args.json and out.document is not None:
+        Path(args.json).write_text(json.dumps(out.document, indent=2))
+    return out.exit_code
 
 
 def _agent_table(agents: Sequence[AgentInfo]) -> Table:
@@ -283,14 +427,14 @@ def cmd_agents(args: argparse.Namespace) -> int:
         from orchestrator.client import Client
 
         with Client(args.target, token=args.token, timeout=60.0) as client:
-            console.print(_agent_table(client.list_agents()))
+            print_table(console, _agent_table(client.list_agents()), format_of(args))
         return 0
     encoder = _encoder(None)
     agents = []
     for program in _local_programs(args.programs or []).values():
         spec = TaskSpec(agent=program.name, input="x " * 32)
         agents.append(describe(program, expect(Interpreter(program, encoder), spec)))
-    console.print(_agent_table(agents))
+    print_table(console, _agent_table(agents), format_of(args))
     return 0
 
 
@@ -395,7 +539,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(r.calls_served),
             str(r.output_tokens_served),
         )
-    console.print(table)
+    print_table(console, table, format_of(args))
     return 0
 
 
@@ -435,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=8, help="tasks in flight at once")
     run.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling")
     run.add_argument("--json", help="also write the summary as JSON to this file")
+    add_format_flag(run)
     run.set_defaults(func=cmd_run, port=0)
 
     agents = sub.add_parser("agents", help="list, validate and show agent programs")
@@ -443,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_argument(
         "--programs", nargs="*", help="YAML program files or folders to add to the built-ins"
     )
+    add_format_flag(agents)
     agents.set_defaults(func=cmd_agents)
     agents_sub = agents.add_subparsers(dest="agents_command")
     validate = agents_sub.add_parser("validate", help="check YAML program files")
@@ -458,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a server's replicas and their load")
     status.add_argument("--target", required=True, help="the server's host:port")
     status.add_argument("--token", help="bearer token, if the server wants one")
+    add_format_flag(status)
     status.set_defaults(func=cmd_status)
 
     from orchestrator.sim.commands import add_parsers as add_sim_parsers
@@ -488,15 +635,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     except KeyboardInterrupt:
+        # Ctrl-C before the command's event loop took the signal over.
+        err_console.print("inflection: interrupted (SIGINT)")
         return 130
+    except _Terminated:
+        err_console.print("inflection: stopped (SIGTERM)")
+        return 0 if args.func is cmd_serve else 143
     except Exception as exc:
         from orchestrator.client import InflectionError
 
         if isinstance(exc, InflectionError):
             err_console.print(f"error: {exc}")
             return 1
+        # StartupError lives with the deployment code, imported only by the commands
+        # that start one (it imports Ray).
+        app = sys.modules.get("orchestrator.server.app")
+        if app is not None and isinstance(exc, app.StartupError):
+            return _startup_failed(exc)
         raise
     return code
+
+
+def _startup_failed(exc: Exception) -> int:
+    """A deployment that could not start: one line, exit 1."""
+    from orchestrator.server.app import ray_join_abandoned
+
+    err_console.print(f"inflection: {exc}", highlight=False, soft_wrap=True)
+    if ray_join_abandoned():
+        # A ray.init still retrying a dead cluster would hold interpreter exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return 1
 
 
 if __name__ == "__main__":

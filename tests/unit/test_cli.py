@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from rich.console import Console
 from orchestrator import cli
 from orchestrator.cli import build_parser, main
 from orchestrator.config import Backend, DeploymentConfig
+from orchestrator.domain import ClusterStatus, ReplicaState, ReplicaStatus
 
 
 def test_agents_lists_the_builtin_programs(
@@ -133,3 +136,69 @@ def test_a_model_that_does_not_fit_the_gpu_is_a_config_error(
 def test_gpu_needs_the_sim_backend(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--backend", "vllm", "--gpu", "h100"]) == 2
     assert "--backend sim" in " ".join(capsys.readouterr().err.split())
+
+
+def _pipe_console(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """cli.console as a pipe 80 columns wide, which rich used to truncate to."""
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=80))
+    return out
+
+
+def test_agents_table_on_a_pipe_is_never_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _pipe_console(monkeypatch)
+    assert main(["agents"]) == 0
+    text = out.getvalue()
+    assert "…" not in text
+    from agents import BUILTIN_PROGRAMS
+
+    for program in BUILTIN_PROGRAMS.values():
+        assert program.description in text  # whole, on one line
+
+
+def test_agents_prints_json_with_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _pipe_console(monkeypatch)
+    assert main(["agents", "--format", "json"]) == 0
+    rows = {row["name"]: row for row in json.loads(out.getvalue())["rows"]}
+    assert rows["plan_execute"]["LLM calls/task"] == "5.00"
+
+
+class _FakeClient:
+    """The SDK client `inflection status` opens, answering a fixed cluster status."""
+
+    def __init__(self, target: str, token: str | None = None, timeout: float = 0) -> None:
+        del target, token, timeout
+
+    def __enter__(self) -> _FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def cluster_status(self) -> ClusterStatus:
+        replica = ReplicaStatus(
+            name="replica-0",
+            state=ReplicaState.READY,
+            engine="sim",
+            model="llama-3.1-8b on h100",
+            node="n",
+            unfinished_requests=3,
+            in_flight_calls=3,
+            calls_served=123_456_789,
+            output_tokens_served=98_765_432_101,
+            kv_usage=0.4567,
+            prefix_hit_rate=0.75,
+        )
+        return ClusterStatus(replicas=(replica,), model="llama-3.1-8b on h100", max_model_len=16384)
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_status_figures_are_whole_on_a_pipe(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    import orchestrator.client
+
+    monkeypatch.setattr(orchestrator.client, "Client", _FakeClient)
+    out = _pipe_console(monkeypatch)
+    assert main(["status", "--target", "127.0.0.1:1", "--format", fmt]) == 0
+    text = out.getvalue()
+    assert "…" not in text
+    assert "98765432101" in text and "123456789" in text and "prefix hits" in text
