@@ -249,18 +249,25 @@ class SimEngine:
         self._wake.set()
         sent = 0
         end: _End | None = None
+        deadline = None if call.deadline_s is None else time.monotonic() + call.deadline_s
         try:
-            async with asyncio.timeout(call.deadline_s):
-                while end is None:
+            while end is None:
+                # The deadline bounds each wait for the engine, never a `yield`: there the
+                # consumer runs, and a timeout would cancel it instead of this call. Checked
+                # first, as a wait for an item already queued never times out.
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(left):
                     item = await entry.queue.get()
-                    if isinstance(item, EngineError):
-                        raise item
-                    if isinstance(item, _End):
-                        end = item
-                        continue
-                    ids = output.token_ids[sent:item]
-                    sent = item
-                    yield CallDelta(token_ids=ids, text=tokenizer.decode(ids))
+                if isinstance(item, EngineError):
+                    raise item
+                if isinstance(item, _End):
+                    end = item
+                    continue
+                ids = output.token_ids[sent:item]
+                sent = item
+                yield CallDelta(token_ids=ids, text=tokenizer.decode(ids))
         except TimeoutError:
             raise EngineError(
                 ErrorCode.DEADLINE_EXCEEDED,

@@ -237,30 +237,40 @@ class VllmEngine:
             request_id=call.call_id,
             priority=call.priority,
         )
+        deadline = None if call.deadline_s is None else time.monotonic() + call.deadline_s
         try:
-            async with asyncio.timeout(call.deadline_s):
-                async for out in outputs:
-                    completion = out.outputs[0]
-                    new_ids = tuple(completion.token_ids)
-                    if new_ids:
-                        now = time.monotonic()
-                        if first_token_at is None:
-                            first_token_at = now
-                        else:
-                            itl.append(now - last_token_at)
-                        last_token_at = now
-                        token_ids.extend(new_ids)
-                        text_parts.append(completion.text)
-                        if stream:
-                            yield CallDelta(token_ids=new_ids, text=completion.text)
-                    if out.finished:
-                        finish = completion.finish_reason
-                        cached = out.num_cached_tokens or 0
-                        if out.prompt_token_ids is not None:
-                            prompt_tokens = len(out.prompt_token_ids)
-                        metrics = out.metrics
-                        if metrics is not None and getattr(metrics, "scheduled_ts", 0.0) > 0.0:
-                            queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+            while True:
+                # The deadline bounds each wait for vLLM, never a `yield`: there the
+                # consumer runs, and a timeout would cancel it instead of this call. Checked
+                # first, as a wait for an output already there never times out.
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(left):
+                    out = await anext(outputs, None)
+                if out is None:
+                    break
+                completion = out.outputs[0]
+                new_ids = tuple(completion.token_ids)
+                if new_ids:
+                    now = time.monotonic()
+                    if first_token_at is None:
+                        first_token_at = now
+                    else:
+                        itl.append(now - last_token_at)
+                    last_token_at = now
+                    token_ids.extend(new_ids)
+                    text_parts.append(completion.text)
+                    if stream:
+                        yield CallDelta(token_ids=new_ids, text=completion.text)
+                if out.finished:
+                    finish = completion.finish_reason
+                    cached = out.num_cached_tokens or 0
+                    if out.prompt_token_ids is not None:
+                        prompt_tokens = len(out.prompt_token_ids)
+                    metrics = out.metrics
+                    if metrics is not None and getattr(metrics, "scheduled_ts", 0.0) > 0.0:
+                        queue_time = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
         except TimeoutError:
             await llm.abort(call.call_id)
             raise EngineError(
