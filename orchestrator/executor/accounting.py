@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.domain import CallRecord, TaskUsage, ToolRecord
+from orchestrator.domain import (
+    CallRecord,
+    CallTimings,
+    CallUsage,
+    FinishReason,
+    TaskUsage,
+    ToolRecord,
+)
 
 
 def _longest_chain(edges: dict[str, tuple[str, ...]], weight: dict[str, float]) -> float:
@@ -44,6 +51,33 @@ def critical_path_time(records: Sequence[CallRecord], tools: Sequence[ToolRecord
     """Summed engine e2e and tool time along the slowest dependency chain."""
     weight = {r.call_id: r.timings.e2e for r in records} | {t.tool_id: t.elapsed for t in tools}
     return _longest_chain(_graph(records, tools), weight)
+
+
+def aborted_call(
+    call_id: str,
+    *,
+    step: str,
+    branch: int,
+    replica: str,
+    prompt_tokens: int,
+    output_tokens: int,
+    after: tuple[str, ...],
+    elapsed: float,
+) -> CallRecord:
+    """The record of a call aborted in flight (deadline, failure of its task): it still
+    consumed its prompt and the output tokens that reached the orchestrator, so partial
+    usage counts it. The engine's own timings never came back: they read 0."""
+    return CallRecord(
+        call_id=call_id,
+        step=step,
+        branch=branch,
+        replica=replica,
+        usage=CallUsage(prompt_tokens, 0, output_tokens),
+        timings=CallTimings(queue_time=0.0, ttft=0.0, tpot=None, itl=(), e2e=0.0),
+        finish_reason=FinishReason.ABORT,
+        after=after,
+        dispatch_to_result=elapsed,
+    )
 
 
 def _ratio(numerator: float, denominator: float) -> float:

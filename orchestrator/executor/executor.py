@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agents.dsl import Program
@@ -41,7 +41,7 @@ from orchestrator.domain import (
     TaskUsage,
     ToolRecord,
 )
-from orchestrator.executor.accounting import task_usage
+from orchestrator.executor.accounting import aborted_call, task_usage
 from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
 from orchestrator.executor.estimate import describe, dry_run, expect
 from orchestrator.executor.interpreter import (
@@ -148,6 +148,15 @@ _EXPECTATION_SAMPLES = 200
 _EXPECTATION_INPUT = "x " * 32
 
 
+@dataclass(slots=True, frozen=True)
+class _Running:
+    """An LLM call dispatched and not yet ended, as the driver knows it."""
+
+    action: Action
+    replica: str  # the first replica chosen (a retry may move it)
+    dispatched_at: float  # monotonic
+
+
 @dataclass(slots=True)
 class _Accounts:
     """The driver's record of a running task."""
@@ -155,6 +164,75 @@ class _Accounts:
     calls: list[CallRecord]
     tools: list[ToolRecord]
     retried_calls: int = 0
+    # By call id; on failure these are aborted and still count in the partial usage.
+    running: dict[str, _Running] = field(default_factory=dict)
+    # Answer tokens already sent to the client, by call id.
+    streamed: dict[str, int] = field(default_factory=dict)
+
+    def abort_running(self, now: float) -> None:
+        """Record every call still running as aborted (the task is failing)."""
+        for call_id, running in self.running.items():
+            action = running.action
+            self.calls.append(
+                aborted_call(
+                    call_id,
+                    step=action.step,
+                    branch=action.branch,
+                    replica=running.replica,
+                    prompt_tokens=len(action.prompt_token_ids),
+                    output_tokens=self.streamed.get(call_id, 0),
+                    after=action.after,
+                    elapsed=now - running.dispatched_at,
+                )
+            )
+        self.running.clear()
+
+
+class _Diverged(Exception):
+    """A retried streaming call generated output other than what the client already has."""
+
+
+class _StreamedOutput:
+    """What one streaming call has sent to the client, across its attempts.
+
+    A retry after a replica died mid-stream starts again from token 0. Its output is
+    checked against what was sent (tokens and text), and only what lies beyond goes out,
+    so the client never receives a token twice; output that differs raises _Diverged.
+    """
+
+    def __init__(self) -> None:
+        self.sent_ids: list[int] = []
+        self.sent_text = ""
+        self._ids: list[int] = []  # this attempt's output so far
+        self._text = ""
+
+    def restart(self) -> None:
+        self._ids = []
+        self._text = ""
+
+    def feed(self, delta: CallDelta) -> CallDelta | None:
+        """This attempt's next delta -> what is new to the client (None: nothing)."""
+        self._ids.extend(delta.token_ids)
+        self._text += delta.text
+        n, chars = (
+            min(len(self._ids), len(self.sent_ids)),
+            min(len(self._text), len(self.sent_text)),
+        )
+        if self._ids[:n] != self.sent_ids[:n] or self._text[:chars] != self.sent_text[:chars]:
+            raise _Diverged
+        new_ids = self._ids[len(self.sent_ids) :]
+        new_text = self._text[len(self.sent_text) :]
+        if not new_ids and not new_text:
+            return None
+        self.sent_ids.extend(new_ids)
+        self.sent_text += new_text
+        return CallDelta(tuple(new_ids), new_text)
+
+    def check(self, result: CallResult) -> None:
+        """The attempt's final output must extend what was sent."""
+        sent = len(self.sent_ids)
+        if list(result.token_ids[:sent]) != self.sent_ids:
+            raise _Diverged
 
 
 class Executor:
@@ -265,6 +343,8 @@ class Executor:
         routed: list[str] = []  # LLM calls handed to the router
 
         def failed(code: ErrorCode, message: str) -> TaskFailed:
+            # The calls still running are about to be aborted: they count as such.
+            accounts.abort_running(time.monotonic())
             usage = self._usage(task, accounts, accepted_at, first_answer_at)
             return TaskFailed(code, message, usage)
 
@@ -281,6 +361,9 @@ class Executor:
                             replica = self._choose(action, frozenset(), task.task_id, priority)
                             routed.append(action.action_id)
                             stream = action.answer and stream_answer
+                            accounts.running[action.action_id] = _Running(
+                                action, replica, time.monotonic()
+                            )
                             work = self._dispatch(
                                 action, replica, queue, stream, deadline, task.task_id, priority
                             )
@@ -303,9 +386,13 @@ class Executor:
                 if isinstance(message, _Delta):
                     if first_answer_at is None:
                         first_answer_at = time.monotonic()
+                    call_id = message.action.action_id
+                    sent = accounts.streamed.get(call_id, 0)
+                    accounts.streamed[call_id] = sent + len(message.delta.token_ids)
                     yield AnswerDelta(message.delta.text, message.delta.token_ids)
                     continue
                 in_flight.pop(message.action.action_id, None)
+                accounts.running.pop(message.action.action_id, None)
                 replan = True
                 if isinstance(message, _Failed):
                     raise failed(
@@ -448,6 +535,7 @@ class Executor:
         assert action.sampling is not None
         started = time.monotonic()
         failed_on: set[str] = set()
+        output = _StreamedOutput()
         while True:
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             request = CallRequest(
@@ -459,10 +547,21 @@ class Executor:
                 task_id=task_id,
             )
             try:
-                result = await self._call(action, replica, request, queue, stream)
+                result = await self._call(action, replica, request, queue, stream, output)
                 break
             except asyncio.CancelledError:
                 raise
+            except _Diverged:
+                # The client holds a prefix this retry contradicts: stop, never resend.
+                error = EngineError(
+                    ErrorCode.UNAVAILABLE,
+                    f"its replica failed after {len(output.sent_ids)} answer tokens were "
+                    f"streamed, and the retry on {replica} generated a different answer; the "
+                    "task stopped so that the streamed text is not contradicted (run it "
+                    "again; a seeded task's retries regenerate the same tokens)",
+                )
+                queue.put_nowait(_Failed(action, error))
+                return None
             except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
                 if not isinstance(exc, EngineError):
                     exc = EngineError(ErrorCode.INTERNAL, f"call failed: {exc!r}")
@@ -487,18 +586,23 @@ class Executor:
         request: CallRequest,
         queue: asyncio.Queue[_Message],
         stream: bool,
+        output: _StreamedOutput,
     ) -> CallResult:
         if not stream:
             return await self._dispatcher.call(replica, request)
         result: CallResult | None = None
+        output.restart()
         async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as deltas:
             async for item in deltas:
                 if isinstance(item, CallResult):
                     result = item
                 else:
-                    queue.put_nowait(_Delta(action, item))
+                    new = output.feed(item)
+                    if new is not None:
+                        queue.put_nowait(_Delta(action, new))
         if result is None:
             raise EngineError(ErrorCode.INTERNAL, "stream ended without a result")
+        output.check(result)
         return result
 
     async def _run_tool(self, action: Action, queue: asyncio.Queue[_Message]) -> None:
@@ -552,11 +656,16 @@ class Executor:
             ticket.release()
         output: list[int] | None = []
         try:
-            async with (
-                asyncio.timeout(spec.deadline_s),
-                contextlib.aclosing(self._dispatcher.stream(replica, request)) as stream,
-            ):
-                async for item in stream:
+            async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as stream:
+                while True:
+                    # The deadline bounds each read of the engine, never a `yield`: a
+                    # timeout firing while the consumer is suspended (the servicer
+                    # writing to a slow client) cancels the consumer itself, and the
+                    # client then never gets a status.
+                    async with asyncio.timeout(_time_left(deadline)):
+                        item = await anext(stream, None)
+                    if item is None:
+                        break
                     if isinstance(item, CallResult):
                         yield GenerateOutput(
                             text="",
@@ -578,10 +687,27 @@ class Executor:
                             output.extend(item.token_ids)
                         yield GenerateOutput(text=item.text, token_ids=item.token_ids)
         except TimeoutError:
+            record = aborted_call(
+                call_id,
+                step="generate",
+                branch=0,
+                replica=replica,
+                prompt_tokens=len(ids),
+                output_tokens=len(output or ()),
+                after=(),
+                elapsed=time.monotonic() - started,
+            )
             output = None
             raise TaskFailed(
                 ErrorCode.DEADLINE_EXCEEDED,
                 f"generation exceeded its deadline of {spec.deadline_s:.3f} s and was aborted",
+                task_usage(
+                    [record],
+                    user_input_tokens=len(ids),
+                    final_output_tokens=record.usage.output_tokens,
+                    task_ttft=0.0,
+                    task_latency=record.dispatch_to_result,
+                ),
             ) from None
         except EngineError as exc:
             output = None
@@ -589,6 +715,17 @@ class Executor:
         finally:
             self._router.finished(call_id, output)
             self.admission.wake()
+
+
+def _time_left(deadline: float | None) -> float | None:
+    """Seconds until a monotonic deadline (None: no deadline); raises TimeoutError once it
+    has passed, since a wait that completes without suspending never times out."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
 
 
 async def _cancel_all(in_flight: dict[str, asyncio.Task[None]]) -> None:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # Trailing metadata key carrying a failed task's partial usage (a serialized TaskUsage).
 USAGE_TRAILER = "inflection-usage-bin"
+# A task ends this long (or 10% of the time left, if less) before its RPC's gRPC
+# deadline, so that the status and the usage trailer still reach the client.
+RPC_DEADLINE_MARGIN_S = 0.05
 # RESOURCE_EXHAUSTED: milliseconds after which a retry is likely to be admitted.
 RETRY_AFTER_TRAILER = "retry-after-ms"
 # Longest status message sent: client values in it are already cut to 80 characters;
@@ -79,14 +82,17 @@ def _check_sampling(s: pb.SamplingOptions, limits: LimitsConfig) -> None:
 
 
 def _deadline(request_ms: int | None, context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
-    """The tighter of the request's deadline_ms and the RPC's own gRPC deadline."""
+    """The tighter of the request's deadline_ms and the RPC's own gRPC deadline, less a
+    margin: a task ending at the RPC deadline itself finds the client gone, and its
+    status and partial-usage trailer never arrive."""
     budgets = []
     if request_ms is not None:
         budgets.append(request_ms / 1000.0)
     remaining = context.time_remaining()
     if remaining is not None:
-        budgets.append(remaining)
-    return min(budgets) if budgets else None
+        budgets.append(remaining - min(RPC_DEADLINE_MARGIN_S, 0.1 * max(remaining, 0.0)))
+    # Positive: a deadline of 0 would read as none.
+    return max(min(budgets), 0.001) if budgets else None
 
 
 def task_spec(

@@ -341,8 +341,11 @@ async def test_deadline_fails_the_task_with_partial_usage_and_aborts_calls() -> 
     assert "deadline of 0.050 s" in failed.value.message
     usage = failed.value.usage
     assert usage is not None
-    assert usage.llm_calls == 1  # the planner finished; the workers did not
+    # The planner finished; the three workers were aborted and count with their prompts.
+    assert usage.llm_calls == 4
     assert usage.output_tokens_total == 64
+    workers_prompt = sum(len(r.prompt_token_ids) for r in fake.requests[1:])
+    assert usage.prompt_tokens_total == len(fake.requests[0].prompt_token_ids) + workers_prompt
     assert 0.05 <= usage.task_latency < 1.0
     workers = {e.call_id for e in events if isinstance(e, StepStarted) and e.step == "worker"}
     assert len(workers) == 3
@@ -373,7 +376,8 @@ async def test_failing_call_fails_the_task_with_its_code_and_cancels_the_rest() 
     assert failed.value.code is ErrorCode.INTERNAL
     assert "engine exploded" in failed.value.message
     assert "'worker'" in failed.value.message
-    assert failed.value.usage is not None and failed.value.usage.llm_calls == 1
+    # The planner, and the two workers aborted when their sibling failed.
+    assert failed.value.usage is not None and failed.value.usage.llm_calls == 3
     workers = {r.call_id for r in fake.requests if step_of(r.call_id) == "worker"}
     assert fake.cancelled == {c for c in workers if not nth_worker(c, 1)}
     # INTERNAL is the engine's own failure: another replica would not help.
