@@ -12,6 +12,11 @@ Before any load starts the host must answer a gRPC health check and list every a
 the mix; otherwise the run ends with one error line and exit code 1. The agentic figures
 live on `environment.agentic` (an AgenticStats; `environment.agentic_slo` holds --slo) and
 are written as JSON to `--agentic-json` (default `<--csv prefix>_agentic.json`) at the end.
+
+For `inflection load`: `--agentic-warmup S` leaves tasks that started in the first S
+seconds out of the figures; `--agentic-tasks PATH` writes every task as a JSON line
+(`--agentic-export-calls` adds its calls); `--agentic-live PATH` is rewritten every second
+with the live figures the command shows.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
-from loadtests.metrics import Slo
+from loadtests.metrics import Slo, figures
 from loadtests.report import run_config, write_reports
 from loadtests.shapes import (
     Curve,
@@ -52,6 +57,7 @@ from loadtests.shapes import (
     next_sweep_rate,
     sweep_step,
 )
+from loadtests.sweep_curve import SweepPoint, sweep_point
 from loadtests.user import (
     RATE_MESSAGE,
     AgentUser,
@@ -128,6 +134,26 @@ def _options(parser: Any) -> None:
         "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see shapes.SweepPlan).",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
+    group.add_argument(
+        "--agentic-warmup",
+        type=float,
+        default=0.0,
+        help="Seconds: tasks that start this early in the run are left out of the agentic "
+        "figures (they stay in tasks.jsonl, marked warmup).",
+    )
+    group.add_argument(
+        "--agentic-tasks", default="", help="Write every task as one JSON line here (JSONL)."
+    )
+    group.add_argument(
+        "--agentic-export-calls",
+        action="store_true",
+        help="Keep each task's LLM calls and tool steps and add them to --agentic-tasks.",
+    )
+    group.add_argument(
+        "--agentic-live",
+        default="",
+        help="Rewrite live figures (LiveFigures JSON) to this file every second.",
+    )
     group.add_argument(
         "--agentic-report",
         default="",
@@ -220,6 +246,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     environment.agentic_slo = slo
     environment.agentic_checked = False
     stats = agentic_stats(environment)
+    stats.keep_calls = bool(options.agentic_export_calls)
     if environment.web_ui is not None:
         webui.install(environment)  # the Agentic tabs read environment.agentic / agentic_slo
     environment.agentic_sweep_plan = sweep
@@ -271,6 +298,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     def final(**_kwargs: Any) -> None:
         # Workers' last reports reach the master after test_stop: write the final figures.
         write_agentic_json(environment)
+        write_agentic_tasks(environment)
         write_agentic_report(environment)
 
     environment.events.quit.add_listener(final)
@@ -303,6 +331,7 @@ def _adopt_master_options(environment: Any) -> None:
     except (WorkloadError, ValueError) as exc:
         log.error("inflection: %s", exc)  # the master checked the same options already
         return
+    agentic_stats(environment).keep_calls = bool(getattr(options, "agentic_export_calls", False))
     sweep = SweepPlan.parse(options.sweep) if options.sweep else None
     if options.arrival_rate or sweep is not None:
         rate = options.arrival_rate or (sweep.start if sweep else 0.0)
@@ -315,7 +344,12 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         _adopt_master_options(environment)
         return
-    agentic_stats(environment).reset()
+    options = environment.parsed_options
+    agentic_stats(environment).start(time.time(), float(options.agentic_warmup or 0.0))
+    if options.agentic_live:
+        environment.agentic_live_writer = gevent.spawn(
+            write_live, environment, Path(options.agentic_live)
+        )
     if environment.agentic_sweep_plan is not None:
         gevent.spawn(run_sweep, environment, environment.agentic_sweep_plan)
     if environment.agentic_checked:
@@ -336,6 +370,23 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
             environment.runner.quit()
 
 
+LIVE_EVERY_S = 1.0
+
+
+def write_live(environment: Any, path: Path) -> None:
+    """Rewrite `path` with the run's LiveFigures (plus the user count) every second, whole
+    (a temporary file renamed over it), until killed at test stop."""
+    stats = agentic_stats(environment)
+    partial = path.with_name(path.name + ".part")
+    while True:
+        live = stats.live(time.time()).to_dict()
+        runner = environment.runner
+        live["users"] = int(runner.user_count) if runner is not None else 0
+        partial.write_text(json.dumps(live, allow_nan=False))
+        os.replace(partial, path)
+        gevent.sleep(LIVE_EVERY_S)
+
+
 def run_sweep(environment: Any, plan: SweepPlan) -> None:
     """Step the total arrival rate up by `plan.factor` while each step's tasks meet the SLO;
     then record the highest rate that met it and end the run."""
@@ -344,6 +395,7 @@ def run_sweep(environment: Any, plan: SweepPlan) -> None:
     # Worker reports arrive every 3 s: wait for a step's last completions to reach us.
     lag = 4.0 if isinstance(environment.runner, MasterRunner) else 0.2
     history: list[SweepStep] = []
+    points: list[SweepPoint] = []
     rate = next_sweep_rate(history, start=plan.start, factor=plan.factor, max_rate=plan.max_rate)
     while rate is not None:
         environment.runner.send_message(RATE_MESSAGE, {"rate": rate})
@@ -351,10 +403,15 @@ def run_sweep(environment: Any, plan: SweepPlan) -> None:
         gevent.sleep(plan.step_s)
         end = time.time()
         gevent.sleep(lag)
-        step = sweep_step(
-            stats.samples, rate, begin + plan.warmup_s, end, slo, stats.dropped_tasks - dropped
-        )
+        judged_from, step_dropped = begin + plan.warmup_s, stats.dropped_tasks - dropped
+        step = sweep_step(stats.samples, rate, judged_from, end, slo, step_dropped)
         history.append(step)
+        judged = [s for s in stats.samples if judged_from < s.completed_at <= end]
+        points.append(
+            sweep_point(
+                rate, figures(judged, slo, step_dropped), step, plan.min_good, end - judged_from
+            )
+        )
         log.info(
             "sweep: %.3g tasks/s offered: %d tasks, %.1f%% met the SLO",
             rate,
@@ -375,6 +432,7 @@ def run_sweep(environment: Any, plan: SweepPlan) -> None:
         ],
         "highest_rate_meeting_slo": best,
         "min_good": plan.min_good,
+        "points": [p.to_dict() for p in points],  # loadtests.sweep_curve.SweepPoint
     }
     log.info("sweep: highest rate meeting the SLO: %s tasks/s", "none" if best is None else best)
     environment.runner.quit()
@@ -401,6 +459,19 @@ def write_agentic_json(environment: Any) -> Path | None:
     return path
 
 
+def write_agentic_tasks(environment: Any) -> Path | None:
+    """Every task of the run, one JSON line each (metrics.task_record), to --agentic-tasks."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return None
+    if not getattr(options, "agentic_tasks", ""):
+        return None
+    path = Path(options.agentic_tasks)
+    records = agentic_stats(environment).task_records()
+    path.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+    return path
+
+
 def write_agentic_report(environment: Any) -> None:
     """The agentic HTML/JSON/CSV reports into --agentic-report (master or local runner)."""
     options = environment.parsed_options
@@ -419,7 +490,11 @@ def write_agentic_report(environment: Any) -> None:
 
 
 def _test_stop(environment: Any, **_kwargs: Any) -> None:
+    writer = getattr(environment, "agentic_live_writer", None)
+    if writer is not None:
+        writer.kill(block=False)
     write_agentic_json(environment)
+    write_agentic_tasks(environment)
     write_agentic_report(environment)
 
 

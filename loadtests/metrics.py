@@ -17,6 +17,8 @@ web-UI tab and the reports (add keys, never rename or remove them):
       "per_agent": [Figures + {"agent": str}, ...],   # sorted by agent name
       "timeseries": [Bucket, ...],        # one per `bucket_s` (default 1 s), oldest first,
                                           # gaps filled with zero-task buckets
+      "warmup": {"seconds": float, "excluded_tasks": int},  # only when a warm-up is set:
+                                          # tasks that started in it are in no figure above
     }
 
     Figures = {
@@ -50,14 +52,18 @@ web-UI tab and the reports (add keys, never rename or remove them):
 
 Tokens per second use the whole run's duration; timeseries buckets are keyed by each
 task's completion time, so a task's tokens land in the second it completed.
+
+Two more views of the same samples: `live_figures` (what `inflection load` shows while a
+run goes: totals plus a trailing window's rates and percentiles) and `task_record` (one
+line of `tasks.jsonl`, the per-task export, optionally with the task's calls).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -65,9 +71,92 @@ import numpy as np
 from orchestrator.api.v1 import inflection_pb2 as pb
 
 PERCENTILES = (50, 90, 95, 99)
+LIVE_WINDOW_S = 10.0  # the trailing window of the live rates and percentiles
 
-# The wire form of one sample: the TaskSample fields in declaration order, tpots as a list.
+# The wire form of one sample: the TaskSample fields in declaration order, tpots as a list;
+# the calls (a list of CallSample wire rows) only when they were kept.
 WireSample = list[Any]
+
+
+@dataclass(slots=True, frozen=True)
+class CallSample:
+    """One finished step of a task, as its `step_finished` event told the client: an LLM
+    call (engine-side usage and timings) or a tool step."""
+
+    kind: str  # "llm" or "tool"
+    step: str
+    branch: int
+    target: str  # llm: the replica that served it; tool: the tool's name
+    at_s: float  # client-side: request sent -> this step's event received, seconds
+    elapsed_s: float  # llm: engine-side e2e; tool: its elapsed time
+    prompt_tokens: int = 0  # llm only
+    cached_tokens: int = 0  # llm only
+    output_tokens: int = 0  # llm: output tokens; tool: result tokens added to the context
+    queue_s: float | None = None  # llm only
+    ttft_s: float | None = None  # llm only, engine-side
+    tpot_s: float | None = None  # llm only, when it produced more than one token
+    finish: str = ""  # llm: "stop" or "length"; tool: "ok" or "error"
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.kind,
+            self.step,
+            self.branch,
+            self.target,
+            self.at_s,
+            self.elapsed_s,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.output_tokens,
+            self.queue_s,
+            self.ttft_s,
+            self.tpot_s,
+            self.finish,
+        ]
+
+    @classmethod
+    def from_wire(cls, row: Sequence[Any]) -> CallSample:
+        if len(row) != 13:
+            raise ValueError(f"agentic call record with {len(row)} fields, expected 13")
+        return cls(
+            kind=str(row[0]),
+            step=str(row[1]),
+            branch=int(row[2]),
+            target=str(row[3]),
+            at_s=float(row[4]),
+            elapsed_s=float(row[5]),
+            prompt_tokens=int(row[6]),
+            cached_tokens=int(row[7]),
+            output_tokens=int(row[8]),
+            queue_s=None if row[9] is None else float(row[9]),
+            ttft_s=None if row[10] is None else float(row[10]),
+            tpot_s=None if row[11] is None else float(row[11]),
+            finish=str(row[12]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The call's `tasks.jsonl` entry: keys that do not apply to its kind are left out."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "step": self.step,
+            "branch": self.branch,
+            ("replica" if self.kind == "llm" else "tool"): self.target,
+            "at_s": self.at_s,
+            "elapsed_s": self.elapsed_s,
+        }
+        if self.kind == "llm":
+            out.update(
+                prompt_tokens=self.prompt_tokens,
+                cached_tokens=self.cached_tokens,
+                output_tokens=self.output_tokens,
+                queue_s=self.queue_s,
+                ttft_s=self.ttft_s,
+                tpot_s=self.tpot_s,
+                finish_reason=self.finish,
+            )
+        else:
+            out.update(result_tokens=self.output_tokens, ok=self.finish == "ok")
+        return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,6 +177,13 @@ class TaskSample:
     task_ttft: float | None  # client-side: accepted -> first answer delta; None if none came
     task_latency: float  # client-side: request sent -> stream ended, seconds
     call_tpots: tuple[float, ...]  # engine-side tpot of each call that had one
+    # Every step of the task; kept only when per-call export is on (AgenticStats.keep_calls).
+    calls: tuple[CallSample, ...] = ()
+
+    @property
+    def started_at(self) -> float:
+        """Unix seconds when the task started, as the client measured its latency."""
+        return self.completed_at - self.task_latency
 
     def to_wire(self) -> WireSample:
         return [
@@ -105,12 +201,12 @@ class TaskSample:
             self.task_ttft,
             self.task_latency,
             list(self.call_tpots),
-        ]
+        ] + ([[c.to_wire() for c in self.calls]] if self.calls else [])
 
     @classmethod
     def from_wire(cls, row: Sequence[Any]) -> TaskSample:
-        if len(row) != 14:
-            raise ValueError(f"agentic sample with {len(row)} fields, expected 14")
+        if len(row) not in (14, 15):
+            raise ValueError(f"agentic sample with {len(row)} fields, expected 14 or 15")
         return cls(
             completed_at=float(row[0]),
             agent=str(row[1]),
@@ -126,6 +222,7 @@ class TaskSample:
             task_ttft=None if row[11] is None else float(row[11]),
             task_latency=float(row[12]),
             call_tpots=tuple(float(t) for t in row[13]),
+            calls=tuple(CallSample.from_wire(c) for c in row[14]) if len(row) == 15 else (),
         )
 
 
@@ -299,11 +396,106 @@ def timeseries(samples: Sequence[TaskSample], bucket_s: float = 1.0) -> list[dic
     return rows
 
 
+@dataclass(slots=True, frozen=True)
+class LiveFigures:
+    """A running test at one moment: totals since the start, and rates and percentiles
+    over the trailing window (ok tasks that completed in it, warm-up tasks left out)."""
+
+    tasks: int  # finished so far, ok or failed, warm-up included
+    failed: int
+    warmup_tasks: int  # of `tasks`, those that started in the warm-up
+    window_s: float  # the window actually covered (shorter at the start of a run)
+    tasks_per_s: float
+    output_tokens_per_s: float
+    task_ttft_p50_s: float | None
+    task_ttft_p99_s: float | None
+    task_latency_p50_s: float | None
+    task_latency_p99_s: float | None
+    token_amplification_mean: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LiveFigures:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def live_figures(
+    samples: Sequence[TaskSample],
+    now: float,
+    started_at: float | None = None,
+    measure_from: float | None = None,
+    window_s: float = LIVE_WINDOW_S,
+) -> LiveFigures:
+    """LiveFigures of `samples` at `now` (unix s); `measure_from` ends the warm-up."""
+    since = now - window_s if started_at is None else max(now - window_s, started_at)
+    span = now - since
+    recent = [
+        s
+        for s in samples
+        if s.completed_at > since and (measure_from is None or s.started_at >= measure_from)
+    ]
+    ok = [s for s in recent if s.ok]
+    ttfts = [s.task_ttft for s in ok if s.task_ttft is not None]
+    latencies = [s.task_latency for s in ok]
+    amplification = [s.token_amplification for s in ok]
+    return LiveFigures(
+        tasks=len(samples),
+        failed=sum(1 for s in samples if not s.ok),
+        warmup_tasks=0
+        if measure_from is None
+        else sum(1 for s in samples if s.started_at < measure_from),
+        window_s=span,
+        tasks_per_s=len(ok) / span if span > 0 else 0.0,
+        output_tokens_per_s=sum(s.output_tokens for s in recent) / span if span > 0 else 0.0,
+        task_ttft_p50_s=_pct(ttfts, 50),
+        task_ttft_p99_s=_pct(ttfts, 99),
+        task_latency_p50_s=_pct(latencies, 50),
+        task_latency_p99_s=_pct(latencies, 99),
+        token_amplification_mean=math.fsum(amplification) / len(amplification)
+        if amplification
+        else None,
+    )
+
+
+def task_record(sample: TaskSample, *, warmup: bool = False) -> dict[str, Any]:
+    """One line of `tasks.jsonl`: the task's status, usage and client-side timings (unix
+    seconds and seconds), `warmup` when the figures leave it out, and its `calls` when
+    they were kept (--export-calls)."""
+    record: dict[str, Any] = {
+        "agent": sample.agent,
+        "status": sample.status,
+        "ok": sample.ok,
+        "started_at": sample.started_at,
+        "completed_at": sample.completed_at,
+        "latency_s": sample.task_latency,
+        "ttft_s": sample.task_ttft,
+        "warmup": warmup,
+        "usage": {
+            "llm_calls": sample.llm_calls,
+            "prompt_tokens": sample.prompt_tokens,
+            "cached_tokens": sample.cached_tokens,
+            "output_tokens": sample.output_tokens,
+            "user_input_tokens": sample.user_input_tokens,
+            "final_output_tokens": sample.final_output_tokens,
+            "token_amplification": sample.token_amplification,
+        },
+    }
+    if sample.calls:
+        record["calls"] = [c.to_dict() for c in sample.calls]
+    return record
+
+
 class AgenticStats:
     """Raw task samples of a run. On a worker: `add` then `drain` every report; on the
     master (or a local runner): `merge` what workers send, then `snapshot`."""
 
     def __init__(self) -> None:
+        # Per-call records cost memory and worker->master bandwidth: only with --export-calls.
+        self.keep_calls = False
+        self.started_at: float | None = None  # unix s when the test started (start())
+        self.warmup_s = 0.0  # tasks that started this long after started_at are left out
         self._samples: list[TaskSample] = []
         self._pending: list[TaskSample] = []  # not yet drained to the master
         self.dropped_tasks = 0  # open loop: arrivals skipped because of the outstanding bound
@@ -318,7 +510,29 @@ class AgenticStats:
     def samples(self) -> list[TaskSample]:
         return list(self._samples)
 
+    @property
+    def measure_from(self) -> float | None:
+        """Tasks that started before this (unix s) are warm-up; None without a warm-up."""
+        if self.started_at is None or self.warmup_s <= 0:
+            return None
+        return self.started_at + self.warmup_s
+
+    def measured(self) -> list[TaskSample]:
+        """The samples the figures use: all of them but the warm-up's."""
+        since = self.measure_from
+        if since is None:
+            return list(self._samples)
+        return [s for s in self._samples if s.started_at >= since]
+
+    def start(self, now: float, warmup_s: float = 0.0) -> None:
+        """A new test starts at `now` (unix s): forget earlier samples, set the warm-up."""
+        self.reset()
+        self.started_at = now
+        self.warmup_s = warmup_s
+
     def add(self, sample: TaskSample) -> None:
+        if sample.calls and not self.keep_calls:
+            sample = replace(sample, calls=())
         self._samples.append(sample)
         self._pending.append(sample)
         self.recorded += 1
@@ -374,20 +588,37 @@ class AgenticStats:
         self.recorded = 0
         self.merged_from = {}
         self.reported_by = {}
+        self.started_at = None
+        self.warmup_s = 0.0
 
     def snapshot(self, slo: Slo | None = None, bucket_s: float = 1.0) -> dict[str, Any]:
         """The JSON-able dict documented in the module docstring."""
-        agents = sorted({s.agent for s in self._samples})
+        samples = self.measured()
+        agents = sorted({s.agent for s in samples})
         per_agent = []
         for agent in agents:
             entry: dict[str, Any] = {"agent": agent}
-            entry.update(figures([s for s in self._samples if s.agent == agent], slo))
+            entry.update(figures([s for s in samples if s.agent == agent], slo))
             per_agent.append(entry)
-        return {
-            "summary": figures(self._samples, slo, self.dropped_tasks),
+        out: dict[str, Any] = {
+            "summary": figures(samples, slo, self.dropped_tasks),
             "per_agent": per_agent,
-            "timeseries": timeseries(self._samples, bucket_s),
+            "timeseries": timeseries(samples, bucket_s),
         }
+        if self.measure_from is not None:
+            excluded = len(self._samples) - len(samples)
+            out["warmup"] = {"seconds": self.warmup_s, "excluded_tasks": excluded}
+        return out
+
+    def task_records(self) -> list[dict[str, Any]]:
+        """Every task of the run as `task_record`s, in completion order."""
+        since = self.measure_from
+        ordered = sorted(self._samples, key=lambda s: s.completed_at)
+        return [task_record(s, warmup=since is not None and s.started_at < since) for s in ordered]
+
+    def live(self, now: float, window_s: float = LIVE_WINDOW_S) -> LiveFigures:
+        """The figures `inflection load` shows while the run goes (see LiveFigures)."""
+        return live_figures(self._samples, now, self.started_at, self.measure_from, window_s)
 
 
 @dataclass(slots=True, frozen=True)
@@ -409,6 +640,7 @@ class TaskRecorder:
         self.accepted_at: float | None = None
         self.first_delta_at: float | None = None
         self.tpots: list[float] = []
+        self.calls: list[CallSample] = []
         self.result: pb.TaskResult | None = None
 
     def on_event(self, event: pb.TaskEvent, now: float) -> StepEntry | None:
@@ -418,12 +650,45 @@ class TaskRecorder:
                 self.first_delta_at = now
         elif kind == "step_finished":
             finished = event.step_finished
+            at = now - self.sent_at
             if finished.HasField("tool"):
-                return StepEntry(finished.tool.step, finished.tool.elapsed, 0)
+                tool = finished.tool
+                self.calls.append(
+                    CallSample(
+                        kind="tool",
+                        step=tool.step,
+                        branch=tool.branch,
+                        target=tool.tool,
+                        at_s=at,
+                        elapsed_s=tool.elapsed,
+                        output_tokens=tool.result_tokens,
+                        finish="ok" if tool.ok else "error",
+                    )
+                )
+                return StepEntry(tool.step, tool.elapsed, 0)
             call = finished.call
-            if call.timings.HasField("tpot"):
-                self.tpots.append(call.timings.tpot)
-            return StepEntry(call.step, call.timings.e2e, call.usage.output_tokens)
+            t = call.timings
+            tpot = t.tpot if t.HasField("tpot") else None
+            if tpot is not None:
+                self.tpots.append(tpot)
+            self.calls.append(
+                CallSample(
+                    kind="llm",
+                    step=call.step,
+                    branch=call.branch,
+                    target=call.replica,
+                    at_s=at,
+                    elapsed_s=t.e2e,
+                    prompt_tokens=call.usage.prompt_tokens,
+                    cached_tokens=call.usage.cached_prompt_tokens,
+                    output_tokens=call.usage.output_tokens,
+                    queue_s=t.queue_time,
+                    ttft_s=t.ttft,
+                    tpot_s=tpot,
+                    finish=call.finish_reason,
+                )
+            )
+            return StepEntry(call.step, t.e2e, call.usage.output_tokens)
         elif kind == "accepted":
             self.accepted_at = now
         elif kind == "completed":
@@ -457,4 +722,5 @@ class TaskRecorder:
             # METRICS.md: accepted -> completed, as the client saw both.
             task_latency=now - (self.accepted_at or self.sent_at),
             call_tpots=tuple(self.tpots),
+            calls=tuple(self.calls),
         )

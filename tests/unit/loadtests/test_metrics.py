@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from loadtests.metrics import AgenticStats, Slo, TaskSample
+from loadtests.metrics import (
+    AgenticStats,
+    CallSample,
+    LiveFigures,
+    Slo,
+    TaskRecorder,
+    TaskSample,
+    live_figures,
+)
+from orchestrator.api.v1 import inflection_pb2 as pb
 
 
 def sample(
@@ -180,3 +191,132 @@ def test_the_master_counts_each_workers_tasks_once() -> None:
     workers = master.workers()
     assert workers == {"a": {"merged": 80, "recorded": 80}, "b": {"merged": 40, "recorded": 40}}
     assert master.snapshot()["summary"]["tasks"] == 120
+
+
+# ---- warm-up, per-task export, live figures ---------------------------------------------
+
+
+def started(at: float, latency: float = 2.0, **kw: Any) -> TaskSample:
+    return sample(completed_at=at + latency, latency=latency, **kw)
+
+
+def test_tasks_that_started_in_the_warmup_are_left_out_of_every_figure() -> None:
+    stats = AgenticStats()
+    stats.start(1000.0, warmup_s=10.0)
+    stats.add(started(1001.0, latency=30.0, amp=100.0))  # warm-up: ends late, still left out
+    stats.add(started(1009.9))  # warm-up
+    stats.add(started(1010.0, amp=7.0))  # measured: started exactly at the end
+    stats.add(started(1020.0, ok=False, status="UNAVAILABLE"))
+    snap = stats.snapshot()
+    assert snap["summary"]["tasks"] == 2 and snap["summary"]["ok"] == 1
+    assert snap["summary"]["token_amplification"]["mean"] == 7.0
+    assert snap["warmup"] == {"seconds": 10.0, "excluded_tasks": 2}
+    assert sum(a["tasks"] for a in snap["per_agent"]) == 2
+    assert len(stats.samples) == 4  # the raw samples keep them (tasks.jsonl, histograms)
+    # No warm-up: no key, every task counted (the snapshot's shape is unchanged).
+    plain = AgenticStats()
+    plain.start(1000.0)
+    plain.add(started(1001.0))
+    assert "warmup" not in plain.snapshot() and plain.snapshot()["summary"]["tasks"] == 1
+
+
+def llm_call(step: str = "planner") -> CallSample:
+    return CallSample(
+        kind="llm",
+        step=step,
+        branch=0,
+        target="replica-1",
+        at_s=0.5,
+        elapsed_s=0.4,
+        prompt_tokens=120,
+        cached_tokens=64,
+        output_tokens=30,
+        queue_s=0.01,
+        ttft_s=0.05,
+        tpot_s=0.012,
+        finish="stop",
+    )
+
+
+def test_task_records_have_usage_timings_and_calls_only_when_kept() -> None:
+    tool = CallSample("tool", "search", 1, "web", 0.9, 0.2, output_tokens=40, finish="error")
+    with_calls = replace(started(1005.0), calls=(llm_call(), tool))
+    stats = AgenticStats()
+    stats.start(1000.0, warmup_s=3.0)
+    stats.add(with_calls)  # keep_calls is off: the calls are dropped on the way in
+    stats.add(started(1001.0))
+    records = stats.task_records()
+    assert [r["warmup"] for r in records] == [True, False]  # completion order
+    assert "calls" not in records[1]
+    r = records[1]
+    assert (r["agent"], r["status"], r["ok"]) == ("plan_execute", "OK", True)
+    assert (r["started_at"], r["completed_at"], r["latency_s"]) == (1005.0, 1007.0, 2.0)
+    assert r["usage"]["prompt_tokens"] == 800 and r["usage"]["token_amplification"] == 13.0
+    json.dumps(records, allow_nan=False)  # one JSON line each
+
+    stats = AgenticStats()
+    stats.keep_calls = True
+    stats.add(with_calls)
+    calls = stats.task_records()[0]["calls"]
+    assert calls[0]["replica"] == "replica-1" and calls[0]["cached_tokens"] == 64
+    assert calls[0]["tpot_s"] == 0.012 and calls[0]["finish_reason"] == "stop"
+    assert calls[1] == {
+        "kind": "tool",
+        "step": "search",
+        "branch": 1,
+        "tool": "web",
+        "at_s": 0.9,
+        "elapsed_s": 0.2,
+        "result_tokens": 40,
+        "ok": False,
+    }
+
+
+def test_calls_survive_the_trip_from_a_worker() -> None:
+    worker = AgenticStats()
+    worker.keep_calls = True
+    worker.add(replace(sample(), calls=(llm_call(), llm_call("answer"))))
+    worker.add(sample())  # no calls: the 14-field wire row of older workers
+    master = AgenticStats()
+    master.merge(json.loads(json.dumps(worker.drain())))
+    assert master.samples[0].calls == (llm_call(), llm_call("answer"))
+    assert master.samples[1].calls == ()
+
+
+def test_the_recorder_keeps_each_call_and_tool_step() -> None:
+    recorder = TaskRecorder("react", sent_at=100.0)
+    timings = pb.CallTimings(queue_time=0.01, ttft=0.05, e2e=0.4, tpot=0.012)
+    call = pb.CallRecord(
+        step="planner",
+        replica="replica-1",
+        usage=pb.CallUsage(prompt_tokens=120, cached_prompt_tokens=64, output_tokens=30),
+        timings=timings,
+        finish_reason="stop",
+    )
+    recorder.on_event(pb.TaskEvent(step_finished=pb.StepFinished(call=call)), 100.5)
+    tool = pb.ToolRecord(step="search", branch=1, tool="web", elapsed=0.2, result_tokens=40)
+    recorder.on_event(pb.TaskEvent(step_finished=pb.StepFinished(tool=tool)), 100.9)
+    sample_ = recorder.sample(101.0, 5000.0, "OK", None)
+    assert sample_.calls[0] == llm_call()
+    assert replace(sample_.calls[1], at_s=round(sample_.calls[1].at_s, 6)) == CallSample(
+        "tool", "search", 1, "web", 0.9, 0.2, output_tokens=40, finish="error"
+    )
+
+
+def test_live_figures_use_the_trailing_window_and_leave_the_warmup_out() -> None:
+    samples = [
+        started(1000.0, latency=1.0),  # completed 1001: before the window
+        started(1015.0, latency=1.0, output=100),
+        started(1016.0, latency=3.0, ttft=0.5, amp=20.0, output=300),
+        started(1017.0, latency=1.0, ok=False, status="UNAVAILABLE", output=50),
+    ]
+    live = live_figures(samples, now=1020.0, started_at=1000.0, measure_from=1005.0)
+    assert (live.tasks, live.failed, live.warmup_tasks) == (4, 1, 1)
+    assert live.window_s == 10.0 and live.tasks_per_s == pytest.approx(0.2)
+    assert live.output_tokens_per_s == pytest.approx(45.0)
+    assert live.task_latency_p50_s == 2.0 and live.task_ttft_p99_s is not None
+    assert live.token_amplification_mean == pytest.approx(16.5)
+    # Two seconds into a run the rate is over those two seconds, not the whole window.
+    early = live_figures([started(1000.0, latency=1.0)], now=1002.0, started_at=1000.0)
+    assert early.window_s == 2.0 and early.tasks_per_s == 0.5
+    assert LiveFigures.from_dict(live.to_dict()) == live
