@@ -16,17 +16,22 @@ starts; an unreachable host or an unknown agent is detected by the locustfile be
 starts, and its single `inflection: ...` line is passed on. Either way: one line on
 stderr, exit code 1 (2 for bad options), no traceback.
 
-Progress reads the tail of Locust's `--csv-full-history` stats history (the `task` rows);
-the summary reads the agentic JSON the locustfile writes at test stop (`--agentic-json`,
-shape documented in loadtests/metrics.py).
+Paths given on the command line are made absolute first (the local orchestrator runs in
+another folder). Progress (on stderr) reads the live figures the locustfile rewrites every
+second (`--agentic-live`: tasks/s, TTFT and latency p50/p99, output tok/s, amplification
+over the last 10 s); the final count and the summary read the agentic JSON the locustfile
+writes at test stop (`--agentic-json`, shape documented in loadtests/metrics.py), so they
+agree. With --out, `tasks.jsonl` has one line per task (metrics.task_record; its calls
+too with --export-calls) and a sweep writes sweep.json/.csv and its curve in report.html.
+Ctrl-C stops Locust in order, prints the partial summary (the JSON is on disk) and one
+`inflection: interrupted` line, exit code 130. Tables go through orchestrator.tables
+(`--format table|csv|json`; with csv/json, messages move to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -43,7 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from loadtests.shapes import SweepStep, highest_rate_meeting_slo, step_meets_slo
+from loadtests.metrics import LiveFigures
+from loadtests.shapes import SweepStep
+from loadtests.sweep_curve import Outcome, SweepPoint, sweep_csv, sweep_json, sweep_point, verdict
+from orchestrator.tables import TableFormat, add_format_flag, format_of, print_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,6 +68,8 @@ SERVING_LINE = "inflection: serving on "
 # Locust's own grace beyond --run-time (stop users, final worker reports) before we kill it.
 LOCUST_GRACE_S = 60.0
 MIN_GOOD_FRACTION = 0.95  # a sweep step meets the SLO when this share of its tasks does
+PLAIN_PROGRESS_EVERY_S = 10.0  # progress lines when stderr is not a terminal (CI logs)
+PATH_OPTIONS = ("out", "workload", "trace", "tls_ca")  # resolved before anything starts
 
 
 class LoadError(Exception):
@@ -121,13 +131,18 @@ def is_sweep_plan(text: str) -> bool:
     return "=" in text
 
 
-def run_sweep(rates: Sequence[float], run_step: Callable[[float], SweepStep]) -> list[SweepStep]:
-    """Run steps at increasing rates until one breaks the SLO (that step is included)."""
-    history: list[SweepStep] = []
+def run_sweep(
+    rates: Sequence[float],
+    run_step: Callable[[float], SweepPoint],
+    history: list[SweepPoint] | None = None,
+) -> list[SweepPoint]:
+    """Run steps at increasing rates until one breaks the SLO (that step is included).
+    Steps are appended to `history` as they finish, so a Ctrl-C keeps the finished ones."""
+    history = [] if history is None else history
     for rate in rates:
-        step = run_step(rate)
-        history.append(step)
-        if not step_meets_slo(step, MIN_GOOD_FRACTION):
+        point = run_step(rate)
+        history.append(point)
+        if not point.met:
             break
     return history
 
@@ -143,6 +158,22 @@ def sweep_step_of(rate: float, snapshot: dict[str, Any]) -> SweepStep:
     return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
 
 
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path option absolute (and `~` expanded) against the working folder we
+    were started in: the local orchestrator and Locust run in other folders."""
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+
+
+def parse_warmup(text: str | None) -> int:
+    """--warmup: 0 (none) or a timespan in whole seconds."""
+    if text is None or text.strip() in ("", "0", "0s"):
+        return 0
+    return parse_timespan(text, "--warmup")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Check everything checkable without a server; raises LoadError with one line."""
     from loadtests.metrics import Slo
@@ -150,6 +181,7 @@ def validate(args: argparse.Namespace) -> None:
 
     if args.worker:
         return  # a worker takes its orders (and its checks) from the master
+    warmup = parse_warmup(args.warmup)
     try:
         load_workload(args.workload)
     except WorkloadError as exc:
@@ -182,13 +214,23 @@ def validate(args: argparse.Namespace) -> None:
                 raise LoadError(str(exc)) from None
         else:
             parse_sweep(args.sweep)
-            parse_timespan(args.step_time, "--step-time")
+            step_s = parse_timespan(args.step_time, "--step-time")
+            if warmup >= step_s:
+                raise LoadError(
+                    f"--warmup {args.warmup} covers each whole --step-time {args.step_time}: "
+                    "no task would be measured"
+                )
         if not args.slo:
             raise LoadError("--sweep needs --slo (the bound the sweep steps the rate up to)")
         if args.arrival_rate is not None:
             raise LoadError("--sweep sets the arrival rate itself; drop --arrival-rate")
         if args.master and not is_sweep_plan(args.sweep):
             raise LoadError("--sweep START:STEP:MAX runs locally; use --processes")
+    elif warmup >= parse_timespan(args.run_time):
+        raise LoadError(
+            f"--warmup {args.warmup} covers the whole --run-time {args.run_time}: "
+            "no task would be measured"
+        )
 
 
 # ---- the Locust command ----------------------------------------------------------------
@@ -202,14 +244,18 @@ class RunFiles:
     html: Path | None  # Locust's own HTML report (only with --out)
     agentic: Path  # the locustfile's --agentic-json
     log: Path  # Locust's stdout and stderr
+    tasks: Path  # the locustfile's --agentic-tasks (one JSON line per task)
+    live: Path  # the locustfile's --agentic-live (progress; removed after the run)
 
     @classmethod
-    def under(cls, folder: Path, name: str, *, html: bool) -> RunFiles:
+    def under(cls, folder: Path, name: str, *, html: bool, tasks: str = "") -> RunFiles:
         return cls(
             prefix=folder / name,
             html=folder / f"{name}.html" if html else None,
             agentic=folder / f"{name}_agentic.json",
             log=folder / f"{name}.log",
+            tasks=folder / (tasks or f"{name}_tasks.jsonl"),
+            live=folder / f"{name}_live.json",
         )
 
     @property
@@ -278,9 +324,15 @@ def locust_command(
             cmd += ["--master-bind-port", str(args.master_port)]
         if args.expect_workers is not None:
             cmd += ["--expect-workers", str(args.expect_workers)]
+    warmup = parse_warmup(args.warmup)
+    if warmup:
+        cmd += ["--agentic-warmup", str(warmup)]
     if files is not None:
         cmd += ["--csv", str(files.prefix), "--csv-full-history"]
-        cmd += ["--agentic-json", str(files.agentic)]
+        cmd += ["--agentic-json", str(files.agentic), "--agentic-live", str(files.live)]
+        cmd += ["--agentic-tasks", str(files.tasks)]
+        if args.export_calls:
+            cmd += ["--agentic-export-calls"]
         if files.html is not None:
             cmd += ["--html", str(files.html)]
     return cmd
@@ -304,43 +356,62 @@ def locust_env() -> dict[str, str]:
 
 
 @dataclass(slots=True, frozen=True)
-class Progress:
+class Live:
+    """What the locustfile's --agentic-live file said last."""
+
     users: int
-    tasks: int  # tasks finished so far (Locust's `task` entries)
-    failures: int
+    figures: LiveFigures
 
 
-def read_progress(history: Path, tail_bytes: int = 65_536) -> Progress | None:
-    """The latest row set of Locust's stats history, read from the file's tail only."""
+def read_live(path: Path) -> Live | None:
+    """The live file (rewritten whole every second by the locustfile), or None yet."""
     try:
-        with history.open("rb") as f:
-            header = f.readline().decode()
-            size = f.seek(0, io.SEEK_END)
-            start = max(len(header), size - tail_bytes)
-            f.seek(start)
-            chunk = f.read().decode(errors="replace")
-    except OSError:
+        data = json.loads(path.read_text())
+        return Live(int(data["users"]), LiveFigures.from_dict(data))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    lines = chunk.splitlines()
-    if start > len(header) and lines:
-        lines = lines[1:]  # a partial first line
-    if not header or not lines:
-        return None
-    rows = list(csv.DictReader([header, *lines]))
-    try:
-        latest = max(int(r["Timestamp"]) for r in rows)
-        if start > len(header) and all(int(r["Timestamp"]) == latest for r in rows):
-            # The tail may have cut the latest set of rows short: read it all once.
-            return read_progress(history, tail_bytes=size)
-        current = [r for r in rows if int(r["Timestamp"]) == latest]
-        tasks = [r for r in current if r["Type"] == "task"]
-        return Progress(
-            users=int(current[0]["User Count"]),
-            tasks=sum(int(r["Total Request Count"]) for r in tasks),
-            failures=sum(int(r["Total Failure Count"]) for r in tasks),
+
+
+def _num(value: float) -> str:
+    """Three significant digits, but never an exponent (1234.5 -> 1234, not 1.23e+03)."""
+    return f"{value:.0f}" if abs(value) >= 99.95 else f"{value:.3g}"
+
+
+def _ms(seconds: float | None) -> str:
+    """Seconds as milliseconds, the unit of every latency in the tables and charts."""
+    return "-" if seconds is None else _num(seconds * 1000)
+
+
+def live_line(live: Live) -> str:
+    """One line of live figures: totals, then the trailing window's rates and percentiles."""
+    f = live.figures
+    counts = f"{f.failed} failed" + (f", {f.warmup_tasks} in warm-up" if f.warmup_tasks else "")
+    amplification = (
+        "-" if f.token_amplification_mean is None else f"{f.token_amplification_mean:.3g}"
+    )
+    return (
+        f"{live.users} users, {f.tasks} tasks ({counts}) | last {f.window_s:.0f}s: "
+        f"{f.tasks_per_s:.2f} tasks/s, "
+        f"TTFT p50/p99 {_ms(f.task_ttft_p50_s)}/{_ms(f.task_ttft_p99_s)} ms, "
+        f"latency p50/p99 {_ms(f.task_latency_p50_s)}/{_ms(f.task_latency_p99_s)} ms, "
+        f"{f.output_tokens_per_s:.0f} output tok/s, amplification {amplification}"
+    )
+
+
+def finished_line(snapshot: dict[str, Any]) -> str:
+    """The run's final count, from the same snapshot as the summary (so they agree)."""
+    summary = snapshot["summary"]
+    line = (
+        f"{summary['tasks']} tasks measured ({summary['ok']} ok, {summary['failed']} failed) "
+        f"over {summary['duration_s']:.1f}s"
+    )
+    warmup = snapshot.get("warmup")
+    if warmup is not None:
+        line += (
+            f"; warm-up: {warmup['excluded_tasks']} tasks that started in the first "
+            f"{warmup['seconds']:g}s are left out of every figure below"
         )
-    except (KeyError, ValueError, TypeError):
-        return None  # a row being written as we read
+    return line
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
@@ -351,20 +422,26 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{float(value):.{digits}f}{unit}"
 
 
-def _dist(figures: dict[str, Any], key: str, scale: float = 1.0) -> str:
-    """`mean / p50 / p99` of one distribution, or `-` without samples."""
+_DIST_STATS = ("mean", "p50", "p99")
+
+
+def _dist(figures: dict[str, Any], key: str, scale: float = 1.0, stat: str = "") -> str:
+    """`mean / p50 / p99` of one distribution (or just `stat`), `-` without samples."""
     d = figures[key]
     if not d["count"]:
         return "-"
-    return " / ".join(f"{d[k] * scale:.3g}" for k in ("mean", "p50", "p99"))
+    return " / ".join(_num(d[k] * scale) for k in ((stat,) if stat else _DIST_STATS))
 
 
-def summary_table(snapshot: dict[str, Any]) -> Table:
-    """Rows are metrics, columns are `all` then each agent: narrow enough for any terminal."""
+def summary_table(snapshot: dict[str, Any], *, split: bool = False) -> Table:
+    """Rows are metrics, columns are `all` then each agent: narrow enough for any terminal.
+    `split`: one row per statistic (`task latency (s) p99`) instead of `mean / p50 / p99`
+    cells, for CSV and JSON."""
     from rich.table import Table
 
     columns = [("all", snapshot["summary"])] + [(a["agent"], a) for a in snapshot["per_agent"]]
-    table = Table(title="Agentic summary", title_justify="left", caption="* mean / p50 / p99")
+    caption = None if split else "* mean / p50 / p99"
+    table = Table(title="Agentic summary", title_justify="left", caption=caption)
     table.add_column("metric")
     for name, _ in columns:
         table.add_column(name, justify="right")
@@ -372,14 +449,21 @@ def summary_table(snapshot: dict[str, Any]) -> Table:
     def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
         table.add_row(label, *(cell(f) for _, f in columns))
 
+    def dist_row(label: str, key: str, scale: float = 1.0) -> None:
+        if not split:
+            row(f"{label} *", lambda f: _dist(f, key, scale))
+            return
+        for stat in _DIST_STATS:
+            row(f"{label} {stat}", lambda f, stat=stat: _dist(f, key, scale, stat))  # type: ignore[misc]
+
     row("tasks ok / failed", lambda f: f"{f['ok']} / {f['failed']}")
     row("tasks/s", lambda f: _fmt(f["tasks_per_s"]))
     row("goodput/s", lambda f: _fmt(f["goodput_per_s"]))
-    row("token amplification *", lambda f: _dist(f, "token_amplification"))
-    row("llm calls per task *", lambda f: _dist(f, "llm_calls_per_task"))
-    row("task ttft (s) *", lambda f: _dist(f, "task_ttft_s"))
-    row("task latency (s) *", lambda f: _dist(f, "task_latency_s"))
-    row("call tpot (ms) *", lambda f: _dist(f, "call_tpot_s", scale=1000.0))
+    dist_row("token amplification", "token_amplification")
+    dist_row("llm calls per task", "llm_calls_per_task")
+    dist_row("task ttft (ms)", "task_ttft_s", scale=1000.0)
+    dist_row("task latency (ms)", "task_latency_s", scale=1000.0)
+    dist_row("call tpot (ms)", "call_tpot_s", scale=1000.0)
     row("prompt tokens/s", lambda f: _fmt(f["prompt_tokens_per_s"], digits=1))
     row("output tokens/s", lambda f: _fmt(f["output_tokens_per_s"], digits=1))
     row(
@@ -421,12 +505,14 @@ _SERVE_CODE = "import sys; from orchestrator.cli import main; sys.exit(main())"
 
 
 def _stop(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal `proc` and wait for it; kill it after STOP_TIMEOUT_S, or at once on a second
+    Ctrl-C (the user is in a hurry, and no traceback may escape from here)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
             proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
             proc.kill()
             proc.wait()
 
@@ -434,6 +520,7 @@ def _stop(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> 
 @contextlib.contextmanager
 def local_orchestrator(folder: Path, console: Console) -> Iterator[str]:
     """`inflection serve` on simulated replicas; yields HOST:PORT; SIGTERM at the end."""
+    folder = folder.resolve()  # the server runs in `folder`: a relative path would not do
     config = folder / "serve.yaml"
     config.write_text(serve_config(free_port()))
     log_path = folder / "serve.log"
@@ -444,6 +531,8 @@ def local_orchestrator(folder: Path, console: Console) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=folder,
+        # Its own process group: a Ctrl-C reaches us only, and we stop the server in order.
+        start_new_session=True,
     )
     try:
         with console.status("starting a local orchestrator on simulated replicas..."):
@@ -451,7 +540,9 @@ def local_orchestrator(folder: Path, console: Console) -> Iterator[str]:
         if address is None:
             last = _last_line(log_path) or "no output"
             raise LoadError(f"the local orchestrator did not start ({last}); see {log_path}")
-        console.print(f"local orchestrator (sim backend) on {address}", highlight=False)
+        console.print(
+            f"local orchestrator (sim backend) on {address}", highlight=False, soft_wrap=True
+        )
         yield address
     finally:
         _stop(proc)
@@ -499,7 +590,9 @@ def _error_line(log: Path) -> str | None:
 def run_locust(
     cmd: Sequence[str], files: RunFiles | None, run_time_s: int | None, console: Console
 ) -> int:
-    """Run Locust with a progress line until it exits; returns its exit code."""
+    """Run Locust until it exits, showing its live figures on `console` (a bar on a
+    terminal, else a line every PLAIN_PROGRESS_EVERY_S); returns its exit code. A Ctrl-C
+    stops Locust in order (it writes its reports) and is raised again."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     log_path = files.log if files is not None else None
@@ -513,35 +606,55 @@ def run_locust(
         start_new_session=True,
     )
     deadline = None if run_time_s is None else time.monotonic() + run_time_s + LOCUST_GRACE_S
-    columns = (
-        TextColumn("[bold]locust"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[detail]}"),
-    )
+    started = time.monotonic()
+    limit = f" / {run_time_s}s" if run_time_s is not None else ""
+
+    def watch(show: Callable[[float, str], None]) -> None:
+        while proc.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(proc, signal.SIGINT)
+                break
+            live = read_live(files.live) if files is not None else None
+            show(time.monotonic() - started, live_line(live) if live is not None else "")
+            time.sleep(0.5)
+
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
-            job = bar.add_task("run", total=run_time_s, detail="starting")
-            started = time.monotonic()
-            while proc.poll() is None:
-                if deadline is not None and time.monotonic() > deadline:
-                    _stop(proc, signal.SIGINT)
-                    break
-                seen = read_progress(files.history) if files is not None else None
-                detail = (
-                    f"{seen.users} users, {seen.tasks} tasks, {seen.failures} failed"
-                    if seen is not None
-                    else "starting"
-                )
-                elapsed = time.monotonic() - started
-                limit = f" / {run_time_s}s" if run_time_s is not None else ""
-                bar.update(job, completed=elapsed, detail=f"{elapsed:.0f}s{limit}  {detail}")
-                time.sleep(0.5)
+        if console.is_terminal:
+            columns = (
+                TextColumn("[bold]locust"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}"),
+            )
+            with Progress(*columns, console=console, transient=True) as bar:
+                job = bar.add_task("run", total=run_time_s, detail="starting")
+
+                def update(elapsed: float, line: str) -> None:
+                    detail = f"{elapsed:.0f}s{limit}\n{line or 'starting'}"
+                    bar.update(job, completed=elapsed, detail=detail)
+
+                watch(update)
+        else:
+            printed = [started]
+
+            def every(elapsed: float, line: str) -> None:
+                if line and time.monotonic() - printed[0] >= PLAIN_PROGRESS_EVERY_S:
+                    printed[0] = time.monotonic()
+                    console.print(
+                        f"[{elapsed:.0f}s{limit}] {line}",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+
+            watch(every)
     finally:
         # Ctrl-C or any error here: stop Locust first (SIGINT: it writes its reports).
         _stop(proc, signal.SIGINT)
         if log is not None:
             log.close()
+        if files is not None:
+            files.live.unlink(missing_ok=True)
     return proc.returncode if proc.returncode is not None else 1
 
 
@@ -562,38 +675,56 @@ def _fail_line(code: int, files: RunFiles) -> str:
 # ---- the command -----------------------------------------------------------------------
 
 
-def cmd_load(args: argparse.Namespace) -> int:
-    from rich.console import Console
+@dataclass(slots=True, frozen=True)
+class Output:
+    """Where the command prints: result tables on `out` (stdout) in `fmt`; messages on
+    `info` (stdout, or stderr when stdout carries CSV/JSON); live progress on stderr."""
 
-    console = Console()
+    out: Console
+    info: Console
+    progress: Console
+    fmt: TableFormat
+
+    @classmethod
+    def for_format(cls, fmt: TableFormat) -> Output:
+        from rich.console import Console
+
+        out = Console()
+        stderr = Console(stderr=True)
+        return cls(out, out if fmt is TableFormat.TABLE else stderr, stderr, fmt)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    output = Output.for_format(format_of(args))
+    resolve_paths(args)
     try:
         validate(args)
     except LoadError as exc:
         _print_error(str(exc))
         return 2
     out = Path(args.out) if args.out else None
-    with contextlib.ExitStack() as stack:
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            folder = out
-        else:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inflection-")))
-        try:
+    try:
+        with contextlib.ExitStack() as stack:
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                folder = out
+            else:
+                temporary = tempfile.TemporaryDirectory(prefix="inflection-")
+                folder = Path(stack.enter_context(temporary))
             if args.worker:
-                return run_locust(locust_command(args, None, None), None, None, console)
+                return run_locust(locust_command(args, None, None), None, None, output.progress)
             host = args.host
             if host is None:
-                host = stack.enter_context(local_orchestrator(folder, console))
+                host = stack.enter_context(local_orchestrator(folder, output.info))
             if args.sweep and not is_sweep_plan(args.sweep):
-                return _sweep(args, host, folder, console, keep=out is not None)
-            return _single_run(args, host, folder, console, keep=out is not None)
-        except LoadError as exc:
-            _print_error(str(exc))
-            return 1
-        except KeyboardInterrupt:
-            _print_error("interrupted")
-            return 130
-    return 1  # unreachable; mypy cannot see that ExitStack does not swallow
+                return _sweep(args, host, folder, output, keep=out is not None)
+            return _single_run(args, host, folder, output, keep=out is not None)
+    except LoadError as exc:
+        _print_error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
 
 
 def _print_error(message: str) -> None:
@@ -602,32 +733,51 @@ def _print_error(message: str) -> None:
     sys.stderr.flush()
 
 
+INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
+
+
 def _single_run(
-    args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
+    args: argparse.Namespace, host: str, folder: Path, output: Output, *, keep: bool
 ) -> int:
-    files = RunFiles.under(folder, "locust", html=keep)
+    files = RunFiles.under(folder, "locust", html=keep, tasks="tasks.jsonl")
     in_run_sweep = bool(args.sweep)  # only a SweepPlan reaches here
     run_time_s = None if in_run_sweep else parse_timespan(args.run_time)
-    code = run_locust(locust_command(args, host, files), files, run_time_s, console)
+    interrupted = False
+    try:
+        code = run_locust(locust_command(args, host, files), files, run_time_s, output.progress)
+    except KeyboardInterrupt:
+        # Locust has been stopped in order and wrote what it had: show that below.
+        interrupted, code = True, INTERRUPTED
     snapshot = _read_snapshot(files.agentic)
     if snapshot is None:
+        if interrupted:
+            raise KeyboardInterrupt
         if args.master:
             return code
         raise LoadError(_fail_line(code, files))
-    console.print(summary_table(snapshot))
+    output.info.print(finished_line(snapshot), highlight=False, soft_wrap=True)
+    split = output.fmt is not TableFormat.TABLE
+    print_table(output.out, summary_table(snapshot, split=split), output.fmt)
     if keep:
         write_agentic_reports(args, host, folder, snapshot)
-        console.print(
-            f"reports in {folder}/: report.html, summary.json/.csv, timeseries.csv (agentic); "
-            "locust.html, locust_*.csv (Locust's own); locust_agentic.json (raw snapshot)",
+        output.info.print(
+            f"reports in {folder}/: report.html, summary.json/.csv, timeseries.csv, "
+            "tasks.jsonl (agentic); locust.html, locust_*.csv (Locust's own); "
+            "locust_agentic.json (raw snapshot)",
             highlight=False,
+            soft_wrap=True,
         )
+    if interrupted:
+        _print_error("interrupted: the figures above are of the tasks finished so far")
+        return INTERRUPTED
     if in_run_sweep:
         result = snapshot.get("sweep")
         if result is None:
             raise LoadError("the sweep did not finish (no `sweep` in the agentic JSON)")
-        history = [SweepStep(s["rate"], s["good_fraction"], s["tasks"]) for s in result["steps"]]
-        return _report_sweep(args, history, float(result["min_good"]), console)
+        points = [SweepPoint.from_dict(p) for p in result["points"]]
+        report = folder / "report.html" if keep else None
+        min_good = float(result["min_good"])
+        return _report_sweep(args, points, output, folder if keep else None, report, min_good)
     summary = snapshot["summary"]
     if code != 0:
         if summary["failed"]:
@@ -645,73 +795,133 @@ def write_agentic_reports(
     JSON; without its raw samples the amplification plot shows percentiles)."""
     from loadtests.report import write_reports
 
-    config = {
+    write_reports(folder, snapshot, title="inflection load", config=_config(args, host))
+
+
+def _config(args: argparse.Namespace, host: str) -> dict[str, Any]:
+    return {
         "host": host if args.host else f"{host} (local sim orchestrator)",
         "workload": str(args.workload),
         "users": args.users,
         "run_time": args.run_time,
+        "warmup": args.warmup,
         "arrival_rate": args.arrival_rate,
         "arrival_process": args.arrival_process if args.arrival_rate else None,
         "processes": args.processes,
         "slo": args.slo or None,
         "sweep": args.sweep,
+        "step_time": args.step_time if args.sweep else None,
     }
-    write_reports(folder, snapshot, title="inflection load", config=config)
 
 
-def _sweep(
-    args: argparse.Namespace, host: str, folder: Path, console: Console, *, keep: bool
-) -> int:
+def step_line(point: SweepPoint) -> str:
+    verdict_text = "met" if point.met else "BROKE"
+    return (
+        f"  offered {point.offered_per_s:g} tasks/s, achieved {point.achieved_per_s:.2f}: "
+        f"{point.tasks} tasks, {point.good_fraction:.1%} within the SLO ({verdict_text}); "
+        f"TTFT p50/p99 {_ms(point.task_ttft_p50_s)}/{_ms(point.task_ttft_p99_s)} ms, "
+        f"latency p50/p99 {_ms(point.task_latency_p50_s)}/{_ms(point.task_latency_p99_s)} ms"
+    )
+
+
+def _sweep(args: argparse.Namespace, host: str, folder: Path, output: Output, *, keep: bool) -> int:
     sweep = parse_sweep(args.sweep)
     step_s = parse_timespan(args.step_time, "--step-time")
 
-    def run_step(rate: float) -> SweepStep:
+    def run_step(rate: float) -> SweepPoint:
         files = RunFiles.under(folder, f"sweep_{rate:g}", html=keep)
-        console.print(f"step: {rate:g} tasks/s for {step_s}s", highlight=False)
+        output.info.print(f"step: {rate:g} tasks/s for {step_s}s", highlight=False, soft_wrap=True)
         cmd = locust_command(args, host, files, arrival_rate=rate, run_time=f"{step_s}s")
-        code = run_locust(cmd, files, step_s, console)
+        code = run_locust(cmd, files, step_s, output.progress)
         snapshot = _read_snapshot(files.agentic)
         if snapshot is None:
             raise LoadError(_fail_line(code, files))
         step = sweep_step_of(rate, snapshot)
-        verdict = "met" if step_meets_slo(step, MIN_GOOD_FRACTION) else "BROKE"
-        console.print(
-            f"  {step.tasks} tasks, {step.good_fraction:.1%} within the SLO: {verdict}",
-            highlight=False,
-        )
-        return step
+        point = sweep_point(rate, snapshot["summary"], step, MIN_GOOD_FRACTION)
+        output.info.print(step_line(point), highlight=False, soft_wrap=True)
+        return point
 
-    history = run_sweep(sweep.rates(), run_step)
-    return _report_sweep(args, history, MIN_GOOD_FRACTION, console)
+    points: list[SweepPoint] = []
+    try:
+        run_sweep(sweep.rates(), run_step, points)
+    except KeyboardInterrupt:
+        if not points:
+            raise
+        # The step that was cut short is left out: it ran for less than --step-time.
+        _report_sweep(args, points, output, folder if keep else None, None)
+        _print_error(f"interrupted after {len(points)} finished sweep steps (shown above)")
+        return INTERRUPTED
+    return _report_sweep(args, points, output, folder if keep else None, None)
 
 
-def sweep_table(history: Sequence[SweepStep], slo: str, min_good: float) -> Table:
+def sweep_table(points: Sequence[SweepPoint], slo: str) -> Table:
+    """One row per step: offered against achieved rate, latency percentiles, the verdict."""
     from rich.table import Table
 
     table = Table(title=f"Sweep against {slo}", title_justify="left")
-    for name in ("rate (tasks/s)", "tasks", "within SLO", "verdict"):
+    for name in (
+        "offered tasks/s",
+        "achieved tasks/s",
+        "tasks",
+        "failed",
+        "within SLO",
+        "TTFT p50 (ms)",
+        "TTFT p99 (ms)",
+        "latency p50 (ms)",
+        "latency p99 (ms)",
+        "output tok/s",
+        "verdict",
+    ):
         table.add_column(name, justify="right")
-    for step in history:
-        met = step_meets_slo(step, min_good)
+    for p in points:
         table.add_row(
-            f"{step.rate:g}",
-            str(step.tasks),
-            f"{step.good_fraction:.1%}",
-            "met" if met else "broke",
+            f"{p.offered_per_s:g}",
+            f"{p.achieved_per_s:.2f}",
+            str(p.tasks),
+            str(p.failed + p.dropped),
+            f"{p.good_fraction:.1%}",
+            _ms(p.task_ttft_p50_s),
+            _ms(p.task_ttft_p99_s),
+            _ms(p.task_latency_p50_s),
+            _ms(p.task_latency_p99_s),
+            f"{p.output_tokens_per_s:.0f}",
+            "met" if p.met else "broke",
         )
     return table
 
 
 def _report_sweep(
-    args: argparse.Namespace, history: Sequence[SweepStep], min_good: float, console: Console
+    args: argparse.Namespace,
+    points: Sequence[SweepPoint],
+    output: Output,
+    folder: Path | None,
+    report: Path | None,
+    min_good: float = MIN_GOOD_FRACTION,
 ) -> int:
-    """The steps' table and the highest rate that met the SLO; exit 1 when none did."""
-    console.print(sweep_table(history, args.slo, min_good))
-    best = highest_rate_meeting_slo(history, min_good)
-    if best is None:
-        _print_error(f"no rate met the SLO ({args.slo}) for {min_good:.0%} of its tasks")
+    """The steps' table, the curve's files (sweep.json, sweep.csv and its plot in
+    report.html, with --out) and the verdict; exit 1 when no rate met the SLO.
+    `report`: an existing report.html to add the curve to (else a page of its own)."""
+    from loadtests.report import add_sweep_section, write_sweep_report
+
+    print_table(output.out, sweep_table(points, args.slo), output.fmt)
+    if folder is not None and points:
+        (folder / "sweep.json").write_bytes(sweep_json(points, slo=args.slo, min_good=min_good))
+        (folder / "sweep.csv").write_text(sweep_csv(points))
+        if report is not None and report.is_file():
+            add_sweep_section(report, points, slo=args.slo)
+        else:
+            write_sweep_report(folder, points, slo=args.slo, config=_config(args, "-"))
+        output.info.print(
+            f"sweep curve in {folder}/: sweep.json, sweep.csv, report.html", highlight=False
+        )
+    if not points:
+        _print_error("the sweep finished no step")
         return 1
-    console.print(f"highest rate meeting the SLO: {best:g} tasks/s", highlight=False)
+    result = verdict(points)
+    if result.outcome is Outcome.NEVER_MET:
+        _print_error(result.line(args.slo))
+        return 1
+    output.info.print(result.line(args.slo), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -764,7 +974,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--worker", action="store_true", help="run as a Locust worker")
     p.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
     p.add_argument("--master-port", type=int, help="master's port (Locust's default 5557)")
-    p.add_argument("--out", help="folder for Locust's CSV/HTML and the agentic JSON")
+    p.add_argument(
+        "--out",
+        help="folder for the reports: report.html, summary.json/.csv, tasks.jsonl (one line "
+        "per task), Locust's CSV/HTML; a sweep adds sweep.json/.csv and its curve",
+    )
+    p.add_argument(
+        "--warmup",
+        help="leave tasks that start in the first N seconds (e.g. 10s) out of the agentic "
+        "figures (Locust's own stats keep them; tasks.jsonl marks them warmup); per step "
+        "with --sweep",
+    )
+    p.add_argument(
+        "--export-calls",
+        action="store_true",
+        help="add each task's LLM calls and tool steps to tasks.jsonl (a `calls` list per "
+        "line: step, replica or tool, tokens, engine timings)",
+    )
+    add_format_flag(p)
     p.add_argument("--token", default="", help="bearer token, if the server wants one")
     p.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     p.add_argument("--tls-ca", help="connect with TLS trusting this CA bundle (PEM)")

@@ -4,9 +4,12 @@ driver, progress from Locust's stats history and the summary table. Pure: no pro
 from __future__ import annotations
 
 import argparse
+import csv
 import io
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,8 @@ from rich.console import Console
 
 from loadtests import cli
 from loadtests.metrics import AgenticStats, Slo, TaskSample
-from loadtests.shapes import SweepStep
+from loadtests.sweep_curve import SweepPoint
+from orchestrator.tables import TableFormat, print_table
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -117,16 +121,36 @@ def test_parse_sweep_and_rates() -> None:
             cli.parse_sweep(bad)
 
 
+def point(rate: float, good: float = 1.0, tasks: int = 10, **kw: Any) -> SweepPoint:
+    values: dict[str, Any] = {
+        "offered_per_s": rate,
+        "achieved_per_s": rate * 0.98,
+        "tasks": tasks,
+        "ok": tasks,
+        "failed": 0,
+        "dropped": 0,
+        "good_fraction": good,
+        "met": good >= 0.95,
+        "task_ttft_p50_s": 0.25,
+        "task_ttft_p99_s": 0.5,
+        "task_latency_p50_s": 1.5,
+        "task_latency_p99_s": 3.25,
+        "output_tokens_per_s": 1234.5,
+    }
+    values.update(kw)
+    return SweepPoint(**values)
+
+
 def test_sweep_stops_at_the_first_broken_step() -> None:
     tried: list[float] = []
 
-    def step(rate: float) -> SweepStep:
+    def step(rate: float) -> SweepPoint:
         tried.append(rate)
-        return SweepStep(rate, 1.0 if rate < 3 else 0.5, 10)
+        return point(rate, 1.0 if rate < 3 else 0.5)
 
     history = cli.run_sweep([1, 2, 3, 4, 5], step)
     assert tried == [1, 2, 3]
-    assert [s.rate for s in history] == [1, 2, 3]
+    assert [s.offered_per_s for s in history] == [1, 2, 3]
 
 
 def snapshot(samples: list[TaskSample], slo: Slo | None = None, dropped: int = 0) -> Any:
@@ -187,29 +211,62 @@ def test_summary_table_of_an_empty_run() -> None:
     assert "0 / 0" in text and "-" in text
 
 
-HISTORY_HEADER = (
-    '"Timestamp","User Count","Type","Name","Requests/s","Failures/s",'
-    '"Total Request Count","Total Failure Count"\n'
-)
+def at(start: float, latency: float, ok: bool = True) -> TaskSample:
+    """A sample of a task that started at `start` (unix s) and took `latency`."""
+    return replace(sample(latency=latency, ok=ok), completed_at=start + latency)
 
 
-def test_read_progress_sums_the_latest_task_rows(tmp_path: Path) -> None:
-    path = tmp_path / "h.csv"
-    rows = [
-        '100,2,"task","plan_execute",1,0,3,0',
-        '100,2,"task","react",1,0,1,0',
-        '101,4,"task","plan_execute",1,0,7,1',
-        '101,4,"task","react",1,0,2,0',
-        '101,4,"ttft","plan_execute",1,0,7,0',
-        '101,4,"","Aggregated",1,0,16,1',
-    ]
-    path.write_text(HISTORY_HEADER + "\n".join(rows) + "\n")
-    assert cli.read_progress(path) == cli.Progress(users=4, tasks=9, failures=1)
-    # Only the tail is read: a long history costs the same.
-    assert cli.read_progress(path, tail_bytes=120) == cli.Progress(users=4, tasks=9, failures=1)
-    assert cli.read_progress(tmp_path / "missing.csv") is None
-    (tmp_path / "empty.csv").write_text(HISTORY_HEADER)
-    assert cli.read_progress(tmp_path / "empty.csv") is None
+def test_progress_shows_live_rates_percentiles_and_amplification(tmp_path: Path) -> None:
+    stats = AgenticStats()
+    stats.start(990.0, warmup_s=2.0)
+    stats.add(at(1000.0, 1.0))  # measured
+    stats.add(at(990.5, 9.5))  # started in the warm-up
+    stats.add(at(1000.0, 2.0, ok=False))
+    live = stats.live(now=1003.0).to_dict()
+    path = tmp_path / "live.json"
+    path.write_text(json.dumps({**live, "users": 8}))
+    line = cli.live_line(cli.read_live(path))  # type: ignore[arg-type]
+    assert line.startswith("8 users, 3 tasks (1 failed, 1 in warm-up) | last 10s: ")
+    assert "0.10 tasks/s" in line  # 1 measured ok task in the last 10 s
+    assert "TTFT p50/p99 500/500 ms" in line and "latency p50/p99 1000/1000 ms" in line
+    assert "output tok/s" in line and "amplification 9.25" in line
+    assert cli.read_live(tmp_path / "missing.json") is None
+
+
+def test_the_final_count_is_the_summarys() -> None:
+    stats = AgenticStats()
+    stats.start(990.0, warmup_s=5.0)
+    for sample_ in (at(1000.0, 1.0), at(1000.0, 2.0), at(990.5, 10.0)):
+        stats.add(sample_)
+    snap = stats.snapshot()
+    line = cli.finished_line(snap)
+    assert line.startswith("2 tasks measured (2 ok, 0 failed)")
+    assert "warm-up: 1 tasks that started in the first 5s are left out" in line
+    assert "2 / 0" in render(cli.summary_table(snap))
+
+
+def test_relative_path_options_are_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = parse("--out", "reports/load", "--workload", "mix.yaml", "--trace", "t.jsonl")
+    cli.resolve_paths(args)
+    assert args.out == str(tmp_path / "reports" / "load")
+    assert args.workload == str(tmp_path / "mix.yaml") and args.trace == str(tmp_path / "t.jsonl")
+    assert parse().workload == str(cli.DEFAULT_WORKLOAD)  # already absolute
+
+
+def test_warmup_export_and_live_options_reach_the_locustfile(tmp_path: Path) -> None:
+    args = parse("--warmup", "10s", "--export-calls", "--run-time", "30s")
+    cmd = cli.locust_command(
+        args, "h:1", cli.RunFiles.under(tmp_path, "locust", html=True, tasks="tasks.jsonl")
+    )
+    assert option(cmd, "--agentic-warmup") == "10"
+    assert option(cmd, "--agentic-tasks") == str(tmp_path / "tasks.jsonl")
+    assert option(cmd, "--agentic-live") == str(tmp_path / "locust_live.json")
+    assert "--agentic-export-calls" in cmd
+    plain = cli.locust_command(parse(), "h:1", files(tmp_path))
+    assert "--agentic-warmup" not in plain and "--agentic-export-calls" not in plain
 
 
 def test_serve_config_is_two_sim_replicas_on_loopback() -> None:
@@ -234,6 +291,12 @@ def test_serve_config_is_two_sim_replicas_on_loopback() -> None:
         (["--sweep", "1:1:3"], "--sweep needs --slo"),
         (["--sweep", "1:x:3", "--slo", "task_ttft=1s"], "--sweep: '1:x:3'"),
         (["--arrival-rate", "0"], "--arrival-rate: must be a positive"),
+        (["--warmup", "60s"], "--warmup 60s covers the whole --run-time 60s"),
+        (["--warmup", "soon"], "--warmup: 'soon' is not a duration"),
+        (
+            ["--sweep", "1:1:2", "--slo", "task_ttft=1s", "--step-time", "5s", "--warmup", "5s"],
+            "--warmup 5s covers each whole --step-time 5s",
+        ),
     ],
 )
 def test_bad_options_are_one_line_before_anything_starts(
@@ -286,15 +349,79 @@ def test_a_bad_sweep_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert err.count("\n") == 1 and err.startswith("inflection: --sweep"), err
 
 
+def output(fmt: TableFormat = TableFormat.TABLE, width: int = 80) -> cli.Output:
+    """An Output writing to one string buffer, like a pipe (not a terminal)."""
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    return cli.Output(console, console, console, fmt)
+
+
+def printed(out: cli.Output) -> str:
+    text = out.out.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(text, str)
+    return text
+
+
 def test_sweep_report_names_the_highest_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    history = [SweepStep(1, 1.0, 10), SweepStep(2, 0.97, 20), SweepStep(3, 0.5, 30)]
-    console = Console(file=io.StringIO(), width=120, color_system=None)
+    history = [point(1, 1.0), point(2, 0.97), point(3, 0.5)]
     args = parse("--sweep", "1:1:3", "--slo", "task_ttft=1s")
-    assert cli._report_sweep(args, history, 0.95, console) == 0
-    out = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "highest rate meeting the SLO: 2 tasks/s" in out and "broke" in out
-    assert cli._report_sweep(args, history[2:], 0.95, console) == 1
+    out = output()
+    assert cli._report_sweep(args, history, out, None, None) == 0
+    text = printed(out)
+    assert "highest rate meeting the SLO: 2 tasks/s (broke at 3)" in text and "broke" in text
+    assert cli._report_sweep(args, history[2:], output(), None, None) == 1
     assert capsys.readouterr().err.startswith("inflection: no rate met the SLO")
+
+
+def test_a_sweep_that_never_broke_does_not_call_max_the_answer(tmp_path: Path) -> None:
+    history = [point(2), point(4)]
+    args = parse("--sweep", "2:2:4", "--slo", "task_latency=30s")
+    out = output()
+    assert cli._report_sweep(args, history, out, tmp_path, None) == 0
+    text = printed(out)
+    assert "SLO never broke up to 4 tasks/s" in text
+    assert "highest rate meeting the SLO" not in text
+    # The curve, whole, on an 80-column pipe: offered vs achieved and the percentiles.
+    row = next(line for line in text.splitlines() if "3.92" in line)
+    assert row.split("│")[1].strip() == "4" and "250" in row and "3250" in row and "1234" in row
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert doc["outcome"] == "never_broke" and doc["highest_rate_tried"] == 4
+    assert [p["offered_per_s"] for p in doc["points"]] == [2, 4]
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert lines[0].startswith("offered_per_s,achieved_per_s,tasks,") and len(lines) == 3
+    report = (tmp_path / "report.html").read_text()
+    assert 'id="sweep"' in report and "<svg" in report and "SLO never broke up to 4" in report
+
+
+def test_the_sweep_curve_is_added_to_an_existing_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text("<html><body><h1>run</h1></body></html>\n")
+    args = parse("--sweep", "start=1,factor=2", "--slo", "task_latency=30s")
+    assert cli._report_sweep(args, [point(1), point(2, 0.5)], output(), tmp_path, report) == 0
+    text = report.read_text()
+    assert text.index("<h1>run</h1>") < text.index('id="sweep"') < text.index("</body>")
+
+
+def test_summary_as_csv_and_json_keeps_every_figure_whole() -> None:
+    snap = snapshot([sample(latency=123.456789), sample("react", latency=2)])
+    out = output(TableFormat.CSV)
+    print_table(out.out, cli.summary_table(snap, split=True), out.fmt)
+    rows = list(csv.reader(io.StringIO(printed(out))))
+    assert rows[0] == ["metric", "all", "plan_execute", "react"]
+    latency = {r[0]: r[1:] for r in rows}["task latency (ms) p99"]
+    assert latency[1] == "123457"  # plan_execute's p99 in ms, whole (not 1.23e+05, not cut)
+    out = output(TableFormat.JSON)
+    print_table(out.out, cli.summary_table(snap, split=True), out.fmt)
+    doc = json.loads(printed(out))
+    assert {r["metric"] for r in doc["rows"]} >= {"tasks/s", "task ttft (ms) mean"}
+
+
+def test_the_summary_table_is_never_truncated_on_a_narrow_pipe() -> None:
+    agents = ["plan_execute", "react", "reflexion", "tree_of_thought", "map_reduce"]
+    snap = snapshot([sample(a, latency=1234.5678) for a in agents])
+    out = output(width=80)
+    print_table(out.out, cli.summary_table(snap), out.fmt)
+    text = printed(out)
+    assert "…" not in text and "1234568 / 1234568 / 1234568" in text
 
 
 def test_tls_flags_pass_through() -> None:
