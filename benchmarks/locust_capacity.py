@@ -9,10 +9,9 @@ the plain call per step.
 Each measurement is its own process running Locust as a library (a LocalRunner, like one
 `locust --worker`): users start, `--warmup` seconds pass, then requests and the process's
 CPU time (user + system, every thread) are counted over `--seconds`. A "step" is one
-`step` request event of the agentic user (one finished llm call of a task: what a
-`plan_execute` task fires five of) and one unary call of the plain user. Both servers run
-throughout on the same machine; rounds alternate agent, plain, agent, plain and the
-medians are reported.
+llm call of a task the agentic user recorded (a `plan_execute` task makes five) and one
+unary call of the plain user. Both servers run throughout on the same machine; rounds
+alternate agent, plain, agent, plain and the medians are reported.
 """
 
 from __future__ import annotations
@@ -148,6 +147,11 @@ def drive(
                 failures += entry.num_failures
             elif method == "task":
                 failures += entry.num_failures
+        # The agentic user fires one request per task (not per step): its steps are the
+        # LLM calls of the tasks it recorded.
+        agentic = getattr(env, "agentic", None)
+        if kind == "agent" and agentic is not None:
+            steps = sum(sample.llm_calls for sample in agentic.samples)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return steps, failures, usage.ru_utime + usage.ru_stime, time.perf_counter()
 

@@ -12,11 +12,11 @@ worker knows only its own index (not how users are spread), so run one user per 
 (-u = the number of workers, given to the workers as well): worker i then replays lines
 i, i + N, ...; several users per worker deal correctly only with --expect-workers set.
 
-Each call fires a Locust request event (request_type "generate", name "trace": request
+Each call fires one Locust request event (request_type "generate", name "trace": request
 sent -> stream ended, length = output tokens; failures start with the gRPC status name),
-a "ttft"/"trace" event, and records a `TaskSample` (agent "trace", one llm call, cached
-tokens from the final chunk's call record) in the run's AgenticStats, so the agentic
-figures, prefix hit rate included, cover trace runs too.
+so Locust's RPS is the call rate, and records a `TaskSample` (agent "trace", one llm call,
+its TTFT, cached tokens from the final chunk's call record) in the run's AgenticStats, so
+the agentic figures, TTFT and prefix hit rate included, cover trace runs too.
 
 Importing this module registers the `--trace*` options; the locustfile picks `TraceUser`
 when `--trace` is given. The trace is parsed once per process at init (`install`), so a

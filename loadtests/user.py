@@ -3,17 +3,17 @@
 
 Per ../shared/REFERENCE.md: locust is imported before anything that may import ssl, gRPC
 runs its synchronous stubs on gevent (`init_gevent`), and each user makes its own channel
-in `on_start`, after any fork. Each task fires Locust request events so the standard
-statistics show it:
+in `on_start`, after any fork. Each task fires one Locust request event, so Locust's own
+RPS and "Aggregated" row count tasks and nothing else:
 
 - request_type "task", name = agent: response_time = request sent -> stream ended (ms),
   response_length = the task's output tokens; a failure's message starts with the gRPC
   status name ("DEADLINE_EXCEEDED: ...").
-- request_type "ttft", name = agent: task accepted -> first answer delta received (ms).
-- request_type "step", name = "agent/step": each call's engine-side e2e (ms, length =
-  its output tokens), or a tool step's elapsed time.
 
-and records a `TaskSample` in the environment's `AgenticStats` for the agentic figures.
+and records a `TaskSample` in the environment's `AgenticStats` for the agentic figures
+(task TTFT, per-call TPOT, ...: the Agentic tabs). TTFT and per-step entries are not fired
+as requests: Locust adds every request entry into its total, so they made its RPS several
+times the task rate (18 while 3 tasks/s ran).
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ def fire_sample_events(
     status: str,
     error: str | None,
 ) -> None:
-    """Locust request events for one finished task or call: its latency entry (a failure
-    named `STATUS: details` when it failed) and, when an answer token arrived, a `ttft`
-    entry under the same name."""
+    """The one Locust request event of a finished task or call: its latency entry, a
+    failure named `STATUS: details` when it failed. Its TTFT is in the sample only."""
     fire(
         request_type=request_type,
         name=name,
@@ -67,15 +66,6 @@ def fire_sample_events(
         exception=TaskFailed(f"{status}: {error}") if error is not None else None,
         context={},
     )
-    if sample.task_ttft is not None:
-        fire(
-            request_type="ttft",
-            name=name,
-            response_time=sample.task_ttft * 1000,
-            response_length=0,
-            exception=None,
-            context={},
-        )
 
 
 def grpc_target(host: str | None) -> str:
@@ -190,16 +180,7 @@ class TaskRunner:
         fire: Any = self.environment.events.request.fire
         try:
             for event in call:
-                entry = recorder.on_event(event, time.perf_counter())
-                if entry is not None:
-                    fire(
-                        request_type="step",
-                        name=f"{agent}/{entry.step}",
-                        response_time=entry.elapsed_s * 1000,
-                        response_length=entry.output_tokens,
-                        exception=None,
-                        context={},
-                    )
+                recorder.on_event(event, time.perf_counter())
             status = "OK" if recorder.result is not None else "UNKNOWN"
             usage = recorder.result.usage if recorder.result is not None else None
             error = None if recorder.result is not None else "stream ended before completed"

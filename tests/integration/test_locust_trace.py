@@ -41,11 +41,14 @@ def test_sample_trace_replays_with_prefix_hits(orchestrator: str, tmp_path: Path
     # The whole trace, once: 60 s at 10x is 6 s; the 25 s run leaves room on a busy machine.
     assert int(generate["Request Count"]) == len(requests)
     assert int(generate["Failure Count"]) == 0
-    assert int(rows["ttft", "trace"]["Request Count"]) == len(requests)
+    # One Locust request per call: the TTFT is an agentic figure, not a second request.
+    assert int(rows["", "Aggregated"]["Request Count"]) == len(requests)
+    assert sorted(rows) == [("", "Aggregated"), ("generate", "trace")]
 
     snap = json.loads(Path(f"{prefix}_agentic.json").read_text())
     summary = snap["summary"]
     assert summary["ok"] == len(requests) and summary["failed"] == 0
+    assert summary["task_ttft_s"]["count"] == len(requests)
     assert summary["prompt_tokens_per_s"] * summary["duration_s"] == pytest.approx(
         sum(r.input_length for r in requests)
     )
