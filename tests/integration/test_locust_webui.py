@@ -239,6 +239,12 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
             assert _number(second["Tasks"]) > _number(first["Tasks"]), (first, second)
             agents = page.locator("table tbody tr").count() - 1
             assert agents >= 1, "no per-agent row"
+            # Locust's header RPS is the task rate (it read 6x that when TTFT and steps were
+            # fired as requests); both are rates over a few seconds, so only roughly equal.
+            rps = _number(
+                page.locator("header").get_by_text("RPS").locator("..").inner_text().split()[-1]
+            )
+            assert 0 < rps <= 2 * _number(second["Tasks/s"]) + 1, (rps, second["Tasks/s"])
 
             # The live charts under the tab draw a line per series.
             charts = page.frame_locator("#agentic-charts iframe")
