@@ -848,10 +848,10 @@ def _sweep(args: argparse.Namespace, host: str, folder: Path, output: Output, *,
         if not points:
             raise
         # The step that was cut short is left out: it ran for less than --step-time.
-        _report_sweep(args, points, output, folder if keep else None, None)
+        _report_sweep(args, points, output, folder if keep else None, None, host=host)
         _print_error(f"interrupted after {len(points)} finished sweep steps (shown above)")
         return INTERRUPTED
-    return _report_sweep(args, points, output, folder if keep else None, None)
+    return _report_sweep(args, points, output, folder if keep else None, None, host=host)
 
 
 def sweep_table(points: Sequence[SweepPoint], slo: str) -> Table:
@@ -897,6 +897,7 @@ def _report_sweep(
     folder: Path | None,
     report: Path | None,
     min_good: float = MIN_GOOD_FRACTION,
+    host: str = "-",
 ) -> int:
     """The steps' table, the curve's files (sweep.json, sweep.csv and its plot in
     report.html, with --out) and the verdict; exit 1 when no rate met the SLO.
@@ -910,7 +911,7 @@ def _report_sweep(
         if report is not None and report.is_file():
             add_sweep_section(report, points, slo=args.slo)
         else:
-            write_sweep_report(folder, points, slo=args.slo, config=_config(args, "-"))
+            write_sweep_report(folder, points, slo=args.slo, config=_config(args, host))
         output.info.print(
             f"sweep curve in {folder}/: sweep.json, sweep.csv, report.html", highlight=False
         )

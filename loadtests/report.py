@@ -406,7 +406,7 @@ def sweep_section(points: Sequence[SweepPoint], *, slo: str) -> str:
     return "\n".join(
         [
             '<section id="sweep"><h2>Rate sweep</h2>',
-            f"<p>SLO: <code>{esc(slo)}</code>. {esc(verdict(points).line(slo))}.</p>",
+            f"<p>SLO: <code>{esc(slo)}</code>. Result: {esc(verdict(points).line(slo))}.</p>",
             f'<figure class="plot" id="plot-sweep">{_svg(_sweep_figure(points), "sweep")}'
             f"<figcaption>{esc(caption)}.</figcaption></figure>",
             *rows,
@@ -446,6 +446,7 @@ def _sweep_figure(points: Sequence[SweepPoint]) -> Figure:
         )
         latency.plot(offered, values, style, marker="o", color=colour, label=label)
     latency.set_ylabel("ms")
+    latency.set_ylim(bottom=0)
     latency.set_title("Task latency and TTFT")
     latency.legend(loc="upper left", fontsize=8)
     return fig
