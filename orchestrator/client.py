@@ -7,8 +7,9 @@
         print(result.answer, result.usage.token_amplification)
 
 Results are the typed dataclasses of `orchestrator.domain` (re-exported here). Failures
-raise `InflectionError` (or a subclass per status) carrying the gRPC status code; a failed
-task's partial usage, when the server sent it, is on `error.usage`. Importing this module
+raise `InflectionError` (or a subclass per status) carrying the gRPC status code; the
+partial usage of a task or generation that failed after starting (a deadline, say), when
+the server sent it, is on `error.usage`, calls aborted in flight included. Importing this module
 imports grpc and protobuf only: never Ray or vLLM.
 """
 
@@ -96,7 +97,8 @@ class InflectionError(Exception):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
-        # For a task that failed after starting: what it consumed before it stopped.
+        # For a task or generation that failed after starting: what it consumed before it
+        # stopped (a plain generation's is one call's).
         self.usage = usage
         # RESOURCE_EXHAUSTED (admission queue full): when a retry is likely to get in.
         self.retry_after_s = retry_after_s

@@ -1,5 +1,6 @@
 """A replica dies mid-task: its calls are retried on another replica and the task
-completes, with the retries counted; the dead replica is reported unhealthy."""
+completes, with the retries counted; the dead replica is reported unhealthy. When it
+dies while streaming the answer, the retry resumes after what the client already has."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import time
 
 import pytest
 
-from orchestrator.client import Client, ReplicaState, StepStarted, TaskCompleted
+from orchestrator.client import (
+    AnswerDelta,
+    Client,
+    ReplicaState,
+    StepStarted,
+    TaskCompleted,
+)
+
+from .test_deadlines_sim import sim_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +77,42 @@ def test_calls_of_a_dead_replica_are_retried_on_another(live_server) -> None:  #
             assert client.run("plan_execute", "Again.", max_tokens=4).usage.llm_calls == 5
     finally:
         asyncio.run_coroutine_threadsafe(deployment.stop(), live_server.loop).result(timeout=120)
+
+
+def test_an_answer_whose_replica_dies_mid_stream_reaches_the_client_once() -> None:
+    """Simulated replicas in real time, so the 400-token answer streams for seconds; its
+    replica is killed after the first delta. The retry regenerates the same tokens (a
+    simulated call's output is keyed by its id), and the client gets each token once."""
+    import ray
+
+    replicas = {"count": 2, "health_period_s": 0.5, "sim": {"time_scale": 1.0}}
+    with sim_deployment(replicas) as running, Client(running.address, timeout=120) as client:
+        namespace = running.config.ray.namespace
+        events = client.run_task(
+            "plan_execute",
+            "Plan a failover drill.",
+            step_max_tokens={"planner": 8, "worker": 8, "synthesizer": 400},
+        )
+        answer_replica = ""
+        victim = ""
+        deltas: list[AnswerDelta] = []
+        result = None
+        for event in events:
+            if isinstance(event, StepStarted) and event.step == "synthesizer":
+                answer_replica = event.replica
+            if isinstance(event, AnswerDelta):
+                deltas.append(event)
+                if not victim:
+                    victim = answer_replica
+                    ray.kill(ray.get_actor(f"inflection-{victim}", namespace=namespace))
+            if isinstance(event, TaskCompleted):
+                result = event.result
+        assert result is not None and victim
+        [answer] = [c for c in result.calls if c.step == "synthesizer"]
+        assert answer.replica != victim
+        assert answer.usage.output_tokens == 400
+        assert result.usage.retried_calls >= 1
+        # Every token once, in order: the deltas add up to the final answer exactly.
+        assert "".join(d.text for d in deltas) == result.answer
+        assert sum(len(d.token_ids) for d in deltas) == 400
+        assert len(deltas) > 2  # it really streamed before and after the kill
