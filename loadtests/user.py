@@ -11,9 +11,10 @@ RPS and "Aggregated" row count tasks and nothing else:
   status name ("DEADLINE_EXCEEDED: ...").
 
 and records a `TaskSample` in the environment's `AgenticStats` for the agentic figures
-(task TTFT, per-call TPOT, ...: the Agentic tabs). TTFT and per-step entries are not fired
-as requests: Locust adds every request entry into its total, so they made its RPS several
-times the task rate (18 while 3 tasks/s ran).
+(task TTFT, per-call TPOT, ...: the Agentic tabs; per-step timings in the Agentic steps
+tab when calls are kept). TTFT and per-step entries are not fired as requests: Locust adds
+every request entry into its total, so they made its RPS several times the task rate (18
+while 3 tasks/s ran).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The "Agentic" tabs of the Locust web UI, a CSV and JSON of the live figures, and a
-self-contained live-charts page.
+"""The "Agentic" tabs of the Locust web UI (per agent, the run's summary, per step), a CSV
+and JSON of the live figures, and a self-contained live-charts page.
 
 Locust 2.47's React UI is extended only through `template_args`: `extended_tabs` (a title
 per tab), `extended_tables` (one table per tab: column keys and titles) and
@@ -24,17 +24,19 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, Response, request
 
-from loadtests.metrics import PERCENTILES, AgenticStats, Slo, TaskSample
+from loadtests.metrics import PERCENTILES, AgenticStats, CallSample, Slo, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, rolling
 
 TAB_KEY = "agentic"
 _View = Callable[[], Response]
 SUMMARY_TAB_KEY = "agentic-summary"
+STEPS_TAB_KEY = "agentic-steps"
 _ALL_AGENTS = "All agents"
 LIVE_CHARTS = "Live charts"  # the summary tab's row that links the charts page
 _NONE = "-"  # shown for figures that have no samples yet (a percentile of nothing)
@@ -107,6 +109,7 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
             "extended_tabs": [
                 {"key": TAB_KEY, "title": "Agentic"},
                 {"key": SUMMARY_TAB_KEY, "title": "Agentic summary"},
+                {"key": STEPS_TAB_KEY, "title": "Agentic steps"},
             ],
             "extended_tables": [
                 {"key": TAB_KEY, "structure": agent_table_structure()},
@@ -116,6 +119,10 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
                         {"key": "metric", "title": "Metric"},
                         {"key": "value", "title": "Value"},
                     ],
+                },
+                {
+                    "key": STEPS_TAB_KEY,
+                    "structure": [{"key": k, "title": t} for k, t in STEP_COLUMNS],
                 },
             ],
             "extended_csv_files": [
@@ -168,6 +175,7 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
                 body["extended_stats"] = [
                     {"key": TAB_KEY, "data": agent_rows(snap)},
                     {"key": SUMMARY_TAB_KEY, "data": summary_rows(snap)},
+                    {"key": STEPS_TAB_KEY, "data": step_rows(current_stats().samples)},
                 ]
                 response.set_data(json.dumps(body))
         elif path in (f"{base}/", base) and response.mimetype == "text/html":
@@ -248,6 +256,57 @@ def summary_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     # Cells are plain text: tab.js adds the link to this one.
     rows.append((LIVE_CHARTS, "./agentic"))
     return [{"metric": metric, "value": value} for metric, value in rows]
+
+
+# The Agentic steps tab: per step of each agent, from the tasks' call records. These were
+# Locust "step" request entries, which inflated its RPS; they need the calls kept.
+STEP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("agent", "Agent"),
+    ("step", "Step"),
+    ("kind", "Kind"),
+    ("runs", "Runs"),
+    ("elapsed_p50_ms", "Elapsed p50 (ms)"),
+    ("elapsed_p99_ms", "Elapsed p99 (ms)"),
+    ("queue_p50_ms", "Queue p50 (ms)"),
+    ("ttft_p50_ms", "Engine TTFT p50 (ms)"),
+    ("output_mean", "Output tokens mean"),
+)
+NO_STEPS = "per-step figures need --agentic-export-calls (inflection load --export-calls)"
+
+
+def step_rows(samples: Sequence[TaskSample]) -> list[dict[str, Any]]:
+    """One row per (agent, step): its runs and engine-side timings (llm: the call's e2e,
+    a tool: its elapsed time), or one row saying how to get them."""
+    groups: dict[tuple[str, str, str], list[CallSample]] = {}
+    for sample in samples:
+        for call in sample.calls:
+            groups.setdefault((sample.agent, call.step, call.kind), []).append(call)
+    if not groups:
+        return [{key: (NO_STEPS if key == "step" else _NONE) for key, _ in STEP_COLUMNS}]
+
+    def p(values: list[float], q: float) -> float | int | str:
+        return _shown(float(np.percentile(values, q)) if values else None, 1000, 0)
+
+    rows = []
+    for (agent, step, kind), calls in sorted(groups.items()):
+        queues = [c.queue_s for c in calls if c.queue_s is not None]
+        ttfts = [c.ttft_s for c in calls if c.ttft_s is not None]
+        elapsed = [c.elapsed_s for c in calls]
+        output = sum(c.output_tokens for c in calls) / len(calls)
+        rows.append(
+            {
+                "agent": agent,
+                "step": step,
+                "kind": kind,
+                "runs": len(calls),
+                "elapsed_p50_ms": p(elapsed, 50),
+                "elapsed_p99_ms": p(elapsed, 99),
+                "queue_p50_ms": p(queues, 50),
+                "ttft_p50_ms": p(ttfts, 50),
+                "output_mean": _shown(output, 1, 1),
+            }
+        )
+    return rows
 
 
 def _slo_text(slo: Any) -> str:

@@ -176,6 +176,7 @@ def locust_ui(tmp_path: Path, orchestrator: str) -> Iterator[str]:
                 "90s",
                 "--autoquit",
                 "1",
+                "--agentic-export-calls",  # the call records behind the Agentic steps tab
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -267,6 +268,15 @@ def test_agentic_tab_live_figures_csv_and_charts(locust_ui: str, tmp_path: Path)
             live = page.locator("tr", has_text="Live charts").locator("a")
             live.wait_for()
             assert live.get_attribute("href") == "./agentic"
+            assert_no_horizontal_overflow(page)
+
+            # The per-step figures (no longer Locust requests) are in the Agentic steps tab.
+            page.get_by_role("tab", name="Agentic steps", exact=True).click()
+            worker = page.locator("table tbody tr", has_text="worker").first
+            worker.wait_for()
+            steps = _row(page, "worker")
+            assert steps["Agent"] == "plan_execute" and _number(steps["Runs"]) >= 3, steps
+            assert _number(steps["Elapsed p50 (ms)"]) > 0, steps
             assert_no_horizontal_overflow(page)
 
             # The CSV downloads from the Download Data tab.
