@@ -214,10 +214,9 @@ class _StreamedOutput:
         """This attempt's next delta -> what is new to the client (None: nothing)."""
         self._ids.extend(delta.token_ids)
         self._text += delta.text
-        n, chars = (
-            min(len(self._ids), len(self.sent_ids)),
-            min(len(self._text), len(self.sent_text)),
-        )
+        # Where the two overlap, they must agree (chunk boundaries may differ).
+        n = min(len(self._ids), len(self.sent_ids))
+        chars = min(len(self._text), len(self.sent_text))
         if self._ids[:n] != self.sent_ids[:n] or self._text[:chars] != self.sent_text[:chars]:
             raise _Diverged
         new_ids = self._ids[len(self.sent_ids) :]
