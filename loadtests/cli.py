@@ -932,8 +932,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "load",
         help="drive agentic load with Locust (a local sim orchestrator without --host)",
         description="Run loadtests/locustfile.py headless against --host (or a local "
-        "orchestrator on simulated replicas), show progress, and print the agentic summary: "
-        "token amplification, calls per task, TTFT, latency, tokens/s, goodput.",
+        "orchestrator on simulated replicas), show live figures on stderr (tasks/s, TTFT and "
+        "latency p50/p99, output tok/s, amplification over the last 10 s), and print the "
+        "agentic summary: token amplification, calls per task, TTFT, latency, tokens/s, "
+        "goodput. Ctrl-C stops the run and prints (and, with --out, writes) the summary of "
+        "the tasks finished so far; exit code 130.",
     )
     p.add_argument("--host", help="the orchestrator's HOST:PORT (default: start a local one)")
     p.add_argument("--workload", default=str(DEFAULT_WORKLOAD), help="workload mix YAML")
@@ -964,7 +967,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--sweep",
         help="open-loop rate sweep START:STEP:MAX (one Locust run per --step-time step), "
-        "stopping at the first step that breaks --slo; or the locustfile's in-run sweep "
+        "stopping at the first step that breaks --slo; prints offered vs achieved rate and "
+        "latency percentiles per step (with --out: sweep.json, sweep.csv, a plot in "
+        "report.html) and the highest rate meeting the SLO, or that it never broke up to "
+        "MAX; or the locustfile's in-run sweep "
         "start=2,factor=1.5,step_s=20,max_rate=100 (loadtests/shapes.py SweepPlan)",
     )
     p.add_argument("--step-time", default="30s", help="sweep: run time of each step")
