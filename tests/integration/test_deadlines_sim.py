@@ -66,7 +66,8 @@ def address() -> Iterator[str]:
 
 def test_generate_deadlines_mid_stream_always_end_with_a_status(address: str) -> None:
     """300 generations with deadlines of 10-150 ms, 50 at a time: each ends OK or
-    DEADLINE_EXCEEDED within a second of its deadline (none hangs without a status)."""
+    DEADLINE_EXCEEDED within 3 s of its deadline (a call left without a status hangs
+    for ever; 13 of 300 did before the fix)."""
     rng = random.Random(14)
     deadlines = [rng.uniform(0.01, 0.15) for _ in range(300)]
 
@@ -82,7 +83,7 @@ def test_generate_deadlines_mid_stream_always_end_with_a_status(address: str) ->
                     outputs.append(output)
 
             try:
-                await asyncio.wait_for(consume(), deadline + 1.0)
+                await asyncio.wait_for(consume(), deadline + 3.0)
             except DeadlineExceeded:
                 return "deadline"
             except TimeoutError:
@@ -111,11 +112,12 @@ def test_a_short_task_deadline_reports_the_calls_it_aborted(address: str) -> Non
 
 @pytest.mark.parametrize("method", ["run", "run_task"])
 def test_the_rpc_deadline_still_gets_the_usage_trailer(address: str, method: str) -> None:
-    with Client(address, timeout=0.6) as client, pytest.raises(DeadlineExceeded) as failed:
+    long_answer = {"step_max_tokens": {"synthesizer": 400}}  # seconds: past the deadline
+    with Client(address, timeout=1.0) as client, pytest.raises(DeadlineExceeded) as failed:
         if method == "run":
-            client.run("plan_execute", "Plan a launch.")
+            client.run("plan_execute", "Plan a launch.", **long_answer)
         else:
-            list(client.run_task("plan_execute", "Plan a launch."))
+            list(client.run_task("plan_execute", "Plan a launch.", **long_answer))
     assert "exceeded its deadline" in failed.value.details  # the server's status
     usage = failed.value.usage
     assert usage is not None and usage.llm_calls >= 1 and usage.prompt_tokens_total > 0
@@ -124,7 +126,7 @@ def test_the_rpc_deadline_still_gets_the_usage_trailer(address: str, method: str
 @pytest.mark.parametrize("deadline", ["deadline_s", "grpc"])
 def test_a_generation_deadline_reports_the_calls_usage(address: str, deadline: str) -> None:
     options = {"deadline_s": 0.3} if deadline == "deadline_s" else {}
-    timeout = 0.5 if deadline == "grpc" else 60
+    timeout = 1.0 if deadline == "grpc" else 60
     streamed = 0
     with Client(address, timeout=timeout) as client, pytest.raises(DeadlineExceeded) as failed:
         for output in client.generate("Count slowly.", max_tokens=1024, **options):
