@@ -209,8 +209,9 @@ async def _serve(config: DeploymentConfig) -> int:
     # ask a server to stop, and stopping as asked is success. Ctrl-C: 130.
     stop = _Stop(sigterm_code=0, announce="stopping")
     stop.install()
-    from orchestrator.server.app import Deployment, describe_ray_target
+    from orchestrator.server.app import Deployment, check_port, describe_ray_target
 
+    check_port(config.server)  # a port in use is the only line, before anything starts
     replicas = config.replicas
     err_console.print(
         f"inflection: starting {replicas.count} {replicas.backend.value} replica(s) on "

@@ -184,7 +184,8 @@ class ServerConfig(_Strict):
         default=1024,
         ge=1,
         description="RPCs one client connection may have open at once (HTTP/2 "
-        "MAX_CONCURRENT_STREAMS); further calls wait in the client until one ends.",
+        "MAX_CONCURRENT_STREAMS); further calls wait in the client, or are refused with "
+        "UNAVAILABLE (never started, safe to retry) when sent before the client saw the limit.",
     )
     max_request_bytes: int | None = Field(
         default=None,

@@ -367,13 +367,17 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def check_port(config: ServerConfig) -> None:
+    """Refuse a port another process listens on (StartupError), before anything slow."""
+    if _port_in_use(config.host, config.port):
+        raise StartupError(f"port {config.host}:{config.port} is in use")
+
+
 def bind_grpc_server(config: DeploymentConfig) -> tuple[grpc.aio.Server, int]:
-    """A gRPC server holding its port, not yet serving: bound before anything slow
-    starts, so a port in use is refused at once. Raises StartupError."""
+    """A gRPC server holding its port, not yet serving. Raises StartupError."""
     host, port = config.server.host, config.server.port
     in_use = StartupError(f"port {host}:{port} is in use")
-    if _port_in_use(host, port):
-        raise in_use
+    check_port(config.server)
     interceptors = (
         [BearerTokenInterceptor(config.server.auth_token)] if config.server.auth_token else []
     )
@@ -438,9 +442,10 @@ class Deployment:
                 [Path(p) for p in config.programs], tools=BUILTIN_TOOLS, reserved=BUILTIN_PROGRAMS
             )
         )
-        # Then the port: a second server on it is refused before replicas start.
-        server, port = bind_grpc_server(config)
+        # Then the port: a second server on it is refused before Ray or replicas start.
+        check_port(config.server)
         owns_ray = False
+        server: grpc.aio.Server | None = None
         pool: ReplicaPool | None = None
         try:
             tokenizer: ServingTokenizer
@@ -452,6 +457,10 @@ class Deployment:
                 owns_ray = await join_ray(config.ray)
                 model = await asyncio.to_thread(resolve_model, config)
                 tokenizer = await asyncio.to_thread(HfTokenizer, model)
+            # Bound only once Ray runs: a process with gRPC's threads running forks Ray's
+            # processes (GCS, raylet) badly (a start that stalled on the GCS's port file).
+            # Still before the replicas, so a port taken meanwhile costs no engine start.
+            server, port = bind_grpc_server(config)
             pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
             await pool.start()  # stops its replicas itself if cancelled or failed
             executor = Executor(
@@ -466,7 +475,8 @@ class Deployment:
             servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
             await serve_grpc(server, servicer)
         except BaseException:
-            await server.stop(None)
+            if server is not None:
+                await server.stop(None)
             if pool is not None:
                 await pool.shutdown()
             if owns_ray:
