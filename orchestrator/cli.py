@@ -242,7 +242,6 @@ class _BurstOutcome:
     results: list[TaskResult]
     failures: list[str]
     duration_s: float
-    interrupted: bool  # a stop signal ended the burst before every task finished
 
 
 async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
@@ -255,7 +254,6 @@ async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
     results: list[TaskResult] = []
     failures: list[str] = []
     started = time.monotonic()
-    interrupted = False
     async with AsyncClient(address) as client:
         gate = asyncio.Semaphore(args.concurrency)
         with Progress(console=console, transient=True) as progress:
@@ -272,12 +270,16 @@ async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
                         failures.append(str(exc))
                     progress.advance(bar)
 
-            try:
+            # Interrupted (cancelled by a stop signal): what finished still makes a summary.
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*(one(i) for i in range(args.tasks)))
-            except asyncio.CancelledError:
-                # Interrupted: the tasks that finished still make a summary.
-                interrupted = True
-    return _BurstOutcome(results, failures, time.monotonic() - started, interrupted)
+    return _BurstOutcome(results, failures, time.monotonic() - started)
+
+
+@dataclass(slots=True, frozen=True)
+class RunOutput:
+    document: dict[str, Any] | None  # the --json document; None when no task ran
+    exit_code: int
 
 
 async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunOutput:
@@ -311,7 +313,7 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunO
         # The burst returns what finished even when cancelled; None only if the signal
         # came before it began.
         if outcome is None:
-            outcome = _BurstOutcome([], [], 0.0, interrupted=True)
+            outcome = _BurstOutcome([], [], 0.0)
         if stop.received is not None:
             done = len(outcome.results) + len(outcome.failures)
             err_console.print(
@@ -334,12 +336,6 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunO
     }
     code = stop.exit_code if stop.received is not None else (1 if outcome.failures else 0)
     return RunOutput(out, code)
-
-
-@dataclass(slots=True, frozen=True)
-class RunOutput:
-    document: dict[str, Any] | None  # the --json document; None when no task ran
-    exit_code: int
 
 
 def _print_table(table: object, args: argparse.Namespace) -> None:
@@ -636,8 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     except KeyboardInterrupt:
-        # Ctrl-C before the command's event loop took the signal over.
-        err_console.print("inflection: interrupted (SIGINT)")
+        if args.func in (cmd_serve, cmd_run):
+            # Ctrl-C before the command's event loop took the signal over.
+            err_console.print("inflection: interrupted (SIGINT)")
         return 130
     except _Terminated:
         err_console.print("inflection: stopped (SIGTERM)")
