@@ -156,6 +156,9 @@ class _DropThreadWarning(logging.Filter):
         return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
+_DROP_THREAD_WARNING = _DropThreadWarning()
+
+
 def _restore_sigterm(handler: signal.Handlers | Callable[..., object] | int | None) -> None:
     # Ray's C++ core installs a crash handler for SIGTERM that prints a stack and aborts
     # (SIGABRT): SIGTERM goes back to whoever had it (the CLI stops cleanly on it).
@@ -168,6 +171,7 @@ async def join_ray(config: RayConfig) -> bool:
     signals are handled meanwhile. Joining gives up after `connect_timeout_s` with a
     StartupError. Returns True when this process connected Ray (and so disconnects it,
     stopping a cluster it started, at the end)."""
+    global _ray_thread_hold
     import ray
 
     if ray.is_initialized():
@@ -212,9 +216,8 @@ async def join_ray(config: RayConfig) -> bool:
             raise failed(os.strerror(exc.errno) if exc.errno else str(exc)) from None
         writer.close()
         kwargs = {"address": address}
-    logging.getLogger("ray._private.worker").addFilter(_DropThreadWarning())
+    logging.getLogger("ray._private.worker").addFilter(_DROP_THREAD_WARNING)  # added once
     sigterm = signal.getsignal(signal.SIGTERM)
-    global _ray_thread_hold
     _ray_thread_hold = threading.Event()
     init, thread = _in_daemon_thread(lambda: ray.init(**kwargs, **common), _ray_thread_hold)
     init.add_done_callback(lambda _: _restore_sigterm(sigterm))
