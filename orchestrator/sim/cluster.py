@@ -65,7 +65,7 @@ from orchestrator.routing import (
 from orchestrator.sim.build import build_replica
 from orchestrator.sim.catalog import load_catalog
 from orchestrator.sim.scheduler import Scheduler, SimRequest, StepResult
-from orchestrator.sim.timeline import Percentiles, Sample, Timeline
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
 from orchestrator.sim.tokens import SimTokenizer, output_token_ids
 
 # ---- configuration ---------------------------------------------------------------------
@@ -161,6 +161,23 @@ class SimulationConfig(_Strict):
 
 def load_simulation_config(path: Path) -> SimulationConfig:
     return load_yaml_model(path, SimulationConfig)
+
+
+# A warm-up that would swallow every arrival becomes this fraction of the run: the rule
+# `inflection plan` uses for its trials (there capped at 20 s).
+WARMUP_FRACTION = 0.25
+
+
+def fit_warmup(warmup_s: float, duration_s: float) -> tuple[float, str | None]:
+    """The warm-up to use for `duration_s` seconds of arrivals, and a warning when the
+    asked one covered the whole run (it is then scaled down to WARMUP_FRACTION of it)."""
+    if warmup_s < duration_s:
+        return warmup_s, None
+    fitted = duration_s * WARMUP_FRACTION
+    return fitted, (
+        f"warmup_s {warmup_s:g} s covers all {duration_s:g} s of arrivals; "
+        f"measuring after {fitted:g} s instead (a quarter of the run, as `plan` does)"
+    )
 
 
 # ---- arrivals ----------------------------------------------------------------------------
@@ -296,6 +313,10 @@ class SimulationResult:
     goodput_tasks_per_s: float  # measured tasks meeting every per-task SLO bound, per s
     replica_names: tuple[str, ...]
     gpu_utilization: float  # mean fraction of time the replicas' GPUs were busy
+    warmup_s: float = 0.0  # arrivals before this were not measured
+    slo_checks: tuple[SloCheck, ...] = ()  # one per bound given, in SloConfig order
+    agents: tuple[AgentBreakdown, ...] = ()  # per agent program, in the mix's order
+    interrupted: bool = False  # cut short (Ctrl-C): the figures cover what ran
 
 
 class _Kind(enum.IntEnum):
@@ -365,6 +386,28 @@ class ClusterSimulation:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self.events = 0
+        # What run() accumulates; set here so that result_so_far() works at any moment.
+        self._now = 0.0
+        self._live = 0
+        self._results: list[TaskResult] = []
+        self._measured: list[TaskResult] = []
+        self._failed = 0
+        self._calls = 0
+        self._window: list[TaskResult] = []
+        self._window_output = 0
+        self._window_prompt = 0
+        self._samples: list[Sample] = []
+        self._last_completion = 0.0
+        self._trace: list[Arrival] | None = None
+        if config.arrival.process is ArrivalProcess.TRACE:
+            # Read the whole trace first, so a bad entry fails before any simulation.
+            self._trace = list(arrivals(config.arrival, config.duration_s, config.seed))
+            unknown = sorted({a.agent for a in self._trace if a.agent} - set(self._interpreters))
+            if unknown:
+                known = ", ".join(sorted(self._interpreters))
+                raise TraceError(
+                    f"{config.arrival.trace}: unknown agent(s) {unknown}; known: {known}"
+                )
 
     def _output(self, seed: int | None, n: int) -> tuple[int, ...]:
         """A call's output tokens: a seeded slice of one shared random pool. Only their
@@ -390,35 +433,20 @@ class ClusterSimulation:
         rng = np.random.default_rng(config.seed)
         wl = config.workload
         median = wl.input_tokens_mean / math.exp(wl.input_tokens_sigma**2 / 2.0)
-        arrival_iter = arrivals(config.arrival, config.duration_s, config.seed)
-        if config.arrival.process is ArrivalProcess.TRACE:
-            # Read the whole trace first, so a bad entry fails before any simulation.
-            entries = list(arrival_iter)
-            unknown = sorted({a.agent for a in entries if a.agent} - set(self._interpreters))
-            if unknown:
-                known = ", ".join(sorted(self._interpreters))
-                raise TraceError(
-                    f"{config.arrival.trace}: unknown agent(s) {unknown}; known: {known}"
-                )
-            arrival_iter = iter(entries)
-        self._results: list[TaskResult] = []
-        self._measured: list[TaskResult] = []
-        self._failed = 0
-        self._calls = 0
-        self._window: list[TaskResult] = []
-        self._window_output = 0
-        self._window_prompt = 0
-        self._samples: list[Sample] = []
-        self._last_completion = 0.0
+        arrival_iter = (
+            iter(self._trace)
+            if self._trace is not None
+            else arrivals(config.arrival, config.duration_s, config.seed)
+        )
         started = 0
         next_arrival = next(arrival_iter, None)
         if next_arrival is not None:
             self._at(next_arrival.at, _Kind.TASK_ARRIVES, next_arrival)
         self._at(config.sample_interval_s, _Kind.SAMPLE, None)
         now = 0.0
-        self._live = 0
         while self._heap:
             now, kind, _, payload = heapq.heappop(self._heap)
+            self._now = now
             self.events += 1
             if kind is _Kind.STEP_END:
                 replica_index, result = payload
@@ -450,6 +478,11 @@ class ClusterSimulation:
                 if self._live > 0 or any(k is _Kind.TASK_ARRIVES for _, k, _, _ in self._heap):
                     self._at(now + config.sample_interval_s, _Kind.SAMPLE, None)
         return self._finish(now)
+
+    def result_so_far(self) -> SimulationResult:
+        """The result of what has run, after `run()` was interrupted (KeyboardInterrupt):
+        the tasks measured so far, up to the last completion."""
+        return self._finish(self._now, interrupted=True)
 
     def _task_arrives(
         self, agent: str, n_in: int, now: float, rng: np.random.Generator, index: int
@@ -663,7 +696,7 @@ class ClusterSimulation:
         self._window_output = 0
         self._window_prompt = 0
 
-    def _finish(self, now: float) -> SimulationResult:
+    def _finish(self, now: float, interrupted: bool = False) -> SimulationResult:
         config = self.config
         measured = self._measured
         # Measured from the end of the warm-up to the last completion (not to the last
@@ -671,22 +704,31 @@ class ClusterSimulation:
         end = self._last_completion
         span = end - config.warmup_s if measured else 0.0
         summary = summarize(measured, span, failed=self._failed)
-        slo = config.slo
-        bounds = [
-            (slo.task_ttft_p90, summary.task_ttft.p90, "ttft"),
-            (slo.task_ttft_p99, summary.task_ttft.p99, "ttft"),
-            (slo.task_latency_p90, summary.task_latency.p90, "latency"),
-            (slo.task_latency_p99, summary.task_latency.p99, "latency"),
-        ]
-        given = [(b, v, k) for b, v, k in bounds if b is not None]
+        checks = slo_checks(config.slo, summary)
         # A run that measured no task has met nothing.
-        slo_met = None if not given else bool(measured) and all(v <= b for b, v, _ in given)
-        ttft_bound = min((b for b, _, k in given if k == "ttft"), default=math.inf)
-        latency_bound = min((b for b, _, k in given if k == "latency"), default=math.inf)
-        good = sum(
-            1
-            for r in measured
-            if r.usage.task_ttft <= ttft_bound and r.usage.task_latency <= latency_bound
+        slo_met = None if not checks else bool(measured) and all(c.met for c in checks)
+        ttft_bound = min((c.bound_s for c in checks if "ttft" in c.name), default=math.inf)
+        latency_bound = min((c.bound_s for c in checks if "latency" in c.name), default=math.inf)
+
+        def good(results: Sequence[TaskResult]) -> int:
+            return sum(
+                1
+                for r in results
+                if r.usage.task_ttft <= ttft_bound and r.usage.task_latency <= latency_bound
+            )
+
+        by_agent: dict[str, list[TaskResult]] = {}
+        for r in measured:
+            by_agent.setdefault(r.agent, []).append(r)
+        order = [*self._mix_names, *sorted(set(by_agent) - set(self._mix_names))]
+        agents = tuple(
+            AgentBreakdown(
+                agent,
+                summarize(by_agent[agent], span),
+                good(by_agent[agent]) / span if span > 0 else 0.0,
+            )
+            for agent in order
+            if agent in by_agent
         )
         busy = [r.scheduler.busy_time for r in self._replicas]
         return SimulationResult(
@@ -698,10 +740,25 @@ class ClusterSimulation:
             events=self.events,
             calls=self._calls,
             slo_met=slo_met,
-            goodput_tasks_per_s=good / span if span > 0 else 0.0,
+            goodput_tasks_per_s=good(measured) / span if span > 0 else 0.0,
             replica_names=tuple(r.name for r in self._replicas),
             gpu_utilization=float(np.mean(busy)) / end if end > 0 else 0.0,
+            warmup_s=config.warmup_s,
+            slo_checks=checks,
+            agents=agents,
+            interrupted=interrupted,
         )
+
+
+def slo_checks(slo: SloConfig, summary: RunSummary) -> tuple[SloCheck, ...]:
+    """Each bound `slo` gives against the summary's percentile."""
+    bounds = (
+        ("task_ttft_p90", slo.task_ttft_p90, summary.task_ttft.p90),
+        ("task_latency_p99", slo.task_latency_p99, summary.task_latency.p99),
+        ("task_ttft_p99", slo.task_ttft_p99, summary.task_ttft.p99),
+        ("task_latency_p90", slo.task_latency_p90, summary.task_latency.p90),
+    )
+    return tuple(SloCheck(name, bound, value) for name, bound, value in bounds if bound is not None)
 
 
 def simulate(config: SimulationConfig) -> SimulationResult:

@@ -1,10 +1,11 @@
 """The JSON and HTML reports of `inflection simulate`.
 
 The JSON file is the full-resolution record of a run (summary, timeline, config) for
-other tools to read; the HTML file is one self-contained page for people: the summary
-table of `inflection run`, four plots over simulated time embedded as inline SVG, and
-the config. Nothing in the page loads from the network, so it opens from a CI artifact
-or an air-gapped machine as it is.
+other tools to read; the HTML file is one self-contained page for people: the SLO verdict
+and goodput first, the summary table of `inflection run`, a per-agent breakdown, four
+plots over simulated time (warm-up shaded) embedded as inline SVG, and the config.
+Nothing in the page loads from the network, so it opens from a CI artifact or an
+air-gapped machine as it is.
 
 matplotlib is imported inside the HTML writer only: the CLI and SDK import this package
 and must stay quick to import.
@@ -27,11 +28,12 @@ import numpy.typing as npt
 import orjson
 
 from orchestrator.report import RunSummary, summary_table
-from orchestrator.sim.timeline import Percentiles, Sample, Timeline
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from rich.table import Table
 
 FORMAT_VERSION = 1  # of the JSON layout below; bump on incompatible changes
 MAX_POINTS = 600  # per plotted series: keeps the page small for long runs
@@ -46,6 +48,75 @@ Floats = npt.NDArray[np.float64]
 ReportPath = str | PathLike[str]
 
 
+@dataclass(slots=True, frozen=True)
+class RunOutcome:
+    """What a run concluded beyond its summary: its span, SLO verdict and goodput, and the
+    per-agent breakdown (the CLI and the HTML page word them the same way)."""
+
+    simulated_s: float  # virtual time at the last completion (arrivals, then drain)
+    warmup_s: float = 0.0  # arrivals before this were not measured
+    slo_checks: tuple[SloCheck, ...] = ()
+    goodput_tasks_per_s: float = 0.0
+    agents: tuple[AgentBreakdown, ...] = ()
+    interrupted: bool = False
+
+
+def span_text(outcome: RunOutcome, summary: RunSummary) -> str:
+    """'simulated 122.0 s, measured 92.0 s after a 30 s warm-up'."""
+    measured = (
+        f"measured {summary.duration_s:,.1f} s after a {outcome.warmup_s:g} s warm-up"
+        if outcome.warmup_s > 0
+        else f"measured {summary.duration_s:,.1f} s (no warm-up)"
+    )
+    cut = " (interrupted)" if outcome.interrupted else ""
+    return f"simulated {outcome.simulated_s:,.1f} s{cut}, {measured}"
+
+
+def slo_text(outcome: RunOutcome, summary: RunSummary) -> str | None:
+    """'SLO met: task TTFT p90 1833 ms <= 5000 ms, ...; goodput 38.51 tasks/s (99.8% of
+    measured tasks)'; None when the run had no SLO."""
+    if not outcome.slo_checks:
+        return None
+    met = summary.tasks > 0 and all(c.met for c in outcome.slo_checks)
+    bounds = ", ".join(
+        f"{c.label} {c.value_s * 1000:,.0f} ms {'<=' if c.met else '>'} {c.bound_s * 1000:,.0f} ms"
+        for c in outcome.slo_checks
+    )
+    share = (
+        f" ({outcome.goodput_tasks_per_s / summary.tasks_per_s:.1%} of measured tasks)"
+        if summary.tasks_per_s > 0
+        else ""
+    )
+    return (
+        f"SLO {'met' if met else 'missed'}: {bounds}; "
+        f"goodput {outcome.goodput_tasks_per_s:.2f} tasks/s{share}"
+    )
+
+
+def agent_table(agents: Sequence[AgentBreakdown], title: str = "per agent") -> Table:
+    """The measured tasks of each agent program, one row each."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("agent")
+    for name in ("tasks", "tasks/s", "calls /task", "amplif. mean", "TTFT p90 ms",
+                 "latency p99 ms", "goodput tasks/s"):  # fmt: skip
+        table.add_column(name, justify="right")
+    for a in agents:
+        s = a.summary
+        table.add_row(
+            a.agent,
+            str(s.tasks),
+            f"{s.tasks_per_s:.2f}",
+            f"{s.llm_calls_per_task:.2f}",
+            f"{s.token_amplification.mean:.2f}",
+            f"{s.task_ttft.p90 * 1000:.1f}",
+            f"{s.task_latency.p99 * 1000:.1f}",
+            f"{a.goodput_tasks_per_s:.2f}",
+        )
+    return table
+
+
 # ---------------------------------------------------------------------------- JSON
 
 
@@ -57,8 +128,10 @@ def write_json(
     timeline: Timeline,
     config: Mapping[str, Any],
     extra: Mapping[str, Any] = _NO_EXTRA,
+    outcome: RunOutcome | None = None,
 ) -> None:
-    """Write the run as indented JSON: title, summary, config, extra and every sample.
+    """Write the run as indented JSON: title, summary, outcome (SLO checks, per-agent
+    breakdown), config, extra and every sample.
 
     Samples are written one per line (the rest is indented) so that a 64-replica run of
     thousands of samples stays a few MB and stays greppable.
@@ -67,6 +140,7 @@ def write_json(
         "format_version": FORMAT_VERSION,
         "title": title,
         "summary": summary,
+        "outcome": outcome,
         "config": config,
         "extra": extra,
         "replicas": timeline.replicas,
@@ -117,9 +191,12 @@ def write_html(
     timeline: Timeline,
     config: Mapping[str, Any],
     extra: Mapping[str, Any] = _NO_EXTRA,
+    outcome: RunOutcome | None = None,
 ) -> None:
-    """Write one self-contained HTML page: summary table, four plots, config, extra."""
-    binned = _bin(timeline)
+    """Write one self-contained HTML page: the SLO verdict and goodput, summary table,
+    per-agent table, four plots with the warm-up shaded, config, extra."""
+    warmup = outcome.warmup_s if outcome is not None else 0.0
+    binned = _bin(timeline, warmup)
     plots = [
         ("latency", "Task latency and task TTFT", _svg(_latency_figure(binned), "latency")),
         ("throughput", "Throughput", _svg(_throughput_figure(binned), "throughput")),
@@ -133,11 +210,24 @@ def write_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="sub">{esc(_subtitle(summary, timeline))}</p>',
-        "<h2>Summary</h2>",
-        _summary_html(summary, title),
-        "<h2>Over simulated time</h2>",
+        f'<p class="sub">{esc(_subtitle(summary, timeline, outcome))}</p>',
     ]
+    if outcome is not None:
+        verdict = slo_text(outcome, summary)
+        if summary.tasks == 0:
+            parts.append('<p class="verdict missed">No tasks measured: no SLO verdict.</p>')
+        elif verdict is not None:
+            met = verdict.startswith("SLO met")
+            parts.append(f'<p class="verdict {"met" if met else "missed"}">{esc(verdict)}</p>')
+        else:
+            parts.append(
+                f'<p class="verdict">No SLO given; throughput '
+                f"{summary.tasks_per_s:.2f} tasks/s.</p>"
+            )
+    parts += ["<h2>Summary</h2>", _table_html(summary_table(summary, title))]
+    if outcome is not None and outcome.agents:
+        parts += ["<h2>Per agent</h2>", _table_html(agent_table(outcome.agents))]
+    parts.append("<h2>Over simulated time</h2>")
     for key, caption, svg in plots:
         parts.append(
             f'<figure class="plot" id="plot-{key}">{svg}'
@@ -162,15 +252,19 @@ table.summary th{text-align:left;background:#f6f8fa}
 table.summary td.num,table.summary th.num{text-align:right}
 figure.plot{margin:1rem 0}figure.plot svg{width:100%;height:auto;display:block}
 figcaption{color:#57606a;font-size:.9rem}
+.verdict{font-size:1.1rem;font-weight:600;padding:.6rem .8rem;border-radius:6px;
+background:#f6f8fa;border-left:6px solid #8c959f}
+.verdict.met{background:#dafbe1;border-color:#1a7f37}
+.verdict.missed{background:#ffebe9;border-color:#cf222e}
 pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}
 """.strip()
 
 
-def _summary_html(summary: RunSummary, title: str) -> str:
-    """The rows of `summary_table`, read from the table itself so the two never drift."""
+def _table_html(table: object) -> str:
+    """The rows of a table the CLI prints, read from the table itself so the two never
+    drift."""
     from rich.table import Table
 
-    table = summary_table(summary, title)
     if not isinstance(table, Table):
         raise TypeError(f"summary_table returned {type(table).__name__}, not a rich Table")
     columns = [[str(cell) for cell in column.cells] for column in table.columns]
@@ -189,10 +283,15 @@ def _summary_html(summary: RunSummary, title: str) -> str:
     )
 
 
-def _subtitle(summary: RunSummary, timeline: Timeline) -> str:
+def _subtitle(summary: RunSummary, timeline: Timeline, outcome: RunOutcome | None) -> str:
     interval = timeline.samples[0].interval if timeline.samples else 0.0
+    span = (
+        span_text(outcome, summary)
+        if outcome is not None
+        else f"{summary.duration_s:,.1f} s measured"
+    )
     return (
-        f"{summary.duration_s:,.1f} s simulated · {len(timeline.replicas)} replicas · "
+        f"{span} · {len(timeline.replicas)} replicas · "
         f"{len(timeline.samples):,} samples of {interval:g} s"
     )
 
@@ -215,6 +314,7 @@ class _Binned:
     """The timeline reduced to at most MAX_POINTS consecutive bins of samples."""
 
     per_bin: int  # samples in the largest bin (1: not downsampled)
+    warmup_s: float  # shaded on every plot: tasks arriving before it are not measured
     replicas: tuple[str, ...]
     t_mid: Floats  # simulated time at the middle of each bin: rates and latencies
     t_end: Floats  # mean of the bin's sample end times: per-replica gauges
@@ -227,13 +327,14 @@ class _Binned:
     queue_depth: Floats  # bins x replicas
 
 
-def _bin(timeline: Timeline) -> _Binned:
+def _bin(timeline: Timeline, warmup_s: float = 0.0) -> _Binned:
     samples = timeline.samples
     n, r = len(samples), len(timeline.replicas)
     if n == 0:
         empty, no_gauge = np.zeros(0), np.zeros((0, r))
         return _Binned(
             per_bin=1,
+            warmup_s=warmup_s,
             replicas=timeline.replicas,
             t_mid=empty,
             t_end=empty,
@@ -278,6 +379,7 @@ def _bin(timeline: Timeline) -> _Binned:
 
     return _Binned(
         per_bin=int(counts.max()),
+        warmup_s=warmup_s,
         replicas=timeline.replicas,
         t_mid=t_mid,
         t_end=total(t) / counts,
@@ -311,6 +413,13 @@ def _no_data(ax: Axes, what: str) -> None:
     )
 
 
+def _shade_warmup(ax: Axes, b: _Binned) -> None:
+    if b.warmup_s > 0 and len(b.t_mid):
+        ax.axvspan(
+            0, b.warmup_s, color="#8c959f", alpha=0.15, linewidth=0, label="warm-up (not measured)"
+        )
+
+
 def _marker(points: int) -> str:
     # Sparse series (few samples, or latency only where tasks finished) need visible dots.
     return "." if points <= 120 else ""
@@ -332,6 +441,7 @@ def _latency_figure(b: _Binned) -> Figure:
         ("TTFT p99", b.ttft.get("p99"), "C4", "--"),
     ]
     drawn = False
+    _shade_warmup(ax, b)
     for label, values, colour, style in series:
         if values is None or not np.isfinite(values).any():
             continue
@@ -362,6 +472,7 @@ def _throughput_figure(b: _Binned) -> Figure:
         ax.set_ylabel("output tokens/s")
         return fig
     marker = _marker(len(b.t_mid))
+    _shade_warmup(ax, b)
     (tokens,) = ax.plot(
         b.t_mid,
         b.output_tps,
@@ -385,8 +496,9 @@ def _throughput_figure(b: _Binned) -> Figure:
     )
     right.set_ylabel("tasks/s", color="C1")
     right.set_ylim(bottom=0)
+    shaded = [p for p in ax.patches if str(p.get_label()).startswith("warm-up")]
     ax.legend(
-        handles=[tokens, tasks],
+        handles=[tokens, tasks, *shaded],
         loc="upper left",
         bbox_to_anchor=(1.08, 1.0),
         frameon=False,
@@ -423,6 +535,7 @@ def _replica_lines(ax: Axes, b: _Binned, values: Floats, title: str, unit: str, 
         _no_data(ax, "samples")
         return
     marker = _marker(values.shape[0])
+    _shade_warmup(ax, b)
     means = values.mean(axis=0)
     if replicas <= MAX_REPLICA_LINES:
         ax.set_title(title, fontsize="medium", loc="left")

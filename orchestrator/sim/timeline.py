@@ -1,8 +1,11 @@
-"""What a fast-forward simulation records over time, for its JSON and HTML reports."""
+"""What a fast-forward simulation records (over time, against its SLO, per agent), for
+its JSON and HTML reports."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from orchestrator.report import RunSummary
 
 
 @dataclass(slots=True, frozen=True)
@@ -34,3 +37,31 @@ class Sample:
 class Timeline:
     replicas: tuple[str, ...]
     samples: tuple[Sample, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class SloCheck:
+    """One task-level SLO bound against the run's measured percentile."""
+
+    name: str  # the SloConfig field, e.g. "task_ttft_p90"
+    bound_s: float
+    value_s: float  # the percentile over the measured tasks
+
+    @property
+    def met(self) -> bool:
+        return self.value_s <= self.bound_s
+
+    @property
+    def label(self) -> str:
+        """'task TTFT p90' for 'task_ttft_p90'."""
+        _, what, pct = self.name.split("_")
+        return f"task {'TTFT' if what == 'ttft' else what} {pct}"
+
+
+@dataclass(slots=True, frozen=True)
+class AgentBreakdown:
+    """The measured tasks of one agent program in a mixed workload."""
+
+    agent: str
+    summary: RunSummary  # of this agent's measured tasks, over the run's measured span
+    goodput_tasks_per_s: float  # of them, those within every per-task SLO bound, per s

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from orchestrator.report import Distribution, RunSummary
-from orchestrator.sim.report import MAX_POINTS, write_html, write_json
-from orchestrator.sim.timeline import Percentiles, Sample, Timeline
+from orchestrator.sim.report import MAX_POINTS, RunOutcome, span_text, write_html, write_json
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLOTS = ("latency", "throughput", "kv", "queue")
@@ -231,6 +231,68 @@ def test_rates_are_per_simulated_second() -> None:
         assert len(binned.output_tps) == min(samples, MAX_POINTS)
         assert np.allclose(binned.output_tps, 4000.0)
         assert np.allclose(binned.tasks_per_s, 4.0)
+
+
+def make_outcome(**overrides: Any) -> RunOutcome:
+    fields: dict[str, Any] = {
+        "simulated_s": 612.5,
+        "warmup_s": 30.0,
+        "slo_checks": (
+            SloCheck("task_ttft_p90", 5.0, 2.2),
+            SloCheck("task_latency_p99", 60.0, 29.8765),
+        ),
+        "goodput_tasks_per_s": 2.0,
+        "agents": (
+            AgentBreakdown("plan_execute", make_summary(tasks=800), 1.4),
+            AgentBreakdown("react", make_summary(tasks=434, llm_calls_per_task=3.25), 0.6),
+        ),
+    }
+    fields.update(overrides)
+    return RunOutcome(**fields)
+
+
+def test_html_opens_with_the_slo_verdict_and_goodput(tmp_path: Path) -> None:
+    _, html_path = write_both(tmp_path, make_timeline(2, 50), outcome=make_outcome())
+    page = html_path.read_text()
+    verdict = page.index('class="verdict met"')
+    assert verdict < page.index("<h2>Summary")
+    line = page[verdict : page.index("</p>", verdict)]
+    assert "SLO met: task TTFT p90 2,200 ms &lt;= 5,000 ms" in line
+    assert "task latency p99 29,876 ms &lt;= 60,000 ms" in line
+    assert "goodput 2.00 tasks/s (97.2% of measured tasks)" in line
+
+    missed = make_outcome(slo_checks=(SloCheck("task_ttft_p90", 1.0, 2.2),))
+    _, html_path = write_both(tmp_path, make_timeline(2, 50), outcome=missed)
+    assert "SLO missed: task TTFT p90 2,200 ms &gt; 1,000 ms" in html_path.read_text()
+
+
+def test_html_subtitle_states_the_simulated_and_measured_spans(tmp_path: Path) -> None:
+    outcome = make_outcome()
+    _, html_path = write_both(tmp_path, make_timeline(2, 50), outcome=outcome)
+    sub = re.search(r'<p class="sub">(.*?)</p>', html_path.read_text())
+    assert sub is not None
+    # The words the CLI prints, from the same function.
+    assert sub.group(1).startswith(span_text(outcome, make_summary()))
+    assert "simulated 612.5 s, measured 600.0 s after a 30 s warm-up" in sub.group(1)
+
+
+def test_html_has_a_per_agent_breakdown(tmp_path: Path) -> None:
+    _, html_path = write_both(tmp_path, make_timeline(2, 50), outcome=make_outcome())
+    page = html_path.read_text()
+    section = page[page.index("<h2>Per agent") : page.index("<h2>Over simulated time")]
+    for text in ("plan_execute", "react", "800", "434", "3.25", "1.40", "0.60", "29876.5"):
+        assert f">{text}<" in section, text
+
+
+@pytest.mark.parametrize("replicas", [2, 64])
+def test_the_warm_up_is_shaded_on_every_plot(tmp_path: Path, replicas: int) -> None:
+    _, html_path = write_both(tmp_path, make_timeline(replicas, 200), outcome=make_outcome())
+    plots = figures(html_path.read_text())
+    assert sorted(plots) == sorted(PLOTS)
+    for key, svg in plots.items():
+        assert "warm-up (not measured)" in svg, key
+    _, html_path = write_both(tmp_path, make_timeline(2, 50), outcome=make_outcome(warmup_s=0))
+    assert "warm-up (not measured)" not in html_path.read_text()
 
 
 chromium_missing = not CHROMIUM.exists()
