@@ -3,8 +3,9 @@ rate one replica sustains within a task-level SLO, and what that costs.
 
 Each candidate rate is a fast-forward simulation of a few replicas under Poisson
 arrivals of the workload; a doubling search brackets the highest rate that meets the SLO
-and bisection narrows it. Power and price turn the result into tokens per joule and
-dollars per million output tokens (SIMULATION.md, "Power and cost").
+and bisection narrows it. The fleet is sized to run each replica at `headroom` of that
+rate; power and price turn the result into tokens per joule, the fleet's dollars per hour,
+per thousand tasks and per million output tokens (SIMULATION.md, "Power and cost").
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from orchestrator.sim.cluster import (
 from orchestrator.sim.perf import PerfModel, SimConfigError
 
 TP_CHOICES = (1, 2, 4, 8)
+# The README's agentic SLO: the user sees the answer start within 5 s (planner, workers
+# and the synthesizer's first token) for 90% of tasks, and 99% finish within a minute.
+DEFAULT_SLO = "task_ttft_p90=5s,task_latency_p99=60s"
+# Replicas run at this fraction of the highest rate meeting the SLO: arrivals burst and
+# the search's answer is a threshold, not a safe operating point.
+DEFAULT_HEADROOM = 0.8
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,6 +43,7 @@ class PlanQuery:
     workload: WorkloadConfig
     slo: SloConfig
     target_rate: float = 100.0  # tasks/s the fleet must sustain
+    headroom: float = DEFAULT_HEADROOM  # utilisation target: fraction of the max rate, (0, 1]
     tps: tuple[int, ...] = ()  # tensor-parallel degrees to try; () = every one that fits
     weights: str = "bf16"
     kv_cache_dtype: str = "bf16"
@@ -58,13 +66,30 @@ class PlanRow:
     rate_per_replica: float  # highest tasks/s per replica meeting the SLO (0: none)
     tasks_per_s_per_gpu: float
     output_tps_per_gpu: float
-    gpus_needed: int  # for PlanQuery.target_rate (0 when the SLO cannot be met)
-    tokens_per_joule: float
+    gpus_needed: int  # for target_rate at headroom of the max rate (0: SLO cannot be met)
+    tokens_per_joule: float  # output tokens per joule of GPU board energy, at the max rate
     usd_per_gpu_hour: float | None
+    # The sized fleet's cost: GPUs x $/GPU-hour, spread over target_rate tasks/s and their
+    # output tokens. None without a price or a rate.
     usd_per_million_tokens: float | None
-    task_ttft_p90: float  # seconds, at the planned rate
+    task_ttft_p90: float  # seconds, at the max rate
     task_latency_p99: float
     trials: int
+    fleet_usd_per_hour: float | None = None
+    usd_per_1k_tasks: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class TrialDone:
+    """Progress: one simulated trial of the rate search has finished."""
+
+    gpu: str
+    tp: int
+    config: int  # index of this configuration among those that fit (0-based)
+    configs: int  # configurations to search in all
+    trial: int  # trials so far for this configuration (1-based)
+    rate: float  # tasks/s per replica tried
+    met: bool  # the trial met the SLO
 
 
 def _engine(query: PlanQuery, gpu: str, tp: int) -> SimEngineConfig:
@@ -135,39 +160,76 @@ def highest_rate(meets: Callable[[float], bool], start: float, steps: int) -> tu
     return low, trials
 
 
-def plan(query: PlanQuery, progress: Callable[[str], None] | None = None) -> list[PlanRow]:
+def plan(
+    query: PlanQuery,
+    progress: Callable[[TrialDone], None] | None = None,
+    on_row: Callable[[PlanRow], None] | None = None,
+) -> list[PlanRow]:
+    """One row per GPU and tensor-parallel degree, in that order; `on_row` sees each row
+    as soon as it is known (a caller interrupted midway keeps those)."""
     catalog: Catalog = load_catalog(query.catalogs)
     catalog.model(query.model)  # unknown names fail before any simulation
     for gpu in query.gpus:
         catalog.gpu(gpu)
     if query.slo == SloConfig():
         raise SimConfigError("give at least one SLO bound, e.g. task_latency_p99=60s")
-    rows: list[PlanRow] = []
+    if not 0 < query.headroom <= 1:
+        raise SimConfigError(f"headroom {query.headroom:g}: give a fraction in (0, 1]")
+    # Which configurations fit is known before any simulation, so progress has a total.
+    candidates: list[tuple[str, int, SimEngineConfig, PerfModel | str]] = []
     for gpu in query.gpus:
         for tp in query.tps or TP_CHOICES:
             engine = _engine(query, gpu, tp)
             try:
-                perf = PerfModel(build_replica(engine, catalog).perf.hw)
+                candidates.append(
+                    (gpu, tp, engine, PerfModel(build_replica(engine, catalog).perf.hw))
+                )
             except SimConfigError as exc:
                 if query.tps:
-                    rows.append(_unfit(gpu, tp, str(exc)))
-                continue
-            if progress:
-                progress(f"{gpu} tp={tp}")
+                    candidates.append((gpu, tp, engine, str(exc)))
+    configs = sum(1 for *_, perf in candidates if isinstance(perf, PerfModel))
+    rows: list[PlanRow] = []
+    searched = 0
+    for gpu, tp, engine, perf in candidates:
+        if isinstance(perf, str):
+            row = _unfit(gpu, tp, perf)
+        else:
             cache: dict[float, SimulationResult] = {}
 
             def meets(
                 rate: float,
+                gpu: str = gpu,
+                tp: int = tp,
                 engine: SimEngineConfig = engine,
                 cache: dict[float, SimulationResult] = cache,
+                config: int = searched,
             ) -> bool:
                 result = _trial(query, engine, rate)
                 cache[rate] = result
-                return _meets(result)
+                met = _meets(result)
+                if progress:
+                    progress(TrialDone(gpu, tp, config, configs, len(cache), rate, met))
+                return met
 
             rate, trials = highest_rate(meets, start=1.0, steps=query.search_steps)
-            rows.append(_row(query, catalog, perf, gpu, tp, rate, cache.get(rate), trials))
+            row = _row(query, catalog, perf, gpu, tp, rate, cache.get(rate), trials)
+            searched += 1
+        rows.append(row)
+        if on_row:
+            on_row(row)
     return rows
+
+
+def recommend(rows: Sequence[PlanRow]) -> PlanRow | None:
+    """The row meeting the SLO at the lowest cost per task (fewest GPUs when no row has a
+    price; ties: fewer GPUs); None when no row meets it."""
+    viable = [r for r in rows if r.fits and r.gpus_needed > 0]
+    if not viable:
+        return None
+    priced = [r for r in viable if r.usd_per_1k_tasks is not None]
+    if priced:
+        return min(priced, key=lambda r: (r.usd_per_1k_tasks or 0.0, r.gpus_needed))
+    return min(viable, key=lambda r: r.gpus_needed)
 
 
 def _unfit(gpu: str, tp: int, reason: str) -> PlanRow:
@@ -190,7 +252,10 @@ def _row(
     summary = result.summary
     output_tps_replica = summary.output_tps / query.replicas
     watts = perf.power_w(result.gpu_utilization)
-    usd = 1e6 * price * tp / (3600.0 * output_tps_replica) if price else None
+    gpus = math.ceil(query.target_rate / (rate * query.headroom)) * tp
+    fleet = gpus * price if price else None
+    # Output tokens per task at the max rate: the fleet serves target_rate tasks/s of them.
+    fleet_output_tps = query.target_rate * output_tps_replica / rate
     return PlanRow(
         gpu=gpu,
         tp=tp,
@@ -199,13 +264,15 @@ def _row(
         rate_per_replica=rate,
         tasks_per_s_per_gpu=rate / tp,
         output_tps_per_gpu=output_tps_replica / tp,
-        gpus_needed=math.ceil(query.target_rate / rate) * tp,
+        gpus_needed=gpus,
         tokens_per_joule=output_tps_replica / watts,
         usd_per_gpu_hour=price,
-        usd_per_million_tokens=usd,
+        usd_per_million_tokens=1e6 * fleet / (3600.0 * fleet_output_tps) if fleet else None,
         task_ttft_p90=summary.task_ttft.p90,
         task_latency_p99=summary.task_latency.p99,
         trials=trials,
+        fleet_usd_per_hour=fleet,
+        usd_per_1k_tasks=1e3 * fleet / (3600.0 * query.target_rate) if fleet else None,
     )
 
 
@@ -261,4 +328,15 @@ def parse_prices(items: Sequence[str]) -> dict[str, float]:
     return prices
 
 
-__all__ = ["CatalogError", "PlanQuery", "PlanRow", "parse_mix", "parse_slo", "plan"]
+__all__ = [
+    "DEFAULT_HEADROOM",
+    "DEFAULT_SLO",
+    "CatalogError",
+    "PlanQuery",
+    "PlanRow",
+    "TrialDone",
+    "parse_mix",
+    "parse_slo",
+    "plan",
+    "recommend",
+]

@@ -162,7 +162,7 @@ def test_plan_prints_each_gpu_and_writes_matching_json_and_csv(
     b200 = table_row(out, "b200")
     assert h100[0] == b200[0] == "1"  # tp
     assert float(b200[1]) > float(h100[1]) > 0  # tasks/s per replica
-    assert h100[6] == "2.00"  # $/GPU-h from --price
+    assert h100[6] == f"{2.0 * int(h100[5]):.2f}"  # fleet $/h: GPUs x $/GPU-h from --price
 
     report = orjson.loads((tmp_path / "plan.json").read_bytes())
     assert report["query"]["model"] == "llama-3.1-8b"
@@ -171,7 +171,7 @@ def test_plan_prints_each_gpu_and_writes_matching_json_and_csv(
     assert [(r["gpu"], r["tp"]) for r in rows] == [("h100", 1), ("b200", 1)]
     for row, printed in zip(rows, (h100, b200), strict=True):
         assert f"{row['rate_per_replica']:.2f}" == printed[1]
-        assert str(row["gpus_needed"]) == printed[4]
+        assert str(row["gpus_needed"]) == printed[5]
     with (tmp_path / "plan.csv").open(newline="") as f:
         table = list(csv.DictReader(f))
     assert [(r["gpu"], int(r["tp"])) for r in table] == [("h100", 1), ("b200", 1)]
@@ -191,7 +191,7 @@ def test_plan_reports_a_model_that_does_not_fit(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "does not fit" in table_row(out, "h100")
-    assert re.search(r"h100 tp=1: .*GiB", out)
+    assert re.search(r"h100 tp1: .*GiB", out)
     [row] = orjson.loads((tmp_path / "plan.json").read_bytes())["rows"]
     assert row["fits"] is False and "GiB" in row["reason"]
 

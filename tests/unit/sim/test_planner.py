@@ -26,8 +26,10 @@ from orchestrator.sim.cluster import (
 )
 from orchestrator.sim.perf import PerfModel, SimConfigError
 from orchestrator.sim.planner import (
+    DEFAULT_HEADROOM,
     PlanQuery,
     PlanRow,
+    TrialDone,
     highest_rate,
     parse_mix,
     parse_prices,
@@ -69,10 +71,18 @@ def counting(meets: Callable[[float], bool]) -> tuple[Callable[[float], bool], l
 
 
 @cache
-def h100_b200_rows() -> dict[str, PlanRow]:
-    rows = plan(query())
+def h100_b200_plan() -> tuple[list[PlanRow], list[TrialDone], list[tuple[int, PlanRow]]]:
+    """The rows of the cheap plan, its progress events, and each row with the number of
+    events seen when it arrived."""
+    events: list[TrialDone] = []
+    arrived: list[tuple[int, PlanRow]] = []
+    rows = plan(query(), progress=events.append, on_row=lambda r: arrived.append((len(events), r)))
     assert [(r.gpu, r.tp) for r in rows] == [("h100", 1), ("b200", 1)]
-    return {r.gpu: r for r in rows}
+    return rows, events, arrived
+
+
+def h100_b200_rows() -> dict[str, PlanRow]:
+    return {r.gpu: r for r in h100_b200_plan()[0]}
 
 
 def reproduce_trial(q: PlanQuery, row: PlanRow) -> tuple[SimEngineConfig, SimulationResult]:
@@ -197,17 +207,38 @@ def test_b200_sustains_a_higher_rate_per_replica_than_h100() -> None:
 
 def test_gpus_needed_and_per_gpu_figures_follow_from_the_rate() -> None:
     q = query()
+    assert q.headroom == DEFAULT_HEADROOM == 0.8
     for row in h100_b200_rows().values():
-        assert row.gpus_needed == math.ceil(q.target_rate / row.rate_per_replica) * row.tp
+        # Every replica runs at `headroom` of the highest rate meeting the SLO.
+        replicas = math.ceil(q.target_rate / (row.rate_per_replica * q.headroom))
+        assert row.gpus_needed == replicas * row.tp
         assert row.tasks_per_s_per_gpu == pytest.approx(row.rate_per_replica / row.tp)
 
 
-def test_dollars_per_million_tokens_is_the_simulation_md_formula() -> None:
+def test_fleet_costs_are_the_simulation_md_formula_over_the_sized_fleet() -> None:
+    q = query()
     for row in h100_b200_rows().values():
         assert row.usd_per_gpu_hour is not None and row.usd_per_gpu_hour > 0
-        output_tps = row.output_tps_per_gpu * row.tp  # per replica
-        expected = 1e6 * row.usd_per_gpu_hour * row.tp / (3600.0 * output_tps)
+        fleet = row.gpus_needed * row.usd_per_gpu_hour
+        assert row.fleet_usd_per_hour == pytest.approx(fleet)
+        assert row.usd_per_1k_tasks == pytest.approx(1e3 * fleet / (3600.0 * q.target_rate))
+        # 1e6 * $/GPU-hour * GPUs / (3600 * output tok/s), the fleet's output at the target.
+        output_per_task = row.output_tps_per_gpu * row.tp / row.rate_per_replica
+        expected = 1e6 * fleet / (3600.0 * q.target_rate * output_per_task)
         assert row.usd_per_million_tokens == pytest.approx(expected)
+
+
+def test_progress_reports_every_trial_and_rows_arrive_as_they_finish() -> None:
+    rows, events, arrived = h100_b200_plan()
+    assert [r for _, r in arrived] == rows
+    assert {(e.gpu, e.config, e.configs) for e in events} == {("h100", 0, 2), ("b200", 1, 2)}
+    for seen, row in arrived:
+        # Handed over right after its own last trial, before the next search starts.
+        assert events[seen - 1].gpu == row.gpu
+        assert all(e.gpu != row.gpu for e in events[seen:])
+        trials = [e.trial for e in events if e.gpu == row.gpu]
+        assert trials == list(range(1, row.trials + 1))
+        assert max(e.rate for e in events if e.gpu == row.gpu and e.met) == row.rate_per_replica
 
 
 def test_price_overrides_change_the_cost_and_nothing_else() -> None:
