@@ -18,8 +18,6 @@ import os
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-INPUT = "Find out why our agent fleet needs twice the GPUs we planned, and fix it."
-
 
 async def main(tasks: int) -> list[dict[str, float | str]]:
     import numpy as np
@@ -30,7 +28,7 @@ async def main(tasks: int) -> list[dict[str, float | str]]:
     from orchestrator.client import AsyncClient, TaskResult
     from orchestrator.config import DeploymentConfig
     from orchestrator.domain import TaskSpec
-    from orchestrator.executor.estimate import expect
+    from orchestrator.executor.estimate import SAMPLE_INPUT, expect
     from orchestrator.executor.interpreter import Encoder, Interpreter
     from orchestrator.server.app import Deployment, HfTokenizer
 
@@ -54,11 +52,14 @@ async def main(tasks: int) -> list[dict[str, float | str]]:
 
                 async def one(seed: int, agent: str = name) -> TaskResult:
                     async with gate:
-                        return await client.run(agent, INPUT, seed=seed)
+                        return await client.run(agent, SAMPLE_INPUT, seed=seed)
 
                 results = await asyncio.gather(*(one(s) for s in range(tasks)))
                 expected = expect(
-                    Interpreter(program, encoder), TaskSpec(agent=name, input=INPUT), 2000, 10**6
+                    Interpreter(program, encoder),
+                    TaskSpec(agent=name, input=SAMPLE_INPUT),
+                    2000,
+                    10**6,
                 )
                 measured = float(np.mean([r.usage.token_amplification for r in results]))
                 prompt = sum(r.usage.prompt_tokens_total for r in results)

@@ -404,10 +404,12 @@ def _local_programs(files: Sequence[str]) -> dict[str, Program]:
 
 
 def _encoder(model: str | None) -> Encoder:
-    from orchestrator.executor.estimate import approximate_encoder
+    """The tokenizer of a model folder, or by default the simulated Llama-3.1-8B's (what
+    `inflection run` serves), so local estimates match a default server's."""
+    from orchestrator.executor.estimate import catalog_encoder
 
     if model is None:
-        return approximate_encoder()
+        return catalog_encoder()
     from orchestrator.executor.interpreter import Encoder
     from orchestrator.server.app import HfTokenizer
 
@@ -417,7 +419,7 @@ def _encoder(model: str | None) -> Encoder:
 
 def cmd_agents(args: argparse.Namespace) -> int:
     from orchestrator.domain import TaskSpec
-    from orchestrator.executor.estimate import describe, expect
+    from orchestrator.executor.estimate import SAMPLE_INPUT, describe, expect
     from orchestrator.executor.interpreter import Interpreter
 
     if args.target:
@@ -429,7 +431,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
     encoder = _encoder(None)
     agents = []
     for program in _local_programs(args.programs or []).values():
-        spec = TaskSpec(agent=program.name, input="x " * 32)
+        spec = TaskSpec(agent=program.name, input=SAMPLE_INPUT)
         agents.append(describe(program, expect(Interpreter(program, encoder), spec)))
     print_table(console, _agent_table(agents), format_of(args))
     return 0
@@ -454,7 +456,7 @@ def cmd_agents_validate(args: argparse.Namespace) -> int:
 def cmd_agents_show(args: argparse.Namespace) -> int:
     from agents.dsl import Llm, Loop, Parallel, Tool, walk
     from orchestrator.domain import TaskSpec
-    from orchestrator.executor.estimate import expect
+    from orchestrator.executor.estimate import DEFAULT_CATALOG_MODEL, SAMPLE_INPUT, expect
     from orchestrator.executor.interpreter import Interpreter
 
     programs = _local_programs(args.programs or [])
@@ -479,11 +481,11 @@ def cmd_agents_show(args: argparse.Namespace) -> int:
             what = f"loop x{node.iterations.mean():.3g} (max {node.max_iterations}{until})"
         console.print(f"  {indent}{node.name}: {what}", highlight=False)
     encoder = _encoder(args.model)
-    input_text = args.input or "x " * 32
+    input_text = args.input or SAMPLE_INPUT
     expected = expect(
         Interpreter(program, encoder), TaskSpec(agent=program.name, input=input_text), 1000
     )
-    tokenizer_note = args.model or "about 4 characters per token (pass --model for exact)"
+    tokenizer_note = args.model or f"simulated {DEFAULT_CATALOG_MODEL} (--model DIR: a real one)"
     console.print(
         f"expected per task (synthetic mode, {expected.tasks} seeded samples, "
         f"tokenizer: {tokenizer_note}):",
@@ -595,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", help="program name")
     show.add_argument("--programs", nargs="*", help="YAML program files or folders")
     show.add_argument("--model", help="model folder whose tokenizer counts the tokens")
-    show.add_argument("--input", help="the user input to assume (default: 32 short words)")
+    show.add_argument("--input", help="the user input to assume (default: a 74-character request)")
     show.set_defaults(func=cmd_agents_show)
 
     status = sub.add_parser("status", help="show a server's replicas and their load")

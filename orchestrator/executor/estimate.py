@@ -20,6 +20,14 @@ from orchestrator.executor.interpreter import ActionKind, Encoder, Interpreter, 
 # A filler token id for synthetic outputs; counts, not ids, matter here.
 _FILLER = 5
 
+# Token amplification is a ratio to (user input + answer), so an expected figure means
+# nothing without its input. Every place that quotes one (`inflection agents`,
+# ListAgents, agents/README.md, benchmarks/amplification.py) uses this input.
+SAMPLE_INPUT = "Find out why our agent fleet needs twice the GPUs we planned, and fix it."
+
+# The model `inflection run` and `inflection serve` simulate by default.
+DEFAULT_CATALOG_MODEL = "llama-3.1-8b"
+
 
 @dataclass(slots=True, frozen=True)
 class TaskShape:
@@ -105,6 +113,16 @@ def expect(
         token_amplification=float(np.mean([s.token_amplification for s in shapes])),
         max_context=max(s.max_context for s in shapes),
     )
+
+
+def catalog_encoder(model: str = DEFAULT_CATALOG_MODEL) -> Encoder:
+    """The simulated tokenizer of a catalog model (its vocabulary, about 1.3 tokens per
+    English word): what a simulated replica of that model counts, with nothing to load."""
+    from orchestrator.sim.catalog import load_catalog
+    from orchestrator.sim.tokens import SimTokenizer
+
+    tokenizer = SimTokenizer(load_catalog().model(model).vocab)
+    return Encoder(tokenizer.encode, tokenizer.bos_token_id)
 
 
 def approximate_encoder() -> Encoder:

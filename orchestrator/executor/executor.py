@@ -43,7 +43,7 @@ from orchestrator.domain import (
 )
 from orchestrator.executor.accounting import aborted_call, task_usage
 from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
-from orchestrator.executor.estimate import describe, dry_run, expect
+from orchestrator.executor.estimate import SAMPLE_INPUT, describe, dry_run, expect
 from orchestrator.executor.interpreter import (
     Action,
     ActionKind,
@@ -145,7 +145,7 @@ _FIRST_CALL_RESERVE = 256
 
 # Samples behind the expected figures ListAgents reports.
 _EXPECTATION_SAMPLES = 200
-_EXPECTATION_INPUT = "x " * 32
+_EXPECTATION_INPUT = SAMPLE_INPUT
 
 
 @dataclass(slots=True, frozen=True)

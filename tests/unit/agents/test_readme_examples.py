@@ -10,7 +10,12 @@ from agents import BUILTIN_PROGRAMS
 from agents.tools import BUILTIN_TOOLS
 from agents.yaml_loader import load_program_text
 from orchestrator.domain import TaskSpec
-from orchestrator.executor.estimate import approximate_encoder, expect
+from orchestrator.executor.estimate import (
+    SAMPLE_INPUT,
+    approximate_encoder,
+    catalog_encoder,
+    expect,
+)
 from orchestrator.executor.interpreter import Interpreter
 
 README = Path(__file__).resolve().parents[3] / "agents" / "README.md"
@@ -35,3 +40,26 @@ def test_the_readme_table_lists_every_builtin_program() -> None:
     text = README.read_text()
     for name in BUILTIN_PROGRAMS:
         assert f"| `{name}` |" in text, name
+
+
+def _agents_listing() -> dict[str, float]:
+    """Expected token amplification per built-in program, as `inflection agents` prints it
+    (the default simulated model's tokenizer, the shared sample input)."""
+    encoder = catalog_encoder()
+    return {
+        name: expect(
+            Interpreter(program, encoder), TaskSpec(agent=name, input=SAMPLE_INPUT)
+        ).token_amplification
+        for name, program in BUILTIN_PROGRAMS.items()
+    }
+
+
+def test_the_main_readme_quotes_the_amplification_range_inflection_agents_prints() -> None:
+    text = (README.parents[1] / "README.md").read_text()
+    quoted = re.search(r"token amplification from ([\d.]+)x \(chat\) to about ([\d,]+)x", text)
+    assert quoted is not None, "the README's agent-programs paragraph lost its range"
+    listing = _agents_listing()
+    low, high = min(listing.values()), max(listing.values())
+    assert float(quoted.group(1)) == round(low, 1)
+    # "about": within 2% of the printed figure, quoted to two significant digits.
+    assert abs(float(quoted.group(2).replace(",", "")) - high) <= 0.02 * high
