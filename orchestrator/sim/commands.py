@@ -287,7 +287,7 @@ def _money(value: float | None) -> str:
     a hundredth of a cent, and rows must still differ)."""
     if value is None:
         return "n/a"
-    return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:#.3g}"
 
 
 def plan_table(rows: Sequence[PlanRow], query: PlanQuery) -> Table:

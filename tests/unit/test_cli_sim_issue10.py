@@ -205,7 +205,7 @@ def test_recommendation_is_the_cheapest_per_task_that_meets_the_slo() -> None:
     rows = [row("h100", 40, 0.9), row("b200", 16, 0.7), row("h200", 0, None),
             row("mi300x", 0, None, fits=False)]  # fmt: skip
     assert recommend(rows) == rows[1]
-    assert "cheapest per task meeting the SLO: b200 tp1, $0.7 per 1k tasks, 16 GPUs" in (
+    assert "cheapest per task meeting the SLO: b200 tp1, $0.700 per 1k tasks, 16 GPUs" in (
         commands.recommendation_line(rows)
     )
     unpriced = [row("h100", 40, None), row("b200", 16, None)]
