@@ -69,11 +69,14 @@ def table_csv(table: Table) -> str:
     return out.getvalue()
 
 
-def table_json(table: Table) -> bytes:
+def _json_doc(table: Table) -> dict[str, object]:
     headers, rows = table_cells(table)
     title = _plain(table.title) if table.title is not None else None
-    doc = {"title": title, "rows": [dict(zip(headers, row, strict=True)) for row in rows]}
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    return {"title": title, "rows": [dict(zip(headers, row, strict=True)) for row in rows]}
+
+
+def table_json(table: Table) -> bytes:
+    return orjson.dumps(_json_doc(table), option=orjson.OPT_INDENT_2)
 
 
 def _keep_words_whole(table: Table) -> int:
@@ -126,5 +129,11 @@ def print_table(console: Console, table: Table, fmt: TableFormat = TableFormat.T
 
 
 def print_tables(console: Console, tables: Sequence[Table], fmt: TableFormat) -> None:
+    """Several tables; as JSON, one document (a list of tables) that any parser reads."""
+    if fmt is TableFormat.JSON:
+        docs = [_json_doc(table) for table in tables]
+        console.file.write(orjson.dumps(docs, option=orjson.OPT_INDENT_2).decode() + "\n")
+        console.file.flush()
+        return
     for table in tables:
         print_table(console, table, fmt)

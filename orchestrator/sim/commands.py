@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config import ConfigError, describe_validation_error
-from orchestrator.tables import TableFormat, add_format_flag, format_of, print_table
+from orchestrator.tables import (
+    TableFormat,
+    add_format_flag,
+    format_of,
+    print_table,
+    print_tables,
+)
 
 if TYPE_CHECKING:
     from orchestrator.sim.planner import PlanQuery, PlanRow
@@ -236,9 +242,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
         return INTERRUPTED if result.interrupted else NOTHING_MEASURED
-    print_table(console, cast(Table, summary_table(summary, title=title)), fmt)
+    tables = [cast(Table, summary_table(summary, title=title))]
     if len(result.agents) > 1:
-        print_table(console, agent_table(result.agents), fmt)
+        tables.append(agent_table(result.agents))
+    print_tables(console, tables, fmt)
     prose = _prose(fmt)
     speed = result.simulated_s / wall if wall > 0 else 0.0
     prose.print(

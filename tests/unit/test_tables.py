@@ -10,7 +10,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.tables import TableFormat, add_format_flag, format_of, print_table
+from orchestrator.tables import TableFormat, add_format_flag, format_of, print_table, print_tables
 
 FIGURES = ("276.123456", "0.000123", "1828.5")
 
@@ -68,3 +68,13 @@ def test_the_format_flag() -> None:
     add_format_flag(parser)
     assert format_of(parser.parse_args([])) is TableFormat.TABLE
     assert format_of(parser.parse_args(["--format", "csv"])) is TableFormat.CSV
+
+
+def test_several_tables_as_json_are_one_document() -> None:
+    out = io.StringIO()
+    second = Table(title="per agent")
+    second.add_column("agent")
+    second.add_row("react")
+    print_tables(Console(file=out), [_wide_table(), second], TableFormat.JSON)
+    docs = orjson.loads(out.getvalue())
+    assert [doc["title"] for doc in docs] == ["inflection plan", "per agent"]
