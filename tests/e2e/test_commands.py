@@ -79,6 +79,14 @@ def test_make_run_prints_the_summary() -> None:
     # Simulated H100s answer like H100s: a plan_execute task (5 calls, ~10 steps of
     # generation each) takes well under a few seconds, not the CPU engine's minutes.
     assert 0 < _row(out, "task latency (ms)") < 10_000, out[-3000:]
+    # The README's sample shows this run: the rows that do not depend on timing (the
+    # seeded tasks' shapes and token counts) must be exactly what it prints today.
+    readme = (REPO / "README.md").read_text().split("## What `make run` shows", 1)[1]
+    for row in ("tasks completed", "LLM calls per task", "token amplification"):
+        printed = re.search(rf"│ {re.escape(row)} .*│", out)
+        quoted = re.search(rf"│ {re.escape(row)} .*│", readme)
+        assert printed and quoted, row
+        assert printed.group(0) == quoted.group(0), f"README's make run table is stale: {row}"
     # The sim backend needs no model download or engine build: the whole command
     # (venv already set up by this test session) stays short.
     assert elapsed < 180, f"make run took {elapsed:.0f} s"

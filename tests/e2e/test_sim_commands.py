@@ -51,6 +51,22 @@ def test_readme_simulate_example_runs_verbatim(tmp_path: Path) -> None:
     assert report["summary"]["tasks"] == int(printed.group(1)) > 1000
     html = (tmp_path / "reports" / "simulate.html").read_text()
     assert html.count("<svg") >= 4
+    # The simulation is deterministic: the README's tables are exactly what it prints.
+    assert _table_rows(done.stdout) == _table_rows(_readme_output()), (
+        "README's simulate tables are stale; paste the new output:\n" + done.stdout
+    )
+
+
+def _readme_output() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Simulating a cluster", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```\n(inflection simulate:.*?)```", section, flags=re.S)
+    assert block is not None, "the README lost its simulate output block"
+    return block.group(1)
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines() if line.startswith("│")]
 
 
 # ---- Ctrl-C, for real: SIGINT to the process a user started ---------------------------------
@@ -117,3 +133,28 @@ def test_ctrl_c_stops_plan_and_keeps_the_finished_rows(tmp_path: Path) -> None:
     report = orjson.loads((tmp_path / "plan.json").read_bytes())
     assert report["query"]["interrupted"] is True
     assert [r["gpu"] for r in report["rows"]] == ["h100"]
+
+
+def test_readme_plan_example_prints_the_readme_table(tmp_path: Path) -> None:
+    """The planner is deterministic (seeded simulations on a virtual clock): the README's
+    plan table is exactly what its first example prints today."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Capacity planning", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    command = block.group(1).splitlines()[0].split("#", 1)[0].strip()
+    shown = re.search(r"```\n(SLO: .*?)```", section, flags=re.S)
+    assert shown is not None, "the README lost its plan output block"
+    done = subprocess.run(
+        [str(BIN / "inflection"), *command.split()[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _table_rows(done.stdout) == _table_rows(shown.group(1)), (
+        "README's plan table is stale; paste the new output:\n" + done.stdout
+    )
+    assert "cheapest per task meeting the SLO" in done.stdout
