@@ -1,4 +1,4 @@
-"""Issue 10 for `inflection simulate` and `inflection plan`, as a new user meets them: a
+"""`inflection simulate` and `inflection plan` as a new user meets them: a
 warm-up that covers the run, a run that measures nothing, Ctrl-C, plan's defaults,
 progress, costs and recommendation, and tables piped into an 80-column console."""
 
