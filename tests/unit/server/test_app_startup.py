@@ -5,7 +5,6 @@ server itself applies per connection (real grpc.aio servers on 127.0.0.1, fake r
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -72,13 +71,6 @@ def test_gcs_endpoint(address: str, endpoint: tuple[str, int]) -> None:
 def test_an_address_without_a_port_is_one_line() -> None:
     with pytest.raises(StartupError, match="is not host:port"):
         gcs_endpoint("head-node")
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # --- the gRPC server's own limits ----------------------------------------------------
