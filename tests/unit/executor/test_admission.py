@@ -1,0 +1,252 @@
+"""Admission control (`orchestrator.executor.admission`): the saturation bound, the
+earliest-deadline-first queue, a deadline or a cancel while queued, the refusal beyond
+`max_queued_tasks` and its retry-after hint. Pure: a fake load and, for the hint, a
+fake clock; nothing starts a replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from orchestrator.config import AdmissionConfig
+from orchestrator.domain import ErrorCode
+from orchestrator.executor import admission as admission_module
+from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
+from tests.polling import async_wait_until
+
+BOUND = 100  # max_outstanding_tokens_per_replica in these tests
+
+
+class Load:
+    """The router's book as admission reads it; tests move it by hand."""
+
+    def __init__(self, outstanding: int = 0, healthy: int = 1) -> None:
+        self.outstanding = outstanding
+        self.healthy = healthy
+
+    def __call__(self) -> tuple[int, int]:
+        return self.outstanding, self.healthy
+
+
+def make(
+    load: Load | None = None, max_queued_tasks: int = 16, enabled: bool = True
+) -> tuple[Admission, Load]:
+    load = load or Load()
+    config = AdmissionConfig(
+        enabled=enabled,
+        max_outstanding_tokens_per_replica=BOUND,
+        max_queued_tasks=max_queued_tasks,
+    )
+    return Admission(config, load), load
+
+
+async def queue(
+    admission: Admission, tokens: int, deadline: float | None = None
+) -> asyncio.Task[Ticket]:
+    """Start an admit that must wait, and return once it is in the queue."""
+    before = admission.queued
+    task = asyncio.create_task(admission.admit(tokens, deadline))
+    await async_wait_until(lambda: admission.queued == before + 1, timeout=2.0)
+    return task
+
+
+async def test_an_idle_cluster_admits_at_once_and_reserves_the_first_call() -> None:
+    admission, _ = make()
+    ticket = await admission.admit(30)
+    assert admission.reserved_tokens == 30 and admission.queued == 0
+    ticket.release()
+    ticket.release()  # idempotent
+    assert admission.reserved_tokens == 0
+
+
+async def test_the_bound_counts_outstanding_tokens_and_reservations_per_healthy_replica() -> None:
+    admission, load = make(Load(outstanding=150, healthy=2))
+    assert not admission.saturated()  # 150 < 100 x 2
+    ticket = await admission.admit(50)
+    assert admission.saturated()  # 150 + 50 reserved reach 200
+    load.healthy = 3
+    assert not admission.saturated()
+    load.healthy = 0  # no healthy replica still allows one replica's worth
+    load.outstanding = 0
+    ticket.release()
+    assert not admission.saturated()
+    load.outstanding = BOUND
+    assert admission.saturated()
+
+
+async def test_saturated_tasks_wait_and_are_admitted_when_load_drops() -> None:
+    admission, load = make(Load(outstanding=BOUND))
+    waiting = await queue(admission, 10)
+    assert not waiting.done()
+    load.outstanding = 0
+    admission.wake()
+    ticket = await asyncio.wait_for(waiting, 2.0)
+    assert ticket.tokens == 10 and admission.reserved_tokens == 10 and admission.queued == 0
+
+
+async def test_a_new_task_queues_behind_waiting_ones_even_when_there_is_room() -> None:
+    # No overtaking: with a queue, room goes to the queue (wake), not to a newcomer.
+    admission, load = make(Load(outstanding=BOUND))
+    first = await queue(admission, 10)
+    load.outstanding = 0  # room, but nobody called wake yet
+    second = await queue(admission, 10)
+    admission.wake()
+    await asyncio.wait_for(asyncio.gather(first, second), 2.0)
+
+
+async def test_the_queue_is_earliest_deadline_first_then_arrival_order() -> None:
+    admission, _ = make()
+    holder = await admission.admit(BOUND)  # saturates by its reservation alone
+    now = time.monotonic()
+    arrivals = [("late", now + 30), ("none-1", None), ("soon", now + 10), ("mid", now + 20)]
+    arrivals.append(("none-2", None))
+    tasks = {name: await queue(admission, BOUND, deadline) for name, deadline in arrivals}
+    order: list[str] = []
+    ticket = holder
+    for _ in arrivals:
+        # Each admitted task reserves a whole replica's worth: one admission per release.
+        ticket.release()
+        await async_wait_until(lambda: sum(t.done() for t in tasks.values()) > len(order), 2.0)
+        [name] = [n for n, t in tasks.items() if t.done() and n not in order]
+        order.append(name)
+        ticket = tasks[name].result()
+    assert order == ["soon", "mid", "late", "none-1", "none-2"]
+    ticket.release()
+    assert admission.reserved_tokens == 0 and admission.queued == 0
+
+
+async def test_a_deadline_that_passes_in_the_queue_refuses_the_task() -> None:
+    admission, load = make(Load(outstanding=BOUND))
+    later = await queue(admission, 10)
+    started = time.monotonic()
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.admit(10, deadline=time.monotonic() + 0.05)
+    assert time.monotonic() - started < 1.0
+    assert refused.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert refused.value.retry_after_s is None
+    assert "deadline passed while it waited" in str(refused.value)
+    assert admission.queued == 1  # only `later` still waits
+    # The expired entry is skipped, and reserves nothing.
+    load.outstanding = 0
+    admission.wake()
+    ticket = await asyncio.wait_for(later, 2.0)
+    assert admission.reserved_tokens == ticket.tokens == 10
+
+
+async def test_a_deadline_already_past_is_refused_when_it_would_wait() -> None:
+    admission, _ = make(Load(outstanding=BOUND))
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.admit(10, deadline=time.monotonic() - 1.0)
+    assert refused.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert admission.queued == 0
+
+
+async def test_a_task_cancelled_in_the_queue_leaves_it_and_is_skipped() -> None:
+    admission, load = make(Load(outstanding=BOUND))
+    gone = await queue(admission, 10, deadline=time.monotonic() + 5)  # first in EDF order
+    stays = await queue(admission, 20)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert admission.queued == 1
+    load.outstanding = 0
+    admission.wake()
+    assert (await asyncio.wait_for(stays, 2.0)).tokens == 20
+    assert admission.reserved_tokens == 20  # nothing held for the cancelled task
+
+
+async def test_beyond_max_queued_tasks_a_task_is_refused_at_once() -> None:
+    admission, _ = make(Load(outstanding=BOUND), max_queued_tasks=2)
+    waiting = [await queue(admission, 10), await queue(admission, 10)]
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.admit(10)
+    error = refused.value
+    assert error.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert error.retry_after_s == 1.0  # no admissions from the queue yet to pace
+    assert "2 tasks are already waiting (admission.max_queued_tasks = 2)" in error.message
+    assert "retry after about 1.0 s" in error.message
+    assert admission.refused == 1 and admission.queued == 2
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert admission.queued == 0
+
+
+async def test_max_queued_tasks_zero_refuses_whenever_saturated() -> None:
+    admission, load = make(Load(outstanding=BOUND), max_queued_tasks=0)
+    with pytest.raises(AdmissionRefused):
+        await admission.admit(1)
+    load.outstanding = 0
+    (await admission.admit(1)).release()
+
+
+async def test_disabled_admission_admits_everything() -> None:
+    admission, _ = make(Load(outstanding=10 * BOUND), max_queued_tasks=0, enabled=False)
+    tickets = [await admission.admit(BOUND) for _ in range(3)]
+    assert admission.queued == 0 and len(tickets) == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A fake clock for admission's pace (only the module's view of `time`)."""
+    fake = Clock()
+    monkeypatch.setattr(admission_module, "time", SimpleNamespace(monotonic=fake))
+    return fake
+
+
+async def admit_from_queue_at(
+    admission: Admission, load: Load, clock: Clock, times: list[float]
+) -> None:
+    """Admit one queued task at each of `times` (fake seconds), releasing it after."""
+    for at in times:
+        load.outstanding = BOUND
+        task = await queue(admission, 1)
+        clock.now = at
+        load.outstanding = 0
+        admission.wake()
+        (await asyncio.wait_for(task, 2.0)).release()
+    load.outstanding = BOUND
+
+
+async def test_retry_after_follows_the_recent_pace_of_admissions(clock: Clock) -> None:
+    admission, load = make(max_queued_tasks=3)
+    assert admission.retry_after_s() == 1.0  # nothing to pace yet
+    # One admission from the queue every 2 s: room for the next in (waiting + 1) x 2 s.
+    await admit_from_queue_at(admission, load, clock, [1000.0, 1002.0, 1004.0, 1006.0])
+    assert admission.retry_after_s() == pytest.approx(2.0)
+    waiting = [await queue(admission, 1) for _ in range(3)]
+    assert admission.retry_after_s() == pytest.approx(8.0)
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.admit(1)
+    assert refused.value.retry_after_s == pytest.approx(8.0)
+    assert "retry after about 8.0 s" in refused.value.message
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_retry_after_is_at_least_the_time_since_the_last_admission(clock: Clock) -> None:
+    admission, load = make()
+    await admit_from_queue_at(admission, load, clock, [1000.0, 1000.1, 1000.2])
+    assert admission.retry_after_s() == 0.5  # 10 a second, clamped up to half a second
+    clock.now = 1030.0  # nothing admitted for ~30 s: the pace is stale
+    assert admission.retry_after_s() == pytest.approx(29.8)
+    clock.now = 5000.0
+    assert admission.retry_after_s() == 60.0  # clamped
+
+
+async def test_retry_after_slow_pace_is_clamped_to_a_minute(clock: Clock) -> None:
+    admission, load = make()
+    await admit_from_queue_at(admission, load, clock, [1000.0, 1100.0])
+    assert admission.retry_after_s() == 60.0
