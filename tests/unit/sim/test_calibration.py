@@ -1,6 +1,7 @@
 """Fidelity: every calibration row of SIMULATION.md, reproduced with the row's
 configuration, lands within 15% of the published measurement (SIMULATION.md's goal:
-every point <= 15%, median <= 10%)."""
+every point <= 15%, median <= 10%); every held-out point lands on the error
+orchestrator/sim/README.md reports for it, the known misses included."""
 
 from __future__ import annotations
 
@@ -53,6 +54,67 @@ def test_calibration_point_within_15_percent(
 def test_median_error_meets_the_goal(outcomes: dict[str, Outcome]) -> None:
     errors = [abs(o.error(m)) for o in outcomes.values() for m in o.row.measured]
     assert statistics.median(errors) <= 0.10
+
+
+# The held-out points' errors as orchestrator/sim/README.md reports them ("Held-out
+# points"). The sim is deterministic, so each must reproduce within a percentage point:
+# a model change that moves one shows up here, and the README table gets updated.
+HELD_OUT_ERRORS = {
+    ("llama70b-h100-tp4-singlestep", Metric.OUTPUT_TPS): +0.067,
+    ("llama70b-h100-tp4-singlestep", Metric.TPOT_P50_MS): -0.092,
+    ("qwen3-32b-tp2-c8", Metric.TPOT_MEAN_MS): -0.023,
+    ("qwen3-32b-tp2-c128", Metric.TPOT_MEAN_MS): -0.075,
+    ("qwen3-32b-tp4-c32", Metric.TPOT_MEAN_MS): -0.146,
+    # Known misses. The all-reduce latency grows with the TP degree; SIMULATION.md's
+    # alpha_ar is a constant (README: left as written, not fitted to held-out points).
+    ("qwen3-32b-tp8-c32", Metric.TPOT_MEAN_MS): -0.254,
+    # TTFT under concurrency depends on the clients' arrival phase (README: "-47% to
+    # -84%" for the four Qwen3-32B rows; the sim starts clients out of phase).
+    ("qwen3-32b-tp2-c8", Metric.TTFT_MEAN_MS): -0.473,
+    ("qwen3-32b-tp2-c128", Metric.TTFT_MEAN_MS): -0.835,
+    ("qwen3-32b-tp4-c32", Metric.TTFT_MEAN_MS): -0.732,
+    ("qwen3-32b-tp8-c32", Metric.TTFT_MEAN_MS): -0.759,
+}
+HELD_OUT_MISSES = {
+    ("qwen3-32b-tp8-c32", Metric.TPOT_MEAN_MS),
+    *((row.key, Metric.TTFT_MEAN_MS) for row in HELD_OUT if row.key.startswith("qwen3")),
+}
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict[str, Outcome]:
+    catalog = load_catalog()
+    return {row.key: reproduce(row, catalog) for row in HELD_OUT}
+
+
+def test_every_held_out_point_has_a_documented_error() -> None:
+    assert {(row.key, metric) for row in HELD_OUT for metric in row.measured} == set(
+        HELD_OUT_ERRORS
+    )
+    assert all(row.held_out for row in HELD_OUT)
+    assert not any(row.held_out for row in ROWS)
+
+
+@pytest.mark.parametrize(
+    ("key", "metric"),
+    [(row.key, metric) for row in HELD_OUT for metric in row.measured],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
+def test_held_out_point_matches_its_documented_error(
+    held_out: dict[str, Outcome], key: str, metric: Metric
+) -> None:
+    outcome = held_out[key]
+    error = outcome.error(metric)
+    documented = HELD_OUT_ERRORS[(key, metric)]
+    detail = (
+        f"{key} {metric.value}: simulated {outcome.simulated[metric]:.2f}, measured "
+        f"{outcome.row.measured[metric]:.2f} ({error:+.1%}; README says {documented:+.1%})"
+    )
+    if (key, metric) in HELD_OUT_MISSES:
+        assert abs(error) > 0.15, f"now fits: update the README and this test. {detail}"
+    else:
+        assert abs(error) <= 0.15, detail
+    assert error == pytest.approx(documented, abs=0.01), detail
 
 
 def test_every_row_names_its_source_and_configuration() -> None:
