@@ -8,14 +8,48 @@ config file fails at load time with the file and the field named.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.routing.policy import RouterSettings, RoutingPolicy
-from orchestrator.routing.priority import PriorityPolicy, PrioritySettings
+
+# The routing knobs are plain data owned here: `orchestrator.routing` reads them, and
+# config never imports routing (the dependency runs one way, config <- routing).
+class RoutingPolicy(enum.Enum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOAD = "least_load"
+    PREFIX_AFFINITY = "prefix_affinity"
+    PROGRAM_AWARE = "program_aware"
+
+
+class PriorityPolicy(enum.Enum):
+    FCFS = "fcfs"
+    PROGRAM_AWARE = "program_aware"
+
+
+@dataclass(slots=True, frozen=True)
+class RouterSettings:
+    """The knobs of `orchestrator.routing.make_router` (from `RoutingConfig`)."""
+
+    policy: RoutingPolicy = RoutingPolicy.ROUND_ROBIN
+    load_epsilon: float = 0.25
+    min_match_ratio: float = 0.1
+    load_slack_tokens: int = 16384
+    overlap_weight: float = 4.0
+
+
+@dataclass(slots=True, frozen=True)
+class PrioritySettings:
+    """The knobs of call priority (`orchestrator.routing.priority`)."""
+
+    policy: PriorityPolicy = PriorityPolicy.FCFS
+    quantum_s: float = 0.5  # attained service of the first level
+    levels: int = 8
+    urgent_slack_s: float = 1.0
+    starvation_ratio: float = 4.0
 
 
 class _Strict(BaseModel):

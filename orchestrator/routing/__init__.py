@@ -1,13 +1,17 @@
-"""Replica choice and call priority: pure functions of (call, replica views, task state)."""
+"""Replica choice and call priority: pure functions of (call, replica views, book)."""
 
-from orchestrator.routing.policy import (
-    BaseRouter,
-    LeastLoadRouter,
+from orchestrator.routing.book import PrefixIndex, ReplicaId, ReplicaView, RoutedCall, RoutingBook
+from orchestrator.routing.choose import (
     NoReplicaAvailable,
+    choose_least_load,
+    choose_prefix_affinity,
+    choose_program_aware,
+    choose_round_robin,
+)
+from orchestrator.routing.policy import (
+    LeastLoadRouter,
     PrefixAffinityRouter,
-    PrefixIndex,
     ProgramAwareRouter,
-    ReplicaView,
     RoundRobinRouter,
     Router,
     RouterSettings,
@@ -17,7 +21,6 @@ from orchestrator.routing.policy import (
 from orchestrator.routing.priority import PriorityPolicy, PrioritySettings, TaskService
 
 __all__ = [
-    "BaseRouter",
     "LeastLoadRouter",
     "NoReplicaAvailable",
     "PrefixAffinityRouter",
@@ -25,11 +28,18 @@ __all__ = [
     "PriorityPolicy",
     "PrioritySettings",
     "ProgramAwareRouter",
+    "ReplicaId",
     "ReplicaView",
     "RoundRobinRouter",
+    "RoutedCall",
     "Router",
     "RouterSettings",
+    "RoutingBook",
     "RoutingPolicy",
     "TaskService",
+    "choose_least_load",
+    "choose_prefix_affinity",
+    "choose_program_aware",
+    "choose_round_robin",
     "make_router",
 ]

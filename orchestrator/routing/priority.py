@@ -24,24 +24,13 @@ vLLM serves the lowest value first (ties by arrival) when its scheduling policy 
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from orchestrator.config import PriorityPolicy, PrioritySettings
 
-class PriorityPolicy(enum.Enum):
-    FCFS = "fcfs"
-    PROGRAM_AWARE = "program_aware"
-
-
-@dataclass(slots=True, frozen=True)
-class PrioritySettings:
-    policy: PriorityPolicy = PriorityPolicy.FCFS
-    quantum_s: float = 0.5  # attained service of the first level
-    levels: int = 8
-    urgent_slack_s: float = 1.0
-    starvation_ratio: float = 4.0
+__all__ = ["PriorityPolicy", "PrioritySettings", "TaskService", "call_priority"]
 
 
 @dataclass(slots=True)

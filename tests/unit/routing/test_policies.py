@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from orchestrator.blocks import block_hashes
 from orchestrator.domain import CallRequest, Sampling
 from orchestrator.routing import (
-    BaseRouter,
     LeastLoadRouter,
     NoReplicaAvailable,
     PrefixAffinityRouter,
     ProgramAwareRouter,
     ReplicaView,
     RoundRobinRouter,
+    Router,
     RouterSettings,
     RoutingPolicy,
     make_router,
@@ -85,7 +85,7 @@ def call(
     return CallRequest(call_id, prompt, Sampling(max_tokens=max_tokens), task_id=task_id)
 
 
-def router_for(policy: RoutingPolicy) -> BaseRouter:
+def router_for(policy: RoutingPolicy) -> Router:
     return make_router(RouterSettings(policy=policy))
 
 
@@ -95,7 +95,7 @@ def prefix_router(policy: RoutingPolicy) -> PrefixAffinityRouter | ProgramAwareR
     return router
 
 
-def loads(router: BaseRouter) -> dict[str, int]:
+def loads(router: Router) -> dict[str, int]:
     return dict(router.outstanding_tokens())
 
 
@@ -111,9 +111,7 @@ def loads(router: BaseRouter) -> dict[str, int]:
         (RoutingPolicy.PROGRAM_AWARE, ProgramAwareRouter),
     ],
 )
-def test_make_router_builds_the_configured_policy(
-    policy: RoutingPolicy, cls: type[BaseRouter]
-) -> None:
+def test_make_router_builds_the_configured_policy(policy: RoutingPolicy, cls: type[Router]) -> None:
     assert type(make_router(RouterSettings(policy=policy))) is cls
 
 
@@ -127,10 +125,11 @@ def test_make_router_passes_the_policy_knobs() -> None:
         )
     )
     assert isinstance(affinity, PrefixAffinityRouter)
-    assert (affinity.epsilon, affinity.min_match_ratio, affinity.slack_tokens) == (0.5, 0.3, 7)
+    knobs = affinity.settings
+    assert (knobs.load_epsilon, knobs.min_match_ratio, knobs.load_slack_tokens) == (0.5, 0.3, 7)
     aware = make_router(RouterSettings(policy=RoutingPolicy.PROGRAM_AWARE, overlap_weight=9.0))
     assert isinstance(aware, ProgramAwareRouter)
-    assert aware.overlap_weight == 9.0
+    assert aware.settings.overlap_weight == 9.0
 
 
 # ---- no usable replica -----------------------------------------------------------------
@@ -177,7 +176,7 @@ def test_distinct_tasks_spread_over_an_idle_cluster(
     assert Counter(placed) == dict.fromkeys(names(4), 2)
 
 
-def _mixed_sequence(router: BaseRouter) -> list[str]:
+def _mixed_sequence(router: Router) -> list[str]:
     """A task mix with shared prefixes, fan-outs, finishes and a replica outage."""
     views = cluster(3)
     system = tokens(7, 3)
@@ -328,7 +327,7 @@ def test_hot_prefix_spills_over_once_the_load_bound_is_exceeded() -> None:
     for c in calls:
         placed.append(router.choose(c, views))
         now = loads(router)
-        bound = 1.25 * sum(now.values()) / 4 + router.slack_tokens
+        bound = 1.25 * sum(now.values()) / 4 + router.settings.load_slack_tokens
         assert max(now.values()) <= bound + full, (len(placed), now)
     assert set(placed) == set(names(4))
     # Each replica prefilled the prefix once; every other call found it cached.
