@@ -21,7 +21,7 @@ from orchestrator.sim import commands, planner
 from orchestrator.sim.cluster import ClusterSimulation
 from orchestrator.sim.planner import DEFAULT_HEADROOM, DEFAULT_SLO, PlanRow, recommend
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "cluster" / "sim-example.yaml"
 
 
