@@ -36,7 +36,12 @@ TEMPLATE_FIELDS = frozenset({"input", "branch", "branches", "iteration", "output
 MAX_BRANCHES = 64
 MAX_ITERATIONS = 64
 MAX_DEPTH = 8
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_TEMPERATURE = 2.0
+MAX_TIME_LIMIT_S = 3600.0  # a real tool's time limit
+# YAML aliases can multiply steps exponentially in a few lines; no real program is near this.
+MAX_STEPS = 1024
+NAME_PATTERN = r"[a-z][a-z0-9_]{0,63}"  # step and program names (matched whole)
+_NAME = re.compile(NAME_PATTERN)
 
 
 class ProgramError(ValueError):
@@ -167,8 +172,10 @@ def _validate_nodes(
             if node.max_tokens.upper() < 1:
                 raise ProgramError(f"{at}.max_tokens: must allow at least 1 token")
             t = node.temperature
-            if t is not None and not (math.isfinite(t) and 0.0 <= t <= 2.0):
-                raise ProgramError(f"{at}.temperature: must be between 0 and 2, got {t}")
+            if t is not None and not (math.isfinite(t) and 0.0 <= t <= MAX_TEMPERATURE):
+                raise ProgramError(
+                    f"{at}.temperature: must be between 0 and {MAX_TEMPERATURE:g}, got {t}"
+                )
         elif isinstance(node, Tool):
             _check_template(f"{at}.argument", node.argument, allowed)
             if node.tool is not None and node.tool not in BUILTIN_TOOLS:
@@ -177,8 +184,10 @@ def _validate_nodes(
                     f"(known: {', '.join(sorted(BUILTIN_TOOLS))})"
                 )
             limit = node.time_limit_s
-            if not (math.isfinite(limit) and 0 < limit <= 3600):
-                raise ProgramError(f"{at}.time_limit_s: must be in (0, 3600], got {limit}")
+            if not (math.isfinite(limit) and 0 < limit <= MAX_TIME_LIMIT_S):
+                raise ProgramError(
+                    f"{at}.time_limit_s: must be in (0, {MAX_TIME_LIMIT_S:g}], got {limit}"
+                )
         elif isinstance(node, Parallel):
             if node.branches.upper() > MAX_BRANCHES:
                 raise ProgramError(f"{at}.branches: at most {MAX_BRANCHES} branches")

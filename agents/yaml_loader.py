@@ -53,8 +53,11 @@ Beyond what agents.dsl checks, the loader rejects unknown keys (suggesting the c
 duplicate keys, YAML aliases that make a step contain itself, and more than MAX_STEPS
 steps. Pass `tools=` (the registry's names) to check `use`.
 
-The JSON Schema in agents/schema/ is generated from the same field tables the loader
-reads with; regenerate it with
+The format is a set of pydantic models (`ProgramFile` and one per step kind) that convert
+to the frozen agents.dsl objects; the dsl stays the runtime form and owns every limit (the
+models read its constants). Pydantic's errors are reworded here and placed with the YAML
+node marks. The JSON Schema in agents/schema/ is the models' `model_json_schema()`;
+regenerate it with
 `python -m agents.yaml_loader --schema > agents/schema/program.schema.json`, and check
 program files with `python -m agents.yaml_loader FILE_OR_DIR...`.
 """
@@ -65,44 +68,56 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
-import enum
 import json
-import math
 import re
 import reprlib
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    create_model,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from agents import distributions
+from agents.distributions import ABSURD, AnyDistribution
 from agents.dsl import (
     MAX_BRANCHES,
     MAX_DEPTH,
     MAX_ITERATIONS,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_TIME_LIMIT_S,
     TEMPLATE_FIELDS,
     Join,
     JoinKind,
     Llm,
     Loop,
-    Node,
     Parallel,
     Program,
     ProgramError,
     Tool,
 )
+from agents.dsl import NAME_PATTERN as _DSL_NAME_PATTERN
 
-# The same rule as agents.dsl (a test keeps them equal); repeated here so that wrong names
-# are reported at their YAML path and the schema can state the pattern.
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-_NAME = re.compile(NAME_PATTERN)
-# YAML aliases can multiply steps exponentially in a few lines; no real program is near this.
-MAX_STEPS = 1024
-MAX_TEMPERATURE = 2.0
-MAX_TIME_LIMIT_S = 3600.0
+# JSON Schema patterns search, so the schema's is anchored; the dsl's is matched whole.
+NAME_PATTERN = f"^{_DSL_NAME_PATTERN}$"
+_NAME = re.compile(_DSL_NAME_PATTERN)
 SCHEMA_PATH = Path(__file__).parent / "schema" / "program.schema.json"
 
 
@@ -132,7 +147,7 @@ class ProgramLoadError(ValueError):
 
 
 class _Invalid(Exception):
-    """Raised while reading; becomes a ProgramLoadError once the file and lines are known."""
+    """Raised before pydantic runs; becomes a ProgramLoadError once the lines are known."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(path, problem)
@@ -140,244 +155,9 @@ class _Invalid(Exception):
         self.problem = problem
 
 
-# ---------------------------------------------------------------------------------------
-# The format, as tables: the reader and the JSON Schema are both driven by these.
-
-
-class _Type(enum.Enum):
-    NAME = "name"  # a lower_snake_case identifier
-    TEXT = "text"
-    TEMPLATE = "template"  # text with {variables}, checked by agents.dsl
-    BOOLEAN = "boolean"
-    INTEGER = "integer"
-    NUMBER = "number"
-    COUNT = "count"  # a distribution of values >= 1 (tokens, branches, iterations)
-    AMOUNT = "amount"  # a distribution of values >= 0 (seconds, result tokens)
-    STEPS = "steps"
-    JOIN = "join"
-
-
-class _Kind(enum.Enum):
-    LLM = "llm"
-    TOOL = "tool"
-    PARALLEL = "parallel"
-    LOOP = "loop"
-
-
-@dataclass(slots=True, frozen=True)
-class _Field:
-    key: str  # the YAML key
-    type: _Type
-    description: str
-    required: bool = False
-    attr: str = ""  # the dsl dataclass attribute; "" means the same as `key`
-    fallback: str | None = None  # a default the dsl lacks (optional top-level text)
-    # Inclusive bounds for INTEGER and NUMBER; `positive` excludes zero.
-    minimum: float | None = None
-    maximum: float | None = None
-    positive: bool = False
-
-    @property
-    def target(self) -> str:
-        return self.attr or self.key
-
-
-_TEMPLATE_HELP = (
-    "A template: {input} (the user's input), {output} (the previous llm output in this "
-    "branch), {branch} and {branches} (inside a parallel), {iteration} (inside a loop)."
-)
-
-_PROGRAM_FIELDS = (
-    _Field(
-        "name",
-        _Type.NAME,
-        "The program's name (lower_snake_case); clients select the program by it.",
-        required=True,
-    ),
-    _Field(
-        "description",
-        _Type.TEXT,
-        "What the program does, in one line.",
-        fallback="",
-    ),
-    _Field("source", _Type.TEXT, "The published agent shape the program follows."),
-    _Field(
-        "system",
-        _Type.TEXT,
-        "System text that opens every prompt of the task.",
-        fallback="",
-    ),
-    _Field(
-        "steps",
-        _Type.STEPS,
-        "The program's steps, run in order, each extending the task's context. The last "
-        "one must be an llm step: its output is the answer.",
-        required=True,
-        attr="body",
-    ),
-)
-
-_STEP_FIELDS: dict[_Kind, tuple[_Field, ...]] = {
-    _Kind.LLM: (
-        _Field(
-            "llm",
-            _Type.NAME,
-            "Makes this an llm step (one model call); the value is the step's name, "
-            "unique in the program.",
-            required=True,
-            attr="name",
-        ),
-        _Field(
-            "instruction",
-            _Type.TEMPLATE,
-            "Appended to the context before the call. " + _TEMPLATE_HELP,
-            required=True,
-        ),
-        _Field(
-            "max_tokens",
-            _Type.COUNT,
-            "Output length in tokens: a number or a distribution (at least 1).",
-            required=True,
-        ),
-        _Field(
-            "temperature",
-            _Type.NUMBER,
-            "Sampling temperature for this step; omitted: the task's temperature.",
-            minimum=0.0,
-            maximum=MAX_TEMPERATURE,
-        ),
-    ),
-    _Kind.TOOL: (
-        _Field(
-            "tool",
-            _Type.NAME,
-            "Makes this a tool step; the value is the step's name, unique in the program.",
-            required=True,
-            attr="name",
-        ),
-        _Field(
-            "use",
-            _Type.NAME,
-            "A tool registered in agents.tools (e.g. calculator, search, python) that runs "
-            "on `argument`; omitted: a simulated tool (latency_s, result_tokens).",
-            attr="tool",
-        ),
-        _Field(
-            "argument",
-            _Type.TEMPLATE,
-            "What a registered tool receives. " + _TEMPLATE_HELP,
-        ),
-        _Field(
-            "latency_s",
-            _Type.AMOUNT,
-            "A simulated tool's latency in seconds: a number or a distribution.",
-        ),
-        _Field(
-            "result_tokens",
-            _Type.AMOUNT,
-            "Tokens a simulated tool's result adds to the context: a number or a distribution.",
-        ),
-        _Field(
-            "time_limit_s",
-            _Type.NUMBER,
-            "A registered tool's time limit in seconds.",
-            positive=True,
-            minimum=0.0,
-            maximum=MAX_TIME_LIMIT_S,
-        ),
-    ),
-    _Kind.PARALLEL: (
-        _Field(
-            "parallel",
-            _Type.NAME,
-            "Makes this a fan-out step; the value is the step's name, unique in the program.",
-            required=True,
-            attr="name",
-        ),
-        _Field(
-            "branches",
-            _Type.COUNT,
-            f"How many branches run `steps` (at most {MAX_BRANCHES}): a number or a distribution.",
-            required=True,
-        ),
-        _Field(
-            "branches_from_output",
-            _Type.BOOLEAN,
-            "Live mode: one branch per non-empty line of the previous llm output, clipped "
-            "to 1..max_branches, instead of drawing `branches`.",
-        ),
-        _Field(
-            "max_branches",
-            _Type.INTEGER,
-            "The most branches branches_from_output may open.",
-            minimum=1,
-            maximum=MAX_BRANCHES,
-        ),
-        _Field(
-            "join",
-            _Type.JOIN,
-            "How branches fold back: concat (every branch's additions, in order), vote "
-            "(the majority's), or {best: <llm step>} (an evaluator call picks one).",
-        ),
-        _Field(
-            "steps",
-            _Type.STEPS,
-            "The steps each branch runs on its own copy of the context.",
-            required=True,
-            attr="body",
-        ),
-    ),
-    _Kind.LOOP: (
-        _Field(
-            "loop",
-            _Type.NAME,
-            "Makes this a loop step; the value is the step's name, unique in the program.",
-            required=True,
-            attr="name",
-        ),
-        _Field(
-            "iterations",
-            _Type.COUNT,
-            "Synthetic mode: how many times `steps` run, a number or a distribution; it "
-            "may not exceed max_iterations.",
-            required=True,
-        ),
-        _Field(
-            "until",
-            _Type.TEXT,
-            "Live mode: stop once the last output contains this text.",
-        ),
-        _Field(
-            "max_iterations",
-            _Type.INTEGER,
-            f"The most iterations in any mode (loops are always bounded; at most "
-            f"{MAX_ITERATIONS}).",
-            minimum=1,
-            maximum=MAX_ITERATIONS,
-        ),
-        _Field(
-            "steps",
-            _Type.STEPS,
-            "The steps each iteration runs.",
-            required=True,
-            attr="body",
-        ),
-    ),
-}
-
-_NODE_CLASS: dict[_Kind, type[Node]] = {
-    _Kind.LLM: Llm,
-    _Kind.TOOL: Tool,
-    _Kind.PARALLEL: Parallel,
-    _Kind.LOOP: Loop,
-}
-_KINDS_TEXT = "llm, tool, parallel or loop"
-_A_STEP = {
-    _Kind.LLM: "an llm step",
-    _Kind.TOOL: "a tool step",
-    _Kind.PARALLEL: "a parallel step",
-    _Kind.LOOP: "a loop step",
-}
+def _fail(message: str, at: str = "") -> PydanticCustomError:
+    """An error in our words; `at` extends the field path pydantic knows (".uniform")."""
+    return PydanticCustomError("program", "{message}", {"message": message, "at": at})
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,213 +192,555 @@ def _suggest(key: object, allowed: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def _dsl_default(cls: type[Any], attr: str) -> Any:
+    """The dsl dataclass's default for an attribute, in the file's form (a distribution
+    as its number, a join as its name), so the file's defaults are the dsl's."""
+    item = next(f for f in dataclasses.fields(cls) if f.name == attr)
+    factory = item.default_factory
+    value = factory() if factory is not dataclasses.MISSING else item.default
+    if isinstance(value, distributions.Constant):
+        return value.value
+    if isinstance(value, Join):
+        return value.kind.value
+    return value
+
+
 # ---------------------------------------------------------------------------------------
-# Reading plain data (what YAML or JSON gives) into dsl nodes.
+# Field types: names, distributions.
 
 
-class _Reader:
-    """One program's reading state: the step budget and the containers being read (a YAML
-    alias can make a step contain itself)."""
+def _check_name(raw: object) -> object:
+    # fullmatch: a pattern's `$` alone would let a trailing newline through.
+    if not isinstance(raw, str) or not _NAME.fullmatch(raw):
+        raise _fail(
+            "expected a lower_snake_case name (a lowercase letter, then lowercase letters, "
+            f"digits or _, at most 64 characters), got {_show(raw)}"
+        )
+    return raw
 
-    def __init__(self, tools: Collection[str] | None) -> None:
-        self._tools = tools
-        self._step_count = 0
-        self._open: set[int] = set()
 
-    def program(self, raw: object) -> Program:
-        if not isinstance(raw, Mapping):
-            raise _Invalid(
-                "",
-                "the top level must be a mapping with at least `name` and `steps`, "
-                f"got {_show(raw)}",
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN), BeforeValidator(_check_name)]
+_TEMPLATE_HELP = (
+    "A template: {input} (the user's input), {output} (the previous llm output in this "
+    "branch), {branch} and {branches} (inside a parallel), {iteration} (inside a loop). "
+    "Known variables: " + ", ".join(sorted(TEMPLATE_FIELDS)) + "."
+)
+_KNOWN_DISTRIBUTIONS = "constant, uniform, normal, lognormal, empirical"
+
+
+def _distribution_forms(minimum: float, prefix: str) -> Any:
+    """The YAML forms of a distribution of values >= minimum, as models: they give the
+    JSON Schema; `distributions.parse` (the owner of their rules) validates."""
+    number = Annotated[float, Field(ge=minimum, le=ABSURD)]
+    config = ConfigDict(extra="forbid")
+
+    def form(name: str, doc: str, **fields: Any) -> Any:
+        return create_model(f"{prefix}{name}", __config__=config, __doc__=doc, **fields)
+
+    params = form(
+        "NormalParams",
+        "The parameters.",
+        mean=(number, Field(description="The mean.")),
+        std=(Annotated[float, Field(ge=0, le=ABSURD)], Field(description="The deviation.")),
+        min=(number | None, Field(None, description="Draws below are clipped to it.")),
+        max=(number | None, Field(None, description="Draws above are clipped to it.")),
+    )
+    log_params = form(
+        "LognormalParams",
+        "The parameters.",
+        median=(Annotated[float, Field(gt=0, le=ABSURD)], Field(description="The median.")),
+        sigma=(Annotated[float, Field(gt=0)], Field(description="The deviation of the log.")),
+        max=(number, Field(description="Draws above are clipped to it (>= the median).")),
+    )
+    return Union[  # noqa: UP007 (a runtime union of runtime classes)
+        number,
+        form("Constant", "A constant.", constant=(number, Field(description="The value."))),
+        form(
+            "Uniform",
+            "Uniform between low and high.",
+            uniform=(tuple[number, number], Field(description="[low, high].")),
+        ),
+        form(
+            "Normal",
+            "A normal distribution, clipped.",
+            normal=(params, Field(description="The mean, deviation and clipping bounds.")),
+        ),
+        form(
+            "Lognormal",
+            "A heavy-tailed lognormal distribution, clipped to max.",
+            lognormal=(log_params, Field(description="The median, deviation and upper bound.")),
+        ),
+        form(
+            "Empirical",
+            "Uniform over observed values (e.g. lengths from a trace).",
+            empirical=(list[number], Field(min_length=1, description="The observed values.")),
+        ),
+    ]
+
+
+def _parse_distribution(minimum: float) -> Callable[[object, Any], AnyDistribution]:
+    def parse(raw: object, _handler: Any) -> AnyDistribution:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | Mapping):
+            # Checked here for a clearer message, and one that YAML 1.1's "1e5 is text" explains.
+            hint = ""
+            if isinstance(raw, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", raw.strip()):
+                hint = " (YAML reads this as text: write 1.0e+5, not 1e5)"
+            raise _fail(
+                f"expected a number or a one-key mapping ({_KNOWN_DISTRIBUTIONS}), "
+                f"got {_show(raw)}{hint}"
             )
-        kwargs = self._fields(raw, "", _PROGRAM_FIELDS, "a program", depth=0)
-        body: tuple[Node, ...] = kwargs["body"]
-        if not isinstance(body[-1], Llm):
-            raise _Invalid(
-                f"steps[{len(body) - 1}]",
-                "the last top-level step must be an llm step (its output is the answer)",
+        try:
+            # "@" stands for the field's path, which only pydantic knows.
+            return distributions.parse(
+                dict(raw) if isinstance(raw, Mapping) else raw, "@", minimum=minimum
             )
-        return Program(**kwargs)
+        except distributions.DistributionError as exc:
+            rest = str(exc).removeprefix("@")
+            at, _, problem = rest.partition(": ")
+            raise _fail(problem, at) from None
+        except OverflowError:  # parse lets these through for huge integers
+            raise _fail("a number is too large") from None
+        except RecursionError:
+            raise _fail("nested too deeply") from None
 
-    def _fields(
-        self,
-        raw: Mapping[Any, Any],
-        path: str,
-        table: tuple[_Field, ...],
-        what: str,
-        depth: int,
-    ) -> dict[str, Any]:
-        allowed = [f.key for f in table]
-        for key in raw:
-            if key not in allowed:
-                raise _Invalid(
-                    _join(path, key),
-                    f"unknown key {_show(key)} for {what} ({_suggest(key, allowed)}"
-                    f"allowed: {', '.join(allowed)})",
-                )
-        kwargs: dict[str, Any] = {}
-        for field in table:
-            at = _join(path, field.key)
-            if field.key in raw:
-                kwargs[field.target] = self._value(field, raw[field.key], at, depth)
-            elif field.required:
-                raise _Invalid(at, f"missing required field {field.key!r} of {what}")
-            elif field.fallback is not None:
-                kwargs[field.target] = field.fallback
-        return kwargs
+    return parse
 
-    def _value(self, field: _Field, raw: object, at: str, depth: int) -> object:
-        kind = field.type
-        if kind is _Type.NAME:
-            return self._name(field, raw, at)
-        if kind in (_Type.TEXT, _Type.TEMPLATE):
-            if not isinstance(raw, str):
-                hint = " (quote text that YAML reads as another type)" if raw is not None else ""
-                raise _Invalid(at, f"expected text, got {_show(raw)}{hint}")
-            return raw
-        if kind is _Type.BOOLEAN:
-            if not isinstance(raw, bool):
-                raise _Invalid(at, f"expected true or false, got {_show(raw)}")
-            return raw
-        if kind in (_Type.INTEGER, _Type.NUMBER):
-            return _number(field, raw, at)
-        if kind in (_Type.COUNT, _Type.AMOUNT):
-            return _distribution(raw, at, minimum=1.0 if kind is _Type.COUNT else 0.0)
-        if kind is _Type.STEPS:
-            return self._steps(raw, at, depth)
-        return self._join_value(raw, at, depth)
 
-    def _name(self, field: _Field, raw: object, at: str) -> str:
-        # fullmatch: the pattern's `$` alone would let a trailing newline through.
-        if not isinstance(raw, str) or not _NAME.fullmatch(raw):
-            raise _Invalid(
-                at,
-                "expected a lower_snake_case name (a lowercase letter, then lowercase "
-                f"letters, digits or _, at most 64 characters), got {_show(raw)}",
-            )
-        if field.key == "use" and self._tools is not None and raw not in self._tools:
-            known = ", ".join(sorted(self._tools)) or "none"
-            raise _Invalid(
-                at, f"unknown tool {raw!r} ({_suggest(raw, self._tools)}registered: {known})"
-            )
+if TYPE_CHECKING:
+    Count = AnyDistribution
+    Amount = AnyDistribution
+else:
+    # The declared type is the YAML forms (for the schema); the value is a dsl distribution.
+    Count = Annotated[_distribution_forms(1.0, "Count"), WrapValidator(_parse_distribution(1.0))]
+    Amount = Annotated[_distribution_forms(0.0, "Amount"), WrapValidator(_parse_distribution(0.0))]
+
+
+# ---------------------------------------------------------------------------------------
+# The format: one model per step kind and one for the file.
+
+
+class _File(BaseModel):
+    # strict: YAML's types are the user's intent ("yes" is not text, 2.5 not an integer).
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, validate_default=True
+    )
+
+
+class LlmStep(_File):
+    """One model call: its instruction is appended to the context, then its output."""
+
+    llm: Name = Field(
+        description="Makes this an llm step (one model call); the value is the step's name, "
+        "unique in the program."
+    )
+    instruction: str = Field(
+        description="Appended to the context before the call. " + _TEMPLATE_HELP
+    )
+    max_tokens: Count = Field(
+        description="Output length in tokens: a number or a distribution (at least 1)."
+    )
+    temperature: float | None = Field(
+        _dsl_default(Llm, "temperature"),
+        ge=0.0,
+        le=MAX_TEMPERATURE,
+        description="Sampling temperature for this step; omitted: the task's temperature.",
+    )
+
+    def node(self) -> Llm:
+        return Llm(self.llm, self.instruction, self.max_tokens, self.temperature)
+
+
+class ToolStep(_File):
+    """A tool call (registered with `use`, or simulated); its result is appended to the
+    context."""
+
+    tool: Name = Field(
+        description="Makes this a tool step; the value is the step's name, unique in the program."
+    )
+    use: Name | None = Field(
+        _dsl_default(Tool, "tool"),
+        description="A tool registered in agents.tools (e.g. calculator, search, python) that "
+        "runs on `argument`; omitted: a simulated tool (latency_s, result_tokens).",
+    )
+    argument: str = Field(
+        _dsl_default(Tool, "argument"),
+        description="What a registered tool receives. " + _TEMPLATE_HELP,
+    )
+    latency_s: Amount = Field(
+        _dsl_default(Tool, "latency_s"),
+        description="A simulated tool's latency in seconds: a number or a distribution.",
+    )
+    result_tokens: Amount = Field(
+        _dsl_default(Tool, "result_tokens"),
+        description="Tokens a simulated tool's result adds to the context: a number or a "
+        "distribution.",
+    )
+    time_limit_s: float = Field(
+        _dsl_default(Tool, "time_limit_s"),
+        gt=0,
+        le=MAX_TIME_LIMIT_S,
+        description="A registered tool's time limit in seconds.",
+    )
+
+    @field_validator("use")
+    @classmethod
+    def _registered(cls, use: str | None, info: ValidationInfo) -> str | None:
+        tools: Collection[str] | None = (info.context or {}).get("tools")
+        if use is not None and tools is not None and use not in tools:
+            known = ", ".join(sorted(tools)) or "none"
+            raise _fail(f"unknown tool {use!r} ({_suggest(use, tools)}registered: {known})")
+        return use
+
+    def node(self) -> Tool:
+        return Tool(
+            self.tool,
+            self.use,
+            self.argument,
+            self.latency_s,
+            self.result_tokens,
+            self.time_limit_s,
+        )
+
+
+_BEST_EXAMPLE = "{best: {llm: judge, instruction: ..., max_tokens: ...}}"
+_STEP_EXAMPLE = "{llm: name, instruction: ..., max_tokens: ...}"
+_KINDS = ("llm", "tool", "parallel", "loop")
+
+
+def _kinds(raw: object) -> list[str]:
+    return [kind for kind in _KINDS if kind in raw] if isinstance(raw, Mapping) else []
+
+
+def _check_step(raw: object) -> object:
+    if not isinstance(raw, Mapping):
+        raise _fail(f"expected a step mapping such as {_STEP_EXAMPLE}, got {_show(raw)}")
+    kinds = _kinds(raw)
+    if not kinds:
+        keys = ", ".join(_show(key) for key in list(raw)[:6]) or "none"
+        first = next(iter(raw), "")
+        raise _fail(
+            "unknown step kind: a step needs one of the keys llm, tool, parallel or loop "
+            f"({_suggest(first, _KINDS)}got keys: {keys})"
+        )
+    if len(kinds) > 1:
+        raise _fail("a step has exactly one kind, got " + " and ".join(map(repr, kinds)))
+    return dict(raw)
+
+
+def _check_evaluator(raw: object) -> object:
+    raw = _check_step(raw)
+    kind = _kinds(raw)[0]
+    if kind != "llm":
+        raise _fail("expected an llm step here", f".{kind}")
+    return raw
+
+
+class BestJoin(_File):
+    """best: an evaluator llm step reads every branch and picks one."""
+
+    best: Annotated[LlmStep, BeforeValidator(_check_evaluator)] = Field(
+        description="The evaluator call."
+    )
+
+
+def _check_join(raw: object) -> object:
+    if raw in (JoinKind.CONCAT.value, JoinKind.VOTE.value):
         return raw
+    if raw == JoinKind.BEST.value:
+        raise _fail(f"'best' needs an evaluator step: join: {_BEST_EXAMPLE}")
+    if isinstance(raw, Mapping) and list(raw) == [JoinKind.BEST.value]:
+        return dict(raw)
+    raise _fail(f"unknown join {_show(raw)} (expected concat, vote or {_BEST_EXAMPLE})")
 
-    def _steps(self, raw: object, at: str, depth: int) -> tuple[Node, ...]:
-        if not isinstance(raw, list | tuple):
-            raise _Invalid(at, f"expected a list of steps, got {_show(raw)}")
-        if not raw:
-            raise _Invalid(at, "must contain at least one step")
-        if depth > MAX_DEPTH:
-            raise _Invalid(at, f"steps nested deeper than {MAX_DEPTH} levels")
-        with self._entering(raw, at):
-            return tuple(self._step(item, f"{at}[{i}]", depth) for i, item in enumerate(raw))
 
-    def _step(self, raw: object, at: str, depth: int, only: _Kind | None = None) -> Node:
-        example = "{llm: name, instruction: ..., max_tokens: ...}"
-        if not isinstance(raw, Mapping):
-            raise _Invalid(at, f"expected a step mapping such as {example}, got {_show(raw)}")
-        kinds = [kind for kind in _Kind if kind.value in raw]
-        if not kinds:
-            keys = ", ".join(_show(key) for key in list(raw)[:6]) or "none"
-            first = next(iter(raw), "")
-            raise _Invalid(
-                at,
-                f"unknown step kind: a step needs one of the keys {_KINDS_TEXT} "
-                f"({_suggest(first, [k.value for k in _Kind])}got keys: {keys})",
-            )
-        if len(kinds) > 1:
-            raise _Invalid(
-                at,
-                "a step has exactly one kind, got "
-                + " and ".join(repr(kind.value) for kind in kinds),
-            )
-        kind = kinds[0]
-        if only is not None and kind is not only:
-            raise _Invalid(_join(at, kind.value), f"expected {_A_STEP[only]} here")
-        self._step_count += 1
-        if self._step_count > MAX_STEPS:
-            raise _Invalid(at, f"a program has at most {MAX_STEPS} steps")
-        with self._entering(raw, at):
-            # Steps inside this one (and a join's evaluator) are one level deeper.
-            kwargs = self._fields(raw, at, _STEP_FIELDS[kind], _A_STEP[kind], depth + 1)
-        return _NODE_CLASS[kind](**kwargs)
+# Union tags show in pydantic's error locations; they have a space, so no field has them.
+_TAGS = frozenset({"llm step", "tool step", "parallel step", "loop step", "join name", "best join"})
+_TAG_OWNER: dict[str, type[BaseModel]] = {
+    "llm step": LlmStep,
+    "tool step": ToolStep,
+    "best join": BestJoin,
+}
+JoinField = Annotated[
+    Union[  # noqa: UP007 (the tags need the Union form)
+        Annotated[Literal["concat", "vote"], Tag("join name")],
+        Annotated[BestJoin, Tag("best join")],
+    ],
+    Discriminator(lambda raw: "join name" if isinstance(raw, str) else "best join"),
+    BeforeValidator(_check_join),
+]
 
-    def _join_value(self, raw: object, at: str, depth: int) -> Join:
-        best = "{best: {llm: judge, instruction: ..., max_tokens: ...}}"
-        if isinstance(raw, str) and raw in (JoinKind.CONCAT.value, JoinKind.VOTE.value):
-            return Join(JoinKind(raw))
-        if isinstance(raw, str) and raw == JoinKind.BEST.value:
-            raise _Invalid(at, f"'best' needs an evaluator step: join: {best}")
-        if isinstance(raw, Mapping) and list(raw) == [JoinKind.BEST.value]:
-            evaluator = self._step(raw[JoinKind.BEST.value], f"{at}.best", depth, _Kind.LLM)
-            if not isinstance(evaluator, Llm):  # _step honours `only`; this narrows the type
-                raise _Invalid(f"{at}.best", "expected an llm step here")
-            return Join(JoinKind.BEST, evaluator)
-        raise _Invalid(at, f"unknown join {_show(raw)} (expected concat, vote or {best})")
+
+def _join_node(join: Literal["concat", "vote"] | BestJoin) -> Join:
+    if isinstance(join, BestJoin):
+        return Join(JoinKind.BEST, join.best.node())
+    return Join(JoinKind(join))
+
+
+class ParallelStep(_File):
+    """Fan-out: branches run `steps` on copies of the context, then a join folds them
+    back."""
+
+    parallel: Name = Field(
+        description="Makes this a fan-out step; the value is the step's name, unique in the "
+        "program."
+    )
+    branches: Count = Field(
+        description=f"How many branches run `steps` (at most {MAX_BRANCHES}): a number or a "
+        "distribution."
+    )
+    branches_from_output: bool = Field(
+        _dsl_default(Parallel, "branches_from_output"),
+        description="Live mode: one branch per non-empty line of the previous llm output, "
+        "clipped to 1..max_branches, instead of drawing `branches`.",
+    )
+    max_branches: int = Field(
+        _dsl_default(Parallel, "max_branches"),
+        ge=1,
+        le=MAX_BRANCHES,
+        description="The most branches branches_from_output may open.",
+    )
+    join: JoinField = Field(
+        _dsl_default(Parallel, "join"),
+        description="How branches fold back: concat (every branch's additions, in order), "
+        "vote (the majority's), or {best: <llm step>} (an evaluator call picks one).",
+    )
+    steps: Steps = Field(
+        min_length=1, description="The steps each branch runs on its own copy of the context."
+    )
+
+    def node(self) -> Parallel:
+        return Parallel(
+            self.parallel,
+            tuple(step.node() for step in self.steps),
+            self.branches,
+            _join_node(self.join),
+            self.branches_from_output,
+            self.max_branches,
+        )
+
+
+class LoopStep(_File):
+    """Repeats `steps`, at most max_iterations times."""
+
+    loop: Name = Field(
+        description="Makes this a loop step; the value is the step's name, unique in the program."
+    )
+    iterations: Count = Field(
+        description="Synthetic mode: how many times `steps` run, a number or a distribution; "
+        "it may not exceed max_iterations."
+    )
+    until: str | None = Field(
+        _dsl_default(Loop, "until"),
+        description="Live mode: stop once the last output contains this text.",
+    )
+    max_iterations: int = Field(
+        _dsl_default(Loop, "max_iterations"),
+        ge=1,
+        le=MAX_ITERATIONS,
+        description="The most iterations in any mode (loops are always bounded; at most "
+        f"{MAX_ITERATIONS}).",
+    )
+    steps: Steps = Field(min_length=1, description="The steps each iteration runs.")
+
+    def node(self) -> Loop:
+        return Loop(
+            self.loop,
+            tuple(step.node() for step in self.steps),
+            self.iterations,
+            self.until,
+            self.max_iterations,
+        )
+
+
+_TAG_OWNER.update({"parallel step": ParallelStep, "loop step": LoopStep})
+_WHAT: dict[type[BaseModel], str] = {
+    LlmStep: "an llm step",
+    ToolStep: "a tool step",
+    ParallelStep: "a parallel step",
+    LoopStep: "a loop step",
+    BestJoin: "a join",
+}
+Step = Annotated[
+    Union[  # noqa: UP007 (the tags need the Union form)
+        Annotated[LlmStep, Tag("llm step")],
+        Annotated[ToolStep, Tag("tool step")],
+        Annotated[ParallelStep, Tag("parallel step")],
+        Annotated[LoopStep, Tag("loop step")],
+    ],
+    Discriminator(lambda raw: f"{_kinds(raw)[0]} step" if _kinds(raw) else None),
+    BeforeValidator(_check_step),
+]
+Steps = list[Step]
+
+
+def _answer_last(steps: list[LlmStep | ToolStep | ParallelStep | LoopStep]) -> Any:
+    if steps and not isinstance(steps[-1], LlmStep):
+        raise _fail(
+            "the last top-level step must be an llm step (its output is the answer)",
+            f"[{len(steps) - 1}]",
+        )
+    return steps
+
+
+class ProgramFile(_File):
+    """An agent program: steps (llm calls, tool calls, fan-outs, loops) run in order
+    against one growing context. Loaded by agents.yaml_loader."""
+
+    model_config = ConfigDict(title="Inflection agent program")
+
+    name: Name = Field(
+        description="The program's name (lower_snake_case); clients select the program by it."
+    )
+    description: str = Field("", description="What the program does, in one line.")
+    source: str = Field(
+        _dsl_default(Program, "source"),
+        description="The published agent shape the program follows.",
+    )
+    system: str = Field("", description="System text that opens every prompt of the task.")
+    steps: Annotated[Steps, AfterValidator(_answer_last)] = Field(
+        min_length=1,
+        description="The program's steps, run in order, each extending the task's context. "
+        "The last one must be an llm step: its output is the answer.",
+    )
+
+    def program(self) -> Program:
+        """The dsl program (whose own checks raise ProgramError)."""
+        body = tuple(step.node() for step in self.steps)
+        return Program(self.name, self.description, self.system, body, self.source)
+
+
+for _model in (ParallelStep, LoopStep, BestJoin, ProgramFile):
+    _model.model_rebuild()
+
+
+# ---------------------------------------------------------------------------------------
+# Pydantic's errors in the loader's words.
+
+
+def _reworded(error: ErrorDetails) -> tuple[str, str]:
+    """A pydantic error as (YAML field path, problem)."""
+    kind, loc, raw = error["type"], error["loc"], error.get("input")
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    last = len(loc) - 1
+    # The owner of the field that failed: the innermost tagged model (an evaluator's `best`
+    # is an llm step without a tag).
+    owner: type[BaseModel] = ProgramFile
+    for i, part in enumerate(loc[:last]):
+        if part in _TAG_OWNER:
+            owner = _TAG_OWNER[str(part)]
+        elif part == "best" and i == last - 1:
+            owner = LlmStep
+    parts = [
+        p for i, p in enumerate(loc) if p not in _TAGS or (i == last and kind == "extra_forbidden")
+    ]
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+    key = parts[-1] if parts else ""
+    what = _WHAT.get(owner, "a program")
+    if kind == "program":
+        return path + ctx["at"], ctx["message"]
+    if kind == "missing":
+        return path, f"missing required field {key!r} of {what}"
+    if kind == "extra_forbidden":
+        allowed = list(owner.model_fields)
+        return path, (
+            f"unknown key {_show(key)} for {what} ({_suggest(key, allowed)}"
+            f"allowed: {', '.join(allowed)})"
+        )
+    if kind == "string_type":
+        hint = " (quote text that YAML reads as another type)" if raw is not None else ""
+        return path, f"expected text, got {_show(raw)}{hint}"
+    if kind == "list_type" and key == "steps":
+        return path, f"expected a list of steps, got {_show(raw)}"
+    if kind == "too_short" and key == "steps":
+        return path, "must contain at least one step"
+    wording = {
+        "bool_type": "expected true or false",
+        "int_type": "expected an integer",
+        "int_from_float": "expected an integer",
+        "float_type": "expected a number",
+        "finite_number": "must be a finite number",
+        "greater_than": "must be positive",
+        "greater_than_equal": f"must be at least {ctx.get('ge', 0):g}",
+        "less_than_equal": f"must be at most {ctx.get('le', 0):g}",
+    }
+    return path, f"{wording.get(kind, error['msg'])}, got {_show(raw)}"
+
+
+def _first(exc: ValidationError) -> ErrorDetails:
+    """The error to report: pydantic's first (fields in the format's order), unless a
+    mapping around it has an unknown key, which is reported first (the outermost one) as
+    it often explains the other (a misspelt key is also a missing one)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    unknown = [
+        e
+        for e in errors
+        if e["type"] == "extra_forbidden" and first["loc"][: len(e["loc"]) - 1] == e["loc"][:-1]
+    ]
+    return min(unknown, key=lambda e: len(e["loc"]), default=first)
+
+
+def _check_tree(raw: Mapping[Any, Any]) -> None:
+    """Bounds pydantic's work: YAML aliases can make a step contain itself or multiply
+    steps exponentially, and nesting is bounded."""
+    count = 0
+    open_: set[int] = set()
 
     @contextlib.contextmanager
-    def _entering(self, container: object, at: str) -> Iterator[None]:
-        if id(container) in self._open:
+    def entering(container: object, at: str) -> Iterator[None]:
+        if id(container) in open_:
             raise _Invalid(
                 at,
                 "a YAML alias makes this contain itself; programs are trees, so cycles are "
                 "not allowed",
             )
-        self._open.add(id(container))
+        open_.add(id(container))
         try:
             yield
         finally:
-            self._open.discard(id(container))
+            open_.discard(id(container))
+
+    def steps(value: object, at: str, depth: int) -> None:
+        if not isinstance(value, list):
+            return
+        if depth > MAX_DEPTH:
+            raise _Invalid(at, f"steps nested deeper than {MAX_DEPTH} levels")
+        with entering(value, at):
+            for i, item in enumerate(value):
+                step(item, f"{at}[{i}]", depth)
+
+    def step(value: object, at: str, depth: int) -> None:
+        nonlocal count
+        if not isinstance(value, Mapping):
+            return
+        count += 1
+        if count > MAX_STEPS:
+            raise _Invalid(at, f"a program has at most {MAX_STEPS} steps")
+        with entering(value, at):
+            # Steps inside this one (and a join's evaluator) are one level deeper.
+            steps(value.get("steps"), f"{at}.steps", depth + 1)
+            join = value.get("join")
+            if isinstance(join, Mapping):
+                step(join.get("best"), f"{at}.join.best", depth + 1)
+
+    steps(raw.get("steps"), "steps", 0)
 
 
-def _number(field: _Field, raw: object, at: str) -> int | float:
-    integer = field.type is _Type.INTEGER
-    if (
-        isinstance(raw, bool)
-        or not isinstance(raw, int | float)
-        or (integer and isinstance(raw, float))
-    ):
-        expected = "an integer" if integer else "a number"
-        raise _Invalid(at, f"expected {expected}, got {_show(raw)}")
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise _Invalid(at, f"must be a finite number, got {raw}")
-    if field.positive and raw <= 0:
-        raise _Invalid(at, f"must be positive, got {_show(raw)}")
-    if field.minimum is not None and raw < field.minimum:
-        raise _Invalid(at, f"must be at least {field.minimum:g}, got {_show(raw)}")
-    if field.maximum is not None and raw > field.maximum:
-        raise _Invalid(at, f"must be at most {field.maximum:g}, got {_show(raw)}")
-    return raw if integer else float(raw)
-
-
-def _distribution(raw: object, at: str, minimum: float) -> distributions.AnyDistribution:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | Mapping):
-        # Checked here for a clearer message, and one that YAML 1.1's "1e5 is text" explains.
-        hint = ""
-        if isinstance(raw, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", raw.strip()):
-            hint = " (YAML reads this as text: write 1.0e+5, not 1e5)"
+def _read(raw: object, tools: Collection[str] | None) -> Program:
+    """Raises _Invalid or ProgramError."""
+    if not isinstance(raw, Mapping):
         raise _Invalid(
-            at,
-            "expected a number or a one-key mapping (constant, uniform, normal, lognormal, "
-            f"empirical), got {_show(raw)}{hint}",
+            "",
+            f"the top level must be a mapping with at least `name` and `steps`, got {_show(raw)}",
         )
+    _check_tree(raw)
     try:
-        # parse wants a dict (data given to load_program_data may be any Mapping).
-        return distributions.parse(
-            dict(raw) if isinstance(raw, Mapping) else raw, at, minimum=minimum
-        )
-    except distributions.DistributionError as exc:
-        # parse's messages start with the (possibly longer) path they concern.
-        message = str(exc)
-        rest = message[len(at) :] if message.startswith(at) else ": " + message
-        cut = rest.find(": ")
-        raise _Invalid(at + rest[:cut], rest[cut + 2 :]) from None
-    # parse lets these through for huge integers and deeply nested `constant`s.
-    except OverflowError:
-        raise _Invalid(at, "a number is too large") from None
-    except RecursionError:
-        raise _Invalid(at, "nested too deeply") from None
+        parsed = ProgramFile.model_validate(dict(raw), context={"tools": tools})
+    except ValidationError as exc:
+        raise _Invalid(*_reworded(_first(exc))) from None
+    return parsed.program()
 
 
 # ---------------------------------------------------------------------------------------
@@ -800,7 +922,7 @@ def _expand(paths: Iterable[Path]) -> Iterable[Path]:
 
 def _load(data: object, source: str, marks: _Marks, tools: Collection[str] | None) -> Program:
     try:
-        return _Reader(tools).program(data)
+        return _read(data, tools)
     except _Invalid as exc:
         raise _located(source, exc.path, exc.problem, marks) from None
     except ProgramError as exc:
@@ -809,226 +931,24 @@ def _load(data: object, source: str, marks: _Marks, tools: Collection[str] | Non
 
 
 # ---------------------------------------------------------------------------------------
-# The JSON Schema (draft 2020-12), generated from the tables above.
+# The JSON Schema (draft 2020-12): the models' own.
 
 
-def _dsl_default(kind: _Kind | None, attr: str) -> object:
-    """The dsl's default for an attribute, as JSON; None when it has none."""
-    cls = Program if kind is None else _NODE_CLASS[kind]
-    for item in dataclasses.fields(cls):
-        if item.name != attr:
-            continue
-        if item.default is not dataclasses.MISSING:
-            value: object = item.default
-        elif item.default_factory is not dataclasses.MISSING:
-            value = item.default_factory()
-        else:
-            return None
-        if isinstance(value, distributions.Constant):
-            return value.value
-        if isinstance(value, Join):
-            return value.kind.value
-        return value
-    return None
-
-
-def _distribution_schema(minimum: float, description: str) -> dict[str, Any]:
-    number = {"type": "number", "minimum": minimum, "maximum": distributions.ABSURD}
-
-    def variant(key: str, value: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "description": description,
-            "properties": {key: value},
-            "required": [key],
-            "additionalProperties": False,
-        }
-
-    def params(fields: dict[str, tuple[dict[str, Any], str]], required: list[str]) -> Any:
-        return {
-            "type": "object",
-            "description": "The parameters.",
-            "properties": {k: {**schema, "description": d} for k, (schema, d) in fields.items()},
-            "required": required,
-            "additionalProperties": False,
-        }
-
-    return {
-        "description": description,
-        "oneOf": [
-            {**number, "description": "A constant."},
-            variant("constant", {**number, "description": "The value."}, "A constant."),
-            variant(
-                "uniform",
-                {
-                    "type": "array",
-                    "description": "[low, high].",
-                    "prefixItems": [number, number],
-                    "minItems": 2,
-                    "maxItems": 2,
-                },
-                "Uniform between low and high.",
-            ),
-            variant(
-                "normal",
-                params(
-                    {
-                        "mean": (number, "The mean."),
-                        "std": ({**number, "minimum": 0}, "The standard deviation."),
-                        "min": (number, "Draws below are clipped to it (default: the minimum)."),
-                        "max": (number, "Draws above are clipped to it (default: mean + 4 std)."),
-                    },
-                    ["mean", "std"],
-                ),
-                "A normal distribution, clipped to [min, max].",
-            ),
-            variant(
-                "lognormal",
-                params(
-                    {
-                        "median": ({**number, "exclusiveMinimum": 0}, "The median."),
-                        "sigma": (
-                            {"type": "number", "exclusiveMinimum": 0, "maximum": 5},
-                            "The standard deviation of the logarithm.",
-                        ),
-                        "max": (number, "Draws above are clipped to it (at least the median)."),
-                    },
-                    ["median", "sigma", "max"],
-                ),
-                "A heavy-tailed lognormal distribution, clipped to max.",
-            ),
-            variant(
-                "empirical",
-                {
-                    "type": "array",
-                    "description": "The observed values.",
-                    "items": number,
-                    "minItems": 1,
-                },
-                "Uniform over observed values (e.g. lengths from a trace).",
-            ),
-        ],
-    }
-
-
-def _field_schema(field: _Field, kind: _Kind | None) -> dict[str, Any]:
-    refs = {
-        _Type.NAME: "#/$defs/name",
-        _Type.TEMPLATE: "#/$defs/template",
-        _Type.COUNT: "#/$defs/count",
-        _Type.AMOUNT: "#/$defs/amount",
-        _Type.STEPS: "#/$defs/steps",
-        _Type.JOIN: "#/$defs/join",
-    }
-    schema: dict[str, Any]
-    if field.type in refs:
-        schema = {"$ref": refs[field.type]}
-    elif field.type is _Type.TEXT:
-        schema = {"type": "string"}
-    elif field.type is _Type.BOOLEAN:
-        schema = {"type": "boolean"}
-    else:
-        schema = {"type": "integer" if field.type is _Type.INTEGER else "number"}
-        if field.positive:
-            schema["exclusiveMinimum"] = field.minimum
-        elif field.minimum is not None:
-            schema["minimum"] = field.minimum
-        if field.maximum is not None:
-            schema["maximum"] = field.maximum
-    schema["description"] = field.description
-    default = field.fallback if field.fallback is not None else _dsl_default(kind, field.target)
-    if not field.required and default is not None:
-        schema["default"] = default
-    return schema
-
-
-def _object_schema(
-    table: tuple[_Field, ...], kind: _Kind | None, description: str
-) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": description,
-        "properties": {field.key: _field_schema(field, kind) for field in table},
-        "required": [field.key for field in table if field.required],
-        "additionalProperties": False,
-    }
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def program_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a program file, as committed in agents/schema/."""
-    step_descriptions = {
-        _Kind.LLM: "One model call: its instruction is appended to the context, then its output.",
-        _Kind.TOOL: "A tool call (registered with `use`, or simulated); its result is "
-        "appended to the context.",
-        _Kind.PARALLEL: "Fan-out: branches run `steps` on copies of the context, then a join "
-        "folds them back.",
-        _Kind.LOOP: "Repeats `steps`, at most max_iterations times.",
-    }
-    defs: dict[str, Any] = {
-        "name": {
-            "type": "string",
-            "pattern": NAME_PATTERN,
-            "description": "lower_snake_case, 1-64 characters, unique in the program.",
-        },
-        "template": {
-            "type": "string",
-            "description": _TEMPLATE_HELP
-            + " Known variables: "
-            + ", ".join(sorted(TEMPLATE_FIELDS))
-            + ".",
-        },
-        "count": _distribution_schema(1.0, "A number or a distribution of values of at least 1."),
-        "amount": _distribution_schema(0.0, "A number or a distribution of values of at least 0."),
-        "steps": {
-            "type": "array",
-            "description": "Steps run in order.",
-            "items": {"$ref": "#/$defs/step"},
-            "minItems": 1,
-        },
-        "step": {
-            "description": "One step; its first key names its kind: "
-            + ", ".join(kind.value for kind in _Kind)
-            + ".",
-            "oneOf": [{"$ref": f"#/$defs/{kind.value}_step"} for kind in _Kind],
-        },
-        "join": {
-            "description": "How a parallel step's branches fold back.",
-            "oneOf": [
-                {
-                    "enum": [JoinKind.CONCAT.value, JoinKind.VOTE.value],
-                    "description": "concat: every branch's additions in branch order; "
-                    "vote: the majority branch's (by its last output).",
-                },
-                {
-                    "type": "object",
-                    "description": "best: an evaluator llm step reads every branch and picks one.",
-                    "properties": {
-                        "best": {
-                            "$ref": "#/$defs/llm_step",
-                            "description": "The evaluator call.",
-                        }
-                    },
-                    "required": ["best"],
-                    "additionalProperties": False,
-                },
-            ],
-        },
-    }
-    for kind in _Kind:
-        defs[f"{kind.value}_step"] = _object_schema(
-            _STEP_FIELDS[kind], kind, step_descriptions[kind]
-        )
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Inflection agent program",
-        **_object_schema(
-            _PROGRAM_FIELDS,
-            None,
-            "An agent program: steps (llm calls, tool calls, fan-outs, loops) run in "
-            "order against one growing context. Loaded by agents.yaml_loader.",
-        ),
-        "$defs": defs,
-    }
+    """The JSON Schema (draft 2020-12) of a program file, as committed in agents/schema/:
+    `ProgramFile.model_json_schema()` with the definitions named in snake_case."""
+    schema = ProgramFile.model_json_schema()
+    # Definitions are named after the model classes; files and editors use snake_case.
+    text = json.dumps(schema)
+    for name in schema.get("$defs", {}):
+        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{_snake(name)}"')
+    renamed: dict[str, Any] = json.loads(text)
+    renamed["$defs"] = {_snake(k): v for k, v in renamed.get("$defs", {}).items()}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **renamed}
 
 
 def schema_text() -> str:
