@@ -628,3 +628,69 @@ def test_cli_checks_files_and_prints_the_schema(
     assert re.search(r"bad\.yaml:1:1: steps: missing", capsys.readouterr().err)
     assert yaml_loader.main(["--schema"]) == 0
     assert json.loads(capsys.readouterr().out) == program_schema()
+
+
+# --- the pydantic models ---------------------------------------------------------------
+
+
+def test_the_schema_is_the_models_own() -> None:
+    """The committed schema is ProgramFile.model_json_schema() (definitions renamed to
+    snake_case), so the validator and the schema cannot drift apart."""
+    models = yaml_loader.ProgramFile.model_json_schema()
+    schema = program_schema()
+    assert schema["properties"].keys() == models["properties"].keys()
+    assert {yaml_loader._snake(name) for name in models["$defs"]} == set(schema["$defs"])
+    for name, model in [
+        ("llm_step", yaml_loader.LlmStep),
+        ("tool_step", yaml_loader.ToolStep),
+        ("parallel_step", yaml_loader.ParallelStep),
+        ("loop_step", yaml_loader.LoopStep),
+    ]:
+        assert list(schema["$defs"][name]["properties"]) == list(model.model_fields), name
+
+
+def test_limits_come_from_the_dsl() -> None:
+    defs = program_schema()["$defs"]
+    llm, tool = defs["llm_step"]["properties"], defs["tool_step"]["properties"]
+    parallel = defs["parallel_step"]["properties"]
+    assert llm["temperature"]["anyOf"][0]["maximum"] == dsl.MAX_TEMPERATURE
+    assert tool["time_limit_s"]["maximum"] == dsl.MAX_TIME_LIMIT_S
+    assert parallel["max_branches"]["maximum"] == dsl.MAX_BRANCHES
+    _check(
+        _error(_program(f"- {{tool: t, time_limit_s: {dsl.MAX_TIME_LIMIT_S + 1}}}")),
+        "steps[0].time_limit_s",
+        f"must be at most {dsl.MAX_TIME_LIMIT_S:g}",
+    )
+    wide = (
+        f"{{parallel: p, branches: 2, max_branches: {dsl.MAX_BRANCHES + 1}, steps: [{{tool: t}}]}}"
+    )
+    _check(_error(_program(f"- {wide}")), "steps[0].max_branches", f"at most {dsl.MAX_BRANCHES}")
+
+
+def test_data_errors_read_like_file_errors_without_a_position() -> None:
+    data = yaml.safe_load(_program("- {llm: a, instruction: x, max_tokens: {uniform: [9, 3]}}"))
+    with pytest.raises(ProgramLoadError) as info:
+        load_program_data(data, "request")
+    error = info.value
+    assert (error.path, error.line, error.column) == ("steps[0].max_tokens.uniform", None, None)
+    assert str(error) == (
+        "request: steps[0].max_tokens.uniform: low (9.0) must not exceed high (3.0)"
+    )
+
+
+def test_an_unknown_key_is_reported_before_the_errors_it_explains() -> None:
+    # A misspelt key is also a missing one, and its step's other errors come after it.
+    error = _error(_program("- {llm: a, instruction: 3, max_token: 4}"))
+    _check(error, "steps[0].max_token", "did you mean 'max_tokens'?", 3)
+    # An unknown top-level key comes before a problem deep in the steps.
+    error = _error(_program("- {llm: a, instruction: 3, max_tokens: 4}") + "author: me\n")
+    _check(error, "author", "unknown key 'author' for a program")
+
+
+def test_null_optional_fields_mean_omitted() -> None:
+    text = _program(
+        "- {tool: t, use: null}", "- {loop: l, iterations: 2, until: null, steps: [{tool: u}]}"
+    )
+    program = load_program_text(text, "nulls.yaml")
+    assert program.body[0] == Tool("t")
+    assert isinstance(program.body[1], Loop) and program.body[1].until is None
