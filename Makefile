@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test setup setup-run browser lint typecheck protos protos-check pytest clean
+.PHONY: run test test-fast setup setup-run browser lint typecheck protos protos-check pytest clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ run: setup-run
 	$(BIN)/inflection run
 
 test: setup browser lint typecheck protos-check pytest
+
+# The fast lane while editing: the unit tests but the slow ones (no engine, no Ray
+# cluster, no calibration sweep), in under two minutes. `make test` runs everything.
+test-fast: setup
+	$(BIN)/pytest tests/unit -q -m "not slow"
 
 # The web-UI and report tests drive a real headless Chromium through Playwright, which
 # cannot download its own browser here: use the distribution's.
