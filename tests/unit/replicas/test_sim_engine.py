@@ -24,6 +24,7 @@ from orchestrator.replicas.engine import EngineError
 from orchestrator.replicas.sim_engine import SimEngine
 from orchestrator.sim.catalog import CatalogError
 from orchestrator.sim.tokens import EOS_ID
+from tests.polling import async_wait_until
 
 _ids = iter(range(10**9))
 
@@ -297,7 +298,7 @@ async def test_a_call_out_of_deadline_fails_and_frees_the_replica(engine_factory
 async def test_shutdown_aborts_calls_in_flight(engine_factory: Any) -> None:
     engine = await engine_factory(time_scale=1.0)
     task = asyncio.create_task(run(engine, call(max_tokens=10_000)))
-    await asyncio.sleep(0.1)
+    await async_wait_until(lambda: engine.stats().running_requests == 1, timeout=5.0)
     await engine.shutdown()
     assert (await task).finish_reason is FinishReason.ABORT
 
@@ -363,7 +364,11 @@ async def test_stats_report_waiting_and_running_calls_in_flight(engine_factory: 
     engine = await engine_factory(max_num_seqs=1, time_scale=1.0)
     requests = [call(prompt=1000, max_tokens=500) for _ in range(3)]
     tasks = [asyncio.create_task(run(engine, r)) for r in requests]
-    await asyncio.sleep(0.1)  # the first call decodes (~5 ms a token); the others wait
+    # The first call decodes (~5 ms a token); the others wait.
+    await async_wait_until(
+        lambda: engine.stats().running_requests == 1 and engine.stats().waiting_requests == 2,
+        timeout=5.0,
+    )
     stats = engine.stats()
     assert stats.running_requests == 1
     assert stats.waiting_requests == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agents.tools.base import ToolResult
 from agents.tools.sandbox import PythonTool, extract_code
+from tests.polling import wait_until
 
 python = PythonTool()
 
@@ -114,10 +115,7 @@ def test_background_children_are_killed_with_the_run() -> None:
     result = run(code)
     assert result.ok, result.text
     child = int(result.text)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.02)
-    assert not _alive(child)
+    wait_until(lambda: not _alive(child), timeout=2.0, what=f"child {child} killed")
 
 
 def _alive(pid: int) -> bool:
