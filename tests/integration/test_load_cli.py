@@ -23,6 +23,7 @@ import pytest
 from rich.console import Console
 
 from loadtests import cli
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -161,6 +162,12 @@ def test_two_worker_processes_merge_into_the_summary(orchestrator: str, tmp_path
         assert sum(c["output_tokens"] for c in llm) == task["usage"]["output_tokens"]
 
 
+def _live_tasks(path: Path) -> int:
+    """Tasks finished so far, as the run's live progress file says (0 before it exists)."""
+    live = cli.read_live(path)
+    return live.figures.tasks if live is not None else 0
+
+
 def test_ctrl_c_prints_and_writes_the_partial_summary(orchestrator: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -173,10 +180,8 @@ def test_ctrl_c_prints_and_writes_the_partial_summary(orchestrator: str, tmp_pat
         start_new_session=True,  # its own group, as a shell job: Ctrl-C goes to the group
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "locust_live.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(3)  # a few tasks finish
+        # Interrupt once the first tasks have finished (the live file counts them).
+        wait_until(lambda: _live_tasks(out / "locust_live.json") > 0, timeout=60, interval=0.2)
         os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
