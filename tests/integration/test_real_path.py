@@ -5,8 +5,6 @@ tokenizer and the requested lengths, and usage that adds up call by call."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from transformers import AutoTokenizer
 
@@ -19,6 +17,7 @@ from orchestrator.client import (
     TaskAccepted,
     TaskCompleted,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -142,13 +141,14 @@ def test_cancelling_a_task_aborts_its_engine_requests(client) -> None:  # type: 
             workers_started += 1
             if workers_started == 3:
                 break
-    time.sleep(0.3)
-    assert _unfinished(client) == 3  # the engine is working on the three workers
+    # The engine is working on the three workers (the third one's request is on its way).
+    wait_until(
+        lambda: _unfinished(client) == 3, timeout=10.0, interval=0.05, what="three workers running"
+    )
     events.close()  # the client goes away: the RPC is cancelled
-    deadline = time.monotonic() + 10.0
-    while _unfinished(client) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _unfinished(client) == 0
+    wait_until(
+        lambda: _unfinished(client) == 0, timeout=10.0, interval=0.05, what="the workers aborted"
+    )
     # Only the planner finished: the workers were aborted, not run to completion.
     served_after = sum(r.calls_served for r in client.cluster_status().replicas)
     assert served_after == served_before + 1
