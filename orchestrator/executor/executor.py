@@ -1,20 +1,20 @@
 """The executor: runs agent programs (and plain generations) on the replica pool.
 
-One driver loop per task owns its progress: it asks the pure planner (plan.py) what to
-run, dispatches those calls, and feeds their results back; call coroutines only report
-into the driver's queue. Every way out of the loop (completion, failure, deadline, the
-client going away) cancels the task's outstanding calls, which aborts them in the engines.
+It is the live shell around the pure task driver (driver.py), which makes every
+decision about a task; the executor carries the driver's commands out with asyncio
+tasks (calls on Ray replicas, tool runs) and feeds their outcomes back through one
+queue per task. Every way out of a task (completion, failure, deadline, the client
+going away) cancels its outstanding calls, which aborts them in the engines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from agents.dsl import Program
@@ -30,23 +30,28 @@ from orchestrator.domain import (
     ErrorCode,
     GenerateOutput,
     GenerateSpec,
-    StepFinished,
-    StepKind,
-    StepStarted,
     TaskAccepted,
     TaskCompleted,
     TaskEvent,
-    TaskResult,
     TaskSpec,
-    TaskUsage,
-    ToolRecord,
 )
 from orchestrator.executor.accounting import aborted_call, task_usage
 from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
-from orchestrator.executor.estimate import SAMPLE_INPUT, describe, dry_run, expect
+from orchestrator.executor.driver import (
+    Cancel,
+    Dispatch,
+    DriverLimits,
+    Emit,
+    RunTool,
+    TaskDriver,
+    TaskFailed,
+    filler_tokens,
+    prepare_task,
+    simulated_tool_outcome,
+)
+from orchestrator.executor.estimate import SAMPLE_INPUT, describe, expect
 from orchestrator.executor.interpreter import (
     Action,
-    ActionKind,
     Encoder,
     Interpreter,
     Outcome,
@@ -58,7 +63,6 @@ from orchestrator.routing import (
     PrioritySettings,
     ReplicaView,
     Router,
-    TaskService,
 )
 
 
@@ -86,106 +90,38 @@ class Dispatcher(Protocol):
     ) -> AsyncGenerator[CallDelta | CallResult, None]: ...
 
 
-class TaskFailed(Exception):
-    """A task (or generation) that could not complete. `usage` is what it consumed
-    before failing (None when it failed before any call)."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        usage: TaskUsage | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(code, message, usage, retry_after_s)
-        self.code = code
-        self.message = message
-        self.usage = usage
-        self.retry_after_s = retry_after_s  # RESOURCE_EXHAUSTED: when to try again
-
-    def __str__(self) -> str:
-        return self.message
-
-
 @dataclass(slots=True, frozen=True)
 class _Delta:
-    action: Action
+    call_id: str
     delta: CallDelta
 
 
 @dataclass(slots=True, frozen=True)
 class _Done:
-    action: Action
-    replica: str
+    action_id: str
     result: CallResult
-    dispatched_at: float  # monotonic, in this process
-    finished_at: float
-    retries: int  # re-dispatches after replicas failed
 
 
 @dataclass(slots=True, frozen=True)
 class _ToolDone:
-    action: Action
-    token_ids: tuple[int, ...]
-    text: str
+    action_id: str
+    outcome: Outcome
     ok: bool
-    elapsed: float
 
 
 @dataclass(slots=True, frozen=True)
 class _Failed:
-    action: Action
+    action_id: str
     error: EngineError
+    retryable: bool = True  # False: the shell knows a retry cannot help
+    tool: bool = False
 
 
 _Message = _Delta | _Done | _ToolDone | _Failed
 
-# Tokens an admitted task reserves beyond its input until its first call is routed.
-_FIRST_CALL_RESERVE = 256
-
 # Samples behind the expected figures ListAgents reports.
 _EXPECTATION_SAMPLES = 200
 _EXPECTATION_INPUT = SAMPLE_INPUT
-
-
-@dataclass(slots=True, frozen=True)
-class _Running:
-    """An LLM call dispatched and not yet ended, as the driver knows it."""
-
-    action: Action
-    replica: str  # the first replica chosen (a retry may move it)
-    dispatched_at: float  # monotonic
-
-
-@dataclass(slots=True)
-class _Accounts:
-    """The driver's record of a running task."""
-
-    calls: list[CallRecord]
-    tools: list[ToolRecord]
-    retried_calls: int = 0
-    # By call id; on failure these are aborted and still count in the partial usage.
-    running: dict[str, _Running] = field(default_factory=dict)
-    # Answer tokens already sent to the client, by call id.
-    streamed: dict[str, int] = field(default_factory=dict)
-
-    def abort_running(self, now: float) -> None:
-        """Record every call still running as aborted (the task is failing)."""
-        for call_id, running in self.running.items():
-            action = running.action
-            self.calls.append(
-                aborted_call(
-                    call_id,
-                    step=action.step,
-                    branch=action.branch,
-                    replica=running.replica,
-                    prompt_tokens=len(action.prompt_token_ids),
-                    output_tokens=self.streamed.get(call_id, 0),
-                    after=action.after,
-                    elapsed=now - running.dispatched_at,
-                )
-            )
-        self.running.clear()
 
 
 class _Diverged(Exception):
@@ -235,6 +171,9 @@ class _StreamedOutput:
 
 
 class Executor:
+    """The live shell around the task driver (driver.py): admission, asyncio tasks for
+    the calls and tools the driver dispatches, and the event stream a client watches."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -255,10 +194,8 @@ class Executor:
         self._interpreters = {
             name: Interpreter(program, self._encoder) for name, program in programs.items()
         }
-        self._max_running = max_concurrent_calls_per_task
-        self._max_retries = max_retries
-        # Token ids standing in for a simulated tool's result.
-        self._filler = self._encoder(" result row: value, source, note;" * 8)
+        self._limits = DriverLimits(max_concurrent_calls_per_task, max_retries)
+        self._filler = filler_tokens(self._encoder)
         self._infos: dict[str, AgentInfo] = {}
 
     def _load(self) -> tuple[int, int]:
@@ -296,27 +233,8 @@ class Executor:
 
     def prepare(self, spec: TaskSpec) -> TaskProgress:
         """Validate a task against the program and the model; raises TaskFailed."""
-        interpreter = self._interpreters.get(spec.agent)
-        if interpreter is None:
-            known = ", ".join(sorted(self._interpreters))
-            raise TaskFailed(
-                ErrorCode.NOT_FOUND, f"unknown agent {spec.agent!r}; known agents: {known}"
-            )
-        seed = spec.seed if spec.seed is not None else secrets.randbits(48)
         task_id = f"task-{uuid.uuid4().hex[:12]}"
-        # The synthetic shape of this very seed: exact in synthetic mode, an estimate in
-        # live mode (calls there stop at end-of-sequence and are usually shorter).
-        shape = dry_run(interpreter, spec, seed)
-        limit = self._dispatcher.max_model_len
-        if shape.max_context > limit:
-            raise TaskFailed(
-                ErrorCode.INVALID_ARGUMENT,
-                f"input: {shape.user_input_tokens} tokens of input make agent {spec.agent!r} "
-                f"need up to {shape.max_context} tokens of context (input + its steps' "
-                f"prompts and max_tokens), over the model's max_model_len of {limit}; "
-                f"shorten the input or lower max_tokens",
-            )
-        return interpreter.start(task_id, spec, seed)
+        return prepare_task(self._interpreters, spec, task_id, self._dispatcher.max_model_len)
 
     async def run(
         self, task: TaskProgress, *, stream_answer: bool = True
@@ -328,277 +246,122 @@ class Executor:
         client watches costs more CPU than the engine spends producing them. task_ttft is
         then when the engine produced the first answer token (dispatch + engine TTFT).
         """
-        interpreter = self._interpreters[task.program.name]
-        accepted_at = time.monotonic()
-        first_answer_at: float | None = None
-        accounts = _Accounts([], [])
-        deadline = accepted_at + task.spec.deadline_s if task.spec.deadline_s else None
+        driver = TaskDriver(
+            self._interpreters[task.program.name],
+            task,
+            self._router,
+            self._dispatcher.views,
+            accepted_at=time.monotonic(),
+            limits=self._limits,
+            priority=self._priority,
+            stream_answer=stream_answer,
+        )
         # Its first call's weight, held against the bound until the router books it.
-        ticket = await self._admit(task.user_input_tokens + _FIRST_CALL_RESERVE, deadline)
+        ticket = await self._admit(driver.reservation, driver.deadline)
         yield TaskAccepted(task_id=task.task_id, agent=task.program.name)
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         in_flight: dict[str, asyncio.Task[None]] = {}
-        service = TaskService(accepted_at, deadline)
-        routed: list[str] = []  # LLM calls handed to the router
-
-        def failed(code: ErrorCode, message: str) -> TaskFailed:
-            # The calls still running are about to be aborted: they count as such.
-            accounts.abort_running(time.monotonic())
-            usage = self._usage(task, accounts, accepted_at, first_answer_at)
-            return TaskFailed(code, message, usage)
-
-        # Only a finished action changes what can run next; deltas do not.
-        replan = True
+        streams: dict[str, _StreamedOutput] = {}  # what each streaming call has sent
         try:
+            commands = driver.start(time.monotonic())
+            ticket.release()
             while True:
-                if replan:
-                    budget = self._max_running - task.running
-                    priority = service.priority(self._priority, time.monotonic())
-                    for action in interpreter.advance(task, budget):
-                        replica = ""
-                        if action.kind is ActionKind.LLM:
-                            replica = self._choose(action, frozenset(), task.task_id, priority)
-                            routed.append(action.action_id)
-                            stream = action.answer and stream_answer
-                            accounts.running[action.action_id] = _Running(
-                                action, replica, time.monotonic()
-                            )
-                            work = self._dispatch(
-                                action, replica, queue, stream, deadline, task.task_id, priority
-                            )
-                        else:
-                            work = self._run_tool(action, queue)
-                        in_flight[action.action_id] = asyncio.create_task(work)
-                        kind = StepKind.LLM if action.kind is ActionKind.LLM else StepKind.TOOL
-                        yield StepStarted(
-                            action.action_id, action.step, action.branch, replica, kind
-                        )
-                    replan = False
-                    ticket.release()
-                if task.done:
-                    break
-                timeout = None if deadline is None else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(timeout):
-                    message = await queue.get()
+                for command in commands:
+                    if isinstance(command, Dispatch):
+                        output = streams.setdefault(command.action.action_id, _StreamedOutput())
+                        work = self._call(command, queue, output)
+                        in_flight[command.action.action_id] = asyncio.create_task(work)
+                    elif isinstance(command, RunTool):
+                        work = self._run_tool(command.action, queue)
+                        in_flight[command.action.action_id] = asyncio.create_task(work)
+                    elif isinstance(command, Emit):
+                        yield command.event
+                    elif isinstance(command, Cancel):
+                        await _cancel_all(in_flight)
+                    elif command.failure is not None:
+                        raise command.failure
+                    else:
+                        assert command.result is not None
+                        yield TaskCompleted(command.result)
+                        return
+                timeout = None if driver.deadline is None else driver.deadline - time.monotonic()
+                try:
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(timeout):
+                        message = await queue.get()
+                except TimeoutError:
+                    commands = driver.expire(time.monotonic())
+                    continue
+                now = time.monotonic()
                 if isinstance(message, _Delta):
-                    if first_answer_at is None:
-                        first_answer_at = time.monotonic()
-                    call_id = message.action.action_id
-                    sent = accounts.streamed.get(call_id, 0)
-                    accounts.streamed[call_id] = sent + len(message.delta.token_ids)
+                    driver.answer_streamed(message.call_id, len(message.delta.token_ids), now)
+                    commands = []
                     yield AnswerDelta(message.delta.text, message.delta.token_ids)
                     continue
-                in_flight.pop(message.action.action_id, None)
-                accounts.running.pop(message.action.action_id, None)
-                replan = True
-                if isinstance(message, _Failed):
-                    raise failed(
-                        message.error.code,
-                        f"step {message.action.step!r} (call {message.action.action_id}) "
-                        f"failed: {message.error.message}",
+                in_flight.pop(message.action_id, None)
+                if isinstance(message, _Done):
+                    commands = driver.call_done(message.action_id, message.result, now)
+                elif isinstance(message, _ToolDone):
+                    commands = driver.tool_done(message.action_id, message.outcome, message.ok, now)
+                elif message.tool:
+                    commands = driver.tool_failed(message.action_id, message.error.message, now)
+                else:
+                    commands = driver.call_failed(
+                        message.action_id, message.error, now, retryable=message.retryable
                     )
-                if isinstance(message, _ToolDone):
-                    tool = ToolRecord(
-                        tool_id=message.action.action_id,
-                        step=message.action.step,
-                        branch=message.action.branch,
-                        tool=message.action.tool or "simulated",
-                        ok=message.ok,
-                        elapsed=message.elapsed,
-                        result_tokens=len(message.token_ids),
-                        after=message.action.after,
-                    )
-                    accounts.tools.append(tool)
-                    service.finished(message.action.action_id, message.action.after, 0.0)
-                    interpreter.complete(
-                        task, message.action.action_id, Outcome(message.token_ids, message.text)
-                    )
-                    yield StepFinished(call=None, tool=tool)
-                    continue
-                if message.action.answer and first_answer_at is None:
-                    first_answer_at = message.dispatched_at + message.result.timings.ttft
-                record = CallRecord(
-                    call_id=message.action.action_id,
-                    step=message.action.step,
-                    branch=message.action.branch,
-                    replica=message.replica,
-                    usage=message.result.usage,
-                    timings=message.result.timings,
-                    finish_reason=message.result.finish_reason,
-                    after=message.action.after,
-                    dispatch_to_result=message.finished_at - message.dispatched_at,
-                )
-                accounts.calls.append(record)
-                accounts.retried_calls += message.retries
-                service.finished(
-                    message.action.action_id, message.action.after, message.result.timings.e2e
-                )
-                interpreter.complete(
-                    task,
-                    message.action.action_id,
-                    Outcome(message.result.token_ids, message.result.text),
-                )
-                yield StepFinished(record)
-        except TimeoutError:
-            await _cancel_all(in_flight)
-            raise failed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"task {task.task_id} exceeded its deadline of "
-                f"{task.spec.deadline_s:.3f} s; its outstanding calls were aborted",
-            ) from None
+                # A call that ended left the router's book: queued tasks may fit now.
+                self.admission.wake()
         finally:
             # Completion leaves nothing in flight; failure and cancellation abort the rest.
+            driver.abandon()
             await _cancel_all(in_flight)
             ticket.release()
-            # A call cancelled before it started never reached _dispatch's own release.
-            for call_id in routed:
-                self._router.finished(call_id)
             self.admission.wake()
-
-        yield TaskCompleted(
-            TaskResult(
-                task_id=task.task_id,
-                agent=task.program.name,
-                answer=task.answer_text,
-                usage=self._usage(task, accounts, accepted_at, first_answer_at),
-                calls=tuple(accounts.calls),
-                tools=tuple(accounts.tools),
-            )
-        )
-
-    def _choose(self, action: Action, exclude: frozenset[str], task_id: str, priority: int) -> str:
-        assert action.sampling is not None
-        request = CallRequest(
-            action.action_id,
-            action.prompt_token_ids,
-            action.sampling,
-            priority=priority,
-            task_id=task_id,
-        )
-        try:
-            return self._router.choose(request, self._dispatcher.views(), exclude)
-        except NoReplicaAvailable as exc:
-            raise TaskFailed(ErrorCode.UNAVAILABLE, str(exc)) from exc
-
-    def _usage(
-        self,
-        task: TaskProgress,
-        accounts: _Accounts,
-        accepted_at: float,
-        first_answer_at: float | None,
-    ) -> TaskUsage:
-        answer = next((c for c in accounts.calls if c.call_id == task.answer_id), None)
-        return task_usage(
-            accounts.calls,
-            user_input_tokens=task.user_input_tokens,
-            final_output_tokens=answer.usage.output_tokens if answer else 0,
-            task_ttft=(first_answer_at - accepted_at) if first_answer_at is not None else 0.0,
-            task_latency=time.monotonic() - accepted_at,
-            retried_calls=accounts.retried_calls,
-            tools=accounts.tools,
-        )
-
-    async def _dispatch(
-        self,
-        action: Action,
-        replica: str,
-        queue: asyncio.Queue[_Message],
-        stream: bool,
-        deadline: float | None,
-        task_id: str,
-        priority: int,
-    ) -> None:
-        """Run one call; on a replica failure (UNAVAILABLE) retry it on another replica,
-        up to max_retries times. The router hears how it ended, whatever happens."""
-        output: tuple[int, ...] | None = None
-        try:
-            output = await self._attempts(
-                action, replica, queue, stream, deadline, task_id, priority
-            )
-        finally:
-            self._router.finished(action.action_id, output)
-            self.admission.wake()
-
-    async def _attempts(
-        self,
-        action: Action,
-        replica: str,
-        queue: asyncio.Queue[_Message],
-        stream: bool,
-        deadline: float | None,
-        task_id: str,
-        priority: int,
-    ) -> tuple[int, ...] | None:
-        assert action.sampling is not None
-        started = time.monotonic()
-        failed_on: set[str] = set()
-        output = _StreamedOutput()
-        while True:
-            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = CallRequest(
-                action.action_id,
-                action.prompt_token_ids,
-                action.sampling,
-                priority=priority,
-                deadline_s=remaining,
-                task_id=task_id,
-            )
-            try:
-                result = await self._call(action, replica, request, queue, stream, output)
-                break
-            except asyncio.CancelledError:
-                raise
-            except _Diverged:
-                # The client holds a prefix this retry contradicts: stop, never resend.
-                error = EngineError(
-                    ErrorCode.UNAVAILABLE,
-                    f"its replica failed after {len(output.sent_ids)} answer tokens were "
-                    f"streamed, and the retry on {replica} generated a different answer; the "
-                    "task stopped so that the streamed text is not contradicted (run it "
-                    "again; a seeded task's retries regenerate the same tokens)",
-                )
-                queue.put_nowait(_Failed(action, error))
-                return None
-            except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
-                if not isinstance(exc, EngineError):
-                    exc = EngineError(ErrorCode.INTERNAL, f"call failed: {exc!r}")
-                retryable = exc.code is ErrorCode.UNAVAILABLE
-                failed_on.add(replica)
-                if not retryable or len(failed_on) > self._max_retries:
-                    queue.put_nowait(_Failed(action, exc))
-                    return None
-                try:
-                    replica = self._choose(action, frozenset(failed_on), task_id, priority)
-                except TaskFailed:
-                    queue.put_nowait(_Failed(action, exc))
-                    return None
-        retries = len(failed_on)
-        queue.put_nowait(_Done(action, replica, result, started, time.monotonic(), retries))
-        return result.token_ids
 
     async def _call(
-        self,
-        action: Action,
-        replica: str,
-        request: CallRequest,
-        queue: asyncio.Queue[_Message],
-        stream: bool,
-        output: _StreamedOutput,
+        self, dispatch: Dispatch, queue: asyncio.Queue[_Message], output: _StreamedOutput
+    ) -> None:
+        """One attempt of one call; how it ended goes to the driver's queue."""
+        call_id = dispatch.action.action_id
+        try:
+            result = await self._attempt(dispatch, queue, output)
+        except asyncio.CancelledError:
+            raise
+        except _Diverged:
+            # The client holds a prefix this retry contradicts: stop, never resend.
+            error = EngineError(
+                ErrorCode.UNAVAILABLE,
+                f"its replica failed after {len(output.sent_ids)} answer tokens were "
+                f"streamed, and the retry on {dispatch.replica} generated a different "
+                "answer; the task stopped so that the streamed text is not contradicted "
+                "(run it again; a seeded task's retries regenerate the same tokens)",
+            )
+            queue.put_nowait(_Failed(call_id, error, retryable=False))
+        except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
+            if not isinstance(exc, EngineError):
+                exc = EngineError(ErrorCode.INTERNAL, f"call failed: {exc!r}")
+            queue.put_nowait(_Failed(call_id, exc))
+        else:
+            queue.put_nowait(_Done(call_id, result))
+
+    async def _attempt(
+        self, dispatch: Dispatch, queue: asyncio.Queue[_Message], output: _StreamedOutput
     ) -> CallResult:
-        if not stream:
-            return await self._dispatcher.call(replica, request)
+        if not dispatch.stream:
+            return await self._dispatcher.call(dispatch.replica, dispatch.request)
+        call_id = dispatch.action.action_id
         result: CallResult | None = None
         output.restart()
-        async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as deltas:
+        stream = self._dispatcher.stream(dispatch.replica, dispatch.request)
+        async with contextlib.aclosing(stream) as deltas:
             async for item in deltas:
                 if isinstance(item, CallResult):
                     result = item
                 else:
                     new = output.feed(item)
                     if new is not None:
-                        queue.put_nowait(_Delta(action, new))
+                        queue.put_nowait(_Delta(call_id, new))
         if result is None:
             raise EngineError(ErrorCode.INTERNAL, "stream ended without a result")
         output.check(result)
@@ -611,24 +374,21 @@ class Executor:
             raise
         except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
             error = EngineError(ErrorCode.INTERNAL, f"tool {action.tool!r} failed: {exc!r}")
-            queue.put_nowait(_Failed(action, error))
+            queue.put_nowait(_Failed(action.action_id, error, tool=True))
 
     async def _tool(self, action: Action, queue: asyncio.Queue[_Message]) -> None:
-        started = time.monotonic()
         if action.tool is None:
             await asyncio.sleep(action.latency_s)
-            n = action.result_tokens
-            ids = (self._filler * (n // len(self._filler) + 1))[:n]
-            text = f"[simulated {action.step} result: {n} tokens]"
+            outcome = simulated_tool_outcome(action, self._filler)
             ok = True
         else:
             tool = get_tool(action.tool)
-            outcome = await asyncio.to_thread(
+            result = await asyncio.to_thread(
                 tool.run, action.argument, time_limit_s=action.time_limit_s
             )
-            text, ok = outcome.text, outcome.ok
-            ids = self._encoder(text)
-        queue.put_nowait(_ToolDone(action, ids, text, ok, time.monotonic() - started))
+            outcome = Outcome(self._encoder(result.text), result.text)
+            ok = result.ok
+        queue.put_nowait(_ToolDone(action.action_id, outcome, ok))
 
     async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerateOutput, None]:
         """One plain call on one replica; the last output carries the call record."""

@@ -35,7 +35,8 @@ from orchestrator.domain import (
     TaskResult,
     TaskSpec,
 )
-from orchestrator.executor.executor import Executor, TaskFailed
+from orchestrator.executor.driver import TaskFailed
+from orchestrator.executor.executor import Executor
 
 log = logging.getLogger(__name__)
 

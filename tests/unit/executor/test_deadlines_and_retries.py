@@ -22,7 +22,7 @@ from orchestrator.domain import (
     TaskCompleted,
     TaskEvent,
 )
-from orchestrator.executor.executor import TaskFailed
+from orchestrator.executor.driver import TaskFailed
 
 from ..factories import FakeDispatcher, encode, engine_error, labelled_output, step_of
 from .test_executor import completed, executor, spec

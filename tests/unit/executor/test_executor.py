@@ -30,7 +30,8 @@ from orchestrator.domain import (
     TaskResult,
     TaskSpec,
 )
-from orchestrator.executor.executor import Executor, TaskFailed
+from orchestrator.executor.driver import TaskFailed
+from orchestrator.executor.executor import Executor
 from orchestrator.replicas.engine import EngineError
 from orchestrator.routing import RoundRobinRouter
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.config import LimitsConfig
 from orchestrator.domain import ErrorCode, GenerateSpec, Mode, TaskSpec
-from orchestrator.executor.executor import TaskFailed
+from orchestrator.executor.driver import TaskFailed
 from orchestrator.server.servicer import _Invalid, generate_spec, task_spec
 
 LIMITS = LimitsConfig(max_tokens_per_call=100, max_input_chars=50)
