@@ -17,16 +17,20 @@ any of it shows up as load.
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 import itertools
 import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from orchestrator.config import AdmissionConfig
 from orchestrator.domain import ErrorCode
+
+K = TypeVar("K")
 
 # Retry-after hints are clamped to this range, seconds.
 _MIN_RETRY_S = 0.5
@@ -47,6 +51,101 @@ class AdmissionRefused(Exception):
         return self.message
 
 
+class Verdict(enum.Enum):
+    ADMITTED = "admitted"
+    QUEUED = "queued"
+    REFUSED = "refused"  # the queue is full: RESOURCE_EXHAUSTED
+
+
+class AdmissionQueue(Generic[K]):
+    """The admission decisions, pure: no awaits, and time is an argument. `load()`
+    returns (tokens outstanding on healthy replicas, healthy replicas). The live
+    `Admission` wraps it with futures; the fast-forward simulator drives it directly,
+    with task handles as keys."""
+
+    def __init__(self, config: AdmissionConfig, load: Callable[[], tuple[int, int]]) -> None:
+        self.config = config
+        self._load = load
+        self.reserved = 0  # tokens held by admitted tasks whose first call is not routed
+        self._heap: list[tuple[float, int]] = []  # (deadline or inf, seq)
+        self._waiters: dict[int, tuple[K, int]] = {}  # seq -> (key, tokens); live ones
+        self._seq_of: dict[K, int] = {}
+        self._seq = itertools.count()
+        self._admitted_from_queue: deque[float] = deque(maxlen=64)
+        self.refused = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def saturated(self) -> bool:
+        outstanding, healthy = self._load()
+        bound = self.config.max_outstanding_tokens_per_replica * max(healthy, 1)
+        return outstanding + self.reserved >= bound
+
+    def offer(self, key: K, tokens: int, deadline: float | None) -> Verdict:
+        """A task whose first call weighs `tokens` asks to start. ADMITTED reserves the
+        tokens (give them back with `release`); QUEUED waits for `ready`."""
+        if not self.config.enabled or (not self._waiters and not self.saturated()):
+            self.reserved += tokens
+            return Verdict.ADMITTED
+        if len(self._waiters) >= self.config.max_queued_tasks:
+            self.refused += 1
+            return Verdict.REFUSED
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (deadline if deadline is not None else math.inf, seq))
+        self._waiters[seq] = (key, tokens)
+        self._seq_of[key] = seq
+        return Verdict.QUEUED
+
+    def withdraw(self, key: K) -> None:
+        """A queued task gave up (its deadline, or its client went away)."""
+        seq = self._seq_of.pop(key, None)
+        if seq is not None:
+            self._waiters.pop(seq, None)  # its heap entry is skipped lazily
+
+    def ready(self, now: float) -> list[tuple[K, int]]:
+        """Queued tasks admitted now, earliest deadline first, while there is room
+        (call whenever load drops); each one's tokens are reserved."""
+        admitted: list[tuple[K, int]] = []
+        heap = self._heap
+        while heap and not self.saturated():
+            _, seq = heapq.heappop(heap)
+            waiter = self._waiters.pop(seq, None)
+            if waiter is None:
+                continue  # withdrawn
+            key, tokens = waiter
+            del self._seq_of[key]
+            self.reserved += tokens
+            self._admitted_from_queue.append(now)
+            admitted.append(waiter)
+        while heap and heap[0][1] not in self._waiters:
+            heapq.heappop(heap)
+        return admitted
+
+    def release(self, tokens: int) -> None:
+        self.reserved -= tokens
+
+    def retry_after_s(self, now: float) -> float:
+        """How long until the queue has room, from the recent pace of admissions."""
+        times = self._admitted_from_queue
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 1.0
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        age = now - times[-1]
+        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, (len(self._waiters) + 1) / rate, age))
+
+    def refusal(self, now: float) -> tuple[str, float]:
+        """The RESOURCE_EXHAUSTED message and retry-after of a refused task."""
+        retry = self.retry_after_s(now)
+        return (
+            f"the replicas are saturated and {len(self._waiters)} tasks are already "
+            f"waiting (admission.max_queued_tasks = {self.config.max_queued_tasks}); "
+            f"retry after about {retry:.1f} s",
+            retry,
+        )
+
+
 @dataclass(slots=True, eq=False)
 class Ticket:
     """An admitted task's hold on its reservation; `release` is idempotent."""
@@ -61,58 +160,39 @@ class Ticket:
             self.admission._unreserve(self.tokens)
 
 
-@dataclass(slots=True, order=True)
-class _Waiter:
-    key: tuple[float, int]
-    tokens: int = field(compare=False)
-    future: asyncio.Future[Ticket] = field(compare=False)
-
-
 class Admission:
-    """`load()` returns (tokens outstanding on healthy replicas, healthy replicas)."""
+    """The live shell of `AdmissionQueue`: a task waits on a future until admitted.
+    `load()` returns (tokens outstanding on healthy replicas, healthy replicas)."""
 
     def __init__(self, config: AdmissionConfig, load: Callable[[], tuple[int, int]]) -> None:
-        self._config = config
-        self._load = load
-        self._reserved = 0
-        self._heap: list[_Waiter] = []
-        self._waiting = 0  # live entries in the heap (cancelled ones are skipped lazily)
-        self._seq = itertools.count()
-        self._admitted_from_queue: deque[float] = deque(maxlen=64)  # monotonic times
-        self.refused = 0
+        self._queue: AdmissionQueue[asyncio.Future[Ticket]] = AdmissionQueue(config, load)
 
     @property
     def queued(self) -> int:
-        return self._waiting
+        return self._queue.queued
+
+    @property
+    def refused(self) -> int:
+        return self._queue.refused
 
     @property
     def reserved_tokens(self) -> int:
-        return self._reserved
+        return self._queue.reserved
 
     def saturated(self) -> bool:
-        outstanding, healthy = self._load()
-        bound = self._config.max_outstanding_tokens_per_replica * max(healthy, 1)
-        return outstanding + self._reserved >= bound
+        return self._queue.saturated()
 
     async def admit(self, tokens: int, deadline: float | None = None) -> Ticket:
         """Wait for room to start a task whose first call weighs `tokens`; `deadline` is
         absolute (time.monotonic()). Raises AdmissionRefused."""
-        if not self._config.enabled or (self._waiting == 0 and not self.saturated()):
-            return self._ticket(tokens)
-        if self._waiting >= self._config.max_queued_tasks:
-            self.refused += 1
-            retry = self.retry_after_s()
-            raise AdmissionRefused(
-                ErrorCode.RESOURCE_EXHAUSTED,
-                f"the replicas are saturated and {self._waiting} tasks are already waiting "
-                f"(admission.max_queued_tasks = {self._config.max_queued_tasks}); "
-                f"retry after about {retry:.1f} s",
-                retry,
-            )
+        queue = self._queue
         future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        rank = deadline if deadline is not None else math.inf
-        heapq.heappush(self._heap, _Waiter((rank, next(self._seq)), tokens, future))
-        self._waiting += 1
+        verdict = queue.offer(future, tokens, deadline)
+        if verdict is Verdict.ADMITTED:
+            return Ticket(self, tokens)
+        if verdict is Verdict.REFUSED:
+            message, retry = queue.refusal(time.monotonic())
+            raise AdmissionRefused(ErrorCode.RESOURCE_EXHAUSTED, message, retry)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(timeout):
@@ -120,7 +200,7 @@ class Admission:
         except BaseException as exc:  # the deadline, or the caller going away
             if not future.done():
                 future.cancel()
-                self._waiting -= 1
+                queue.withdraw(future)
             elif not future.cancelled():
                 future.result().release()  # admitted in the instant it gave up
             if isinstance(exc, TimeoutError):
@@ -134,30 +214,12 @@ class Admission:
 
     def wake(self) -> None:
         """Admit queued tasks while there is room (call whenever load drops)."""
-        while self._heap and not self.saturated():
-            waiter = heapq.heappop(self._heap)
-            if waiter.future.done():
-                continue  # gave up (cancelled or timed out)
-            self._waiting -= 1
-            self._admitted_from_queue.append(time.monotonic())
-            ticket = self._ticket(waiter.tokens)
-            waiter.future.set_result(ticket)
-        while self._heap and self._heap[0].future.done():
-            heapq.heappop(self._heap)
+        for future, tokens in self._queue.ready(time.monotonic()):
+            future.set_result(Ticket(self, tokens))
 
     def retry_after_s(self) -> float:
-        """How long until the queue has room, from the recent pace of admissions."""
-        times = self._admitted_from_queue
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 1.0
-        rate = (len(times) - 1) / (times[-1] - times[0])
-        age = time.monotonic() - times[-1]
-        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, (self._waiting + 1) / rate, age))
-
-    def _ticket(self, tokens: int) -> Ticket:
-        self._reserved += tokens
-        return Ticket(self, tokens)
+        return self._queue.retry_after_s(time.monotonic())
 
     def _unreserve(self, tokens: int) -> None:
-        self._reserved -= tokens
+        self._queue.release(tokens)
         self.wake()

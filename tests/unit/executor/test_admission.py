@@ -14,7 +14,13 @@ import pytest
 from orchestrator.config import AdmissionConfig
 from orchestrator.domain import ErrorCode
 from orchestrator.executor import admission as admission_module
-from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
+from orchestrator.executor.admission import (
+    Admission,
+    AdmissionQueue,
+    AdmissionRefused,
+    Ticket,
+    Verdict,
+)
 from tests.polling import async_wait_until
 
 BOUND = 100  # max_outstanding_tokens_per_replica in these tests
@@ -250,3 +256,43 @@ async def test_retry_after_slow_pace_is_clamped_to_a_minute(clock: Clock) -> Non
     admission, load = make()
     await admit_from_queue_at(admission, load, clock, [1000.0, 1100.0])
     assert admission.retry_after_s() == 60.0
+
+
+# ---- the pure queue the simulator drives ----------------------------------------------
+
+
+def test_pure_queue_admits_earliest_deadline_first_on_the_callers_clock() -> None:
+    load = Load(outstanding=BOUND)  # saturated
+    queue = AdmissionQueue[str](AdmissionConfig(max_outstanding_tokens_per_replica=BOUND), load)
+    assert queue.offer("late", 10, deadline=9.0) is Verdict.QUEUED
+    assert queue.offer("none", 10, deadline=None) is Verdict.QUEUED
+    assert queue.offer("soon", 10, deadline=2.0) is Verdict.QUEUED
+    queue.withdraw("late")  # gave up: never admitted
+    assert queue.ready(now=1.0) == []  # still saturated
+    load.outstanding = BOUND - 5  # below the bound; one reservation reaches it
+    assert queue.ready(now=1.0) == [("soon", 10)]
+    assert queue.reserved == 10 and queue.queued == 1
+    queue.release(10)
+    load.outstanding = 0
+    assert queue.ready(now=2.0) == [("none", 10)] and queue.queued == 0
+
+
+def test_pure_queue_refuses_beyond_max_queued_with_a_paced_retry_after() -> None:
+    load = Load(outstanding=BOUND)
+    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queued_tasks=2)
+    queue = AdmissionQueue[int](config, load)
+    assert [queue.offer(i, 1, None) for i in range(3)] == [
+        Verdict.QUEUED,
+        Verdict.QUEUED,
+        Verdict.REFUSED,
+    ]
+    assert queue.refused == 1
+    # Two admissions from the queue 4 s apart: 0.25 tasks/s, so the next of 1 waiting
+    # plus the caller gets room in about 8 s.
+    load.outstanding = BOUND - 1
+    assert queue.ready(now=10.0) == [(0, 1)]
+    load.outstanding = BOUND - 2
+    assert queue.ready(now=14.0) == [(1, 1)]
+    queue.offer(7, 1, None)
+    message, retry = queue.refusal(now=14.0)
+    assert retry == pytest.approx(8.0) and "max_queued_tasks = 2" in message
