@@ -1,4 +1,4 @@
-"""The agent-program DSL (next version): programs as trees of frozen nodes.
+"""The agent-program DSL: programs as trees of frozen nodes.
 
 A program's body is a sequence of nodes run in order, each extending the task's context
 (the growing token sequence that later prompts start with):

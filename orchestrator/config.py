@@ -127,7 +127,7 @@ class SpeculativeConfig(_Strict):
 
 
 class SimEngineConfig(_Strict):
-    """One simulated replica: a vLLM engine on `gpu` serving `model` (SIMULATION.md)."""
+    """One simulated replica: a vLLM engine on `gpu` serving `model` (docs/simulation.md)."""
 
     gpu: str = Field(default="h100", description="GPU catalog name, e.g. h100, h200, b200.")
     model: str = Field(default="llama-3.1-8b", description="Model catalog name.")

@@ -87,7 +87,7 @@ class CallUsage:
 
 @dataclass(slots=True, frozen=True)
 class CallTimings:
-    """Engine-side timings in seconds (METRICS.md, per call)."""
+    """Engine-side timings in seconds (docs/metrics.md, per call)."""
 
     queue_time: float  # engine arrival -> first scheduled
     ttft: float  # engine arrival -> first output token
@@ -140,7 +140,7 @@ class ToolRecord:
 
 @dataclass(slots=True, frozen=True)
 class TaskUsage:
-    """Per-task accounting, each field exactly as METRICS.md defines it."""
+    """Per-task accounting, each field exactly as docs/metrics.md defines it."""
 
     user_input_tokens: int
     final_output_tokens: int

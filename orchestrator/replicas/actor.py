@@ -2,7 +2,7 @@
 
 Unary calls return the whole `CallResult` (with usage and engine-side timings) in one
 Ray reply: streaming every token through Ray costs more than the engine producing it
-(REFERENCE.md), so only the final answer of a task streams, through `generate_stream`.
+(docs/reference.md), so only the final answer of a task streams, through `generate_stream`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The `Engine` seam: what serves calls inside one replica.
 
 An engine takes `CallRequest`s and produces output deltas followed by one `CallResult`
-carrying usage and engine-side timings. `VllmEngine` implements it with vLLM; later
-backends (a simulated GPU) implement the same protocol so the replica actor, the pool,
-the executor and the tests do not change.
+carrying usage and engine-side timings. Two engines implement it: `VllmEngine` (vLLM, on
+GPUs or vLLM's CPU build) and `SimEngine` (a simulated GPU, `orchestrator/sim/`), so the
+replica actor, the pool, the executor and the tests do not depend on which one serves.
 """
 
 from __future__ import annotations

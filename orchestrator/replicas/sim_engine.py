@@ -365,7 +365,7 @@ class SimEngine:
 def _timings(
     arrival: float, first_scheduled: float | None, times: list[float], n_out: int
 ) -> CallTimings:
-    """Engine-side timings on the simulated clock (METRICS.md, per call)."""
+    """Engine-side timings on the simulated clock (docs/metrics.md, per call)."""
     queue_time = max(0.0, first_scheduled - arrival) if first_scheduled is not None else 0.0
     ttft = times[0] - arrival if times else 0.0
     e2e = times[-1] - arrival if times else 0.0

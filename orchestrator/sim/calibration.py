@@ -1,4 +1,4 @@
-"""The calibration rows of SIMULATION.md as data, and how to reproduce each one.
+"""The calibration rows of docs/simulation.md as data, and how to reproduce each one.
 
 Each row names a published measurement, the configuration it was measured with and a
 workload shaped like the benchmark's. `reproduce(row)` runs that workload through one

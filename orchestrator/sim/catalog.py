@@ -84,7 +84,7 @@ class ModelSpec(_Entry):
 
     @property
     def active_nonembedding_params(self) -> float:
-        """N of SIMULATION.md: non-embedding parameters each token multiplies."""
+        """N of docs/simulation.md: non-embedding parameters each token multiplies."""
         active = self.params_active if self.params_active is not None else self.params_total
         return active - self.embedding_params
 
@@ -100,7 +100,7 @@ class ModelSpec(_Entry):
 
 
 class FamilyFit(_Entry):
-    """Efficiency constants of one engine family (SIMULATION.md step-time model)."""
+    """Efficiency constants of one engine family (docs/simulation.md step-time model)."""
 
     name: str = Field(description="Engine family, e.g. 'vllm'.")
     eta_w: float = Field(gt=0, le=1, description="Achieved fraction of HBM BW, weights.")

@@ -1,4 +1,4 @@
-"""The roofline step-time model of one replica (SIMULATION.md, "Step time").
+"""The roofline step-time model of one replica (docs/simulation.md, "Step time").
 
 `PerfModel` turns the shape of one engine step (decode contexts, prefill chunks) into
 seconds, and a GPU/model/parallelism/precision choice into KV-cache capacity. It is pure
@@ -91,7 +91,8 @@ class StepCost:
         return max(self.compute, self.memory) + self.tp
 
 
-# Activation reserve and fixed overhead per GPU (SIMULATION.md, after BLIS kv_capacity.go).
+# Activation reserve and fixed overhead per GPU (docs/simulation.md, after BLIS
+# kv_capacity.go).
 _ACTIVATION_GIB_DENSE = 5.5
 _ACTIVATION_GIB_MOE = 8.0
 

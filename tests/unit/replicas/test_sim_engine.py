@@ -176,7 +176,7 @@ async def test_timings_follow_the_performance_model(engine_factory: Any) -> None
     assert t.itl == pytest.approx(decode)
     assert t.e2e == pytest.approx(t.ttft + sum(decode))
     assert t.tpot == pytest.approx((t.e2e - t.ttft) / 19)
-    # An 8B model on an H100: a few ms per token (SIMULATION.md calibration targets).
+    # An 8B model on an H100: a few ms per token (docs/simulation.md calibration targets).
     assert 0.004 < t.tpot < 0.015
 
 

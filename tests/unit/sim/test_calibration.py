@@ -1,5 +1,5 @@
-"""Fidelity: every calibration row of SIMULATION.md, reproduced with the row's
-configuration, lands within 15% of the published measurement (SIMULATION.md's goal:
+"""Fidelity: every calibration row of docs/simulation.md, reproduced with the row's
+configuration, lands within 15% of the published measurement (docs/simulation.md's goal:
 every point <= 15%, median <= 10%); every held-out point lands on the error
 orchestrator/sim/README.md reports for it, the known misses included."""
 
@@ -65,7 +65,7 @@ HELD_OUT_ERRORS = {
     ("qwen3-32b-tp2-c8", Metric.TPOT_MEAN_MS): -0.023,
     ("qwen3-32b-tp2-c128", Metric.TPOT_MEAN_MS): -0.075,
     ("qwen3-32b-tp4-c32", Metric.TPOT_MEAN_MS): -0.146,
-    # Known misses. The all-reduce latency grows with the TP degree; SIMULATION.md's
+    # Known misses. The all-reduce latency grows with the TP degree; docs/simulation.md's
     # alpha_ar is a constant (README: left as written, not fitted to held-out points).
     ("qwen3-32b-tp8-c32", Metric.TPOT_MEAN_MS): -0.254,
     # TTFT under concurrency depends on the clients' arrival phase (README: "-47% to

@@ -1,4 +1,4 @@
-"""The roofline model: KV capacity as SIMULATION.md defines it, configurations that cannot
+"""The roofline model: KV capacity as docs/simulation.md defines it, configurations that cannot
 run rejected with their numbers, and step times that move the way the hardware does."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def perf(
 
 
 def documented_kv_tokens(gpu: str, model: str, tp: int, weights: str, kv: str) -> float:
-    """SIMULATION.md: KV blocks per GPU = floor((gmu*M - W/t - A - O) / (16*kv_tok/t)),
+    """docs/simulation.md: KV blocks per GPU = floor((gmu*M - W/t - A - O) / (16*kv_tok/t)),
     kv_tok = 2*L*kv*d_h*b_kv; gmu = 0.9; A = 5.5 GiB dense / 8 GiB MoE; O = 0.15 GiB at
     t=1, 0.6 GiB at t>1. W: the weights, with the embedding and LM head in BF16."""
     g, m = CATALOG.gpu(gpu), CATALOG.model(model)
