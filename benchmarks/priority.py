@@ -46,14 +46,10 @@ from rich.table import Table
 
 from orchestrator.config import RoutingConfig, SimEngineConfig
 from orchestrator.routing import PriorityPolicy, RoutingPolicy
-from orchestrator.sim.cluster import (
-    ArrivalConfig,
-    SimulationConfig,
-    SimulationResult,
-    WorkloadConfig,
-    arrivals,
-    simulate,
-)
+from orchestrator.sim.cluster import SimulationResult, simulate
+from orchestrator.sim.config import SimulationConfig
+from orchestrator.workload.arrivals import ArrivalConfig, arrivals
+from orchestrator.workload.mix import WorkloadConfig
 
 MIX = {"chat": 1.0, "react": 1.0, "coding_agent": 1.0, "map_reduce": 1.0}
 GOAL_MEAN = 1.5  # FCFS mean / ATLAS mean

@@ -47,15 +47,12 @@ from rich.table import Table
 
 from orchestrator.config import RoutingConfig
 from orchestrator.routing import RoutingPolicy
-from orchestrator.sim.cluster import (
-    ArrivalConfig,
-    SimulationConfig,
-    SimulationResult,
-    SloConfig,
-    WorkloadConfig,
-    simulate,
-)
+from orchestrator.sim.cluster import SimulationResult, simulate
+from orchestrator.sim.config import SimulationConfig
 from orchestrator.sim.planner import highest_rate
+from orchestrator.workload.arrivals import ArrivalConfig
+from orchestrator.workload.mix import WorkloadConfig
+from orchestrator.workload.slo import SloConfig
 
 POLICIES = tuple(RoutingPolicy)
 BASELINE = RoutingPolicy.ROUND_ROBIN

@@ -18,7 +18,10 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.sim.cluster import ArrivalConfig, SimulationConfig, WorkloadConfig, simulate
+from orchestrator.sim.cluster import simulate
+from orchestrator.sim.config import SimulationConfig
+from orchestrator.workload.arrivals import ArrivalConfig
+from orchestrator.workload.mix import WorkloadConfig
 
 
 def _config(replicas: int, rate: float, duration: float, agent: str) -> SimulationConfig:

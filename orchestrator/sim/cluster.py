@@ -15,24 +15,18 @@ import enum
 import heapq
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.dsl import Program
 from agents.library import BUILTIN_PROGRAMS
 from orchestrator.blocks import BLOCK_TOKENS
 from orchestrator.config import (
     ConfigError,
-    RoutingConfig,
     SchedulingPolicy,
-    SimEngineConfig,
-    load_yaml_model,
 )
 from orchestrator.domain import (
     CallRecord,
@@ -64,191 +58,13 @@ from orchestrator.routing import (
 )
 from orchestrator.sim.build import build_replica
 from orchestrator.sim.catalog import load_catalog
+from orchestrator.sim.config import SimulationConfig
 from orchestrator.sim.scheduler import Scheduler, SimRequest, StepResult
-from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
 from orchestrator.sim.tokens import SimTokenizer, output_token_ids
-
-# ---- configuration ---------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArrivalProcess(enum.Enum):
-    POISSON = "poisson"  # exponential gaps
-    GAMMA = "gamma"  # gamma gaps with coefficient of variation `cv` (bursty when > 1)
-    CONSTANT = "constant"  # evenly spaced
-    TRACE = "trace"  # arrival times (and optionally agents and inputs) from a file
-
-
-class ArrivalConfig(_Strict):
-    process: ArrivalProcess = Field(
-        default=ArrivalProcess.POISSON, description="How task arrivals are spaced."
-    )
-    rate: float = Field(default=10.0, gt=0, description="Tasks per second (not for traces).")
-    cv: float = Field(default=2.0, gt=0, description="Gamma: coefficient of variation of the gaps.")
-    trace: str | None = Field(
-        default=None,
-        description="JSONL file, one task per line: {timestamp (ms), agent?, "
-        "input_length?}; for process: trace.",
-    )
-    speedup: float = Field(default=1.0, gt=0, description="Trace: divide timestamps by this.")
-
-    @model_validator(mode="after")
-    def _trace_needs_file(self) -> ArrivalConfig:
-        if self.process is ArrivalProcess.TRACE and not self.trace:
-            raise ValueError("process 'trace' needs a trace file (arrival.trace)")
-        return self
-
-
-class WorkloadConfig(_Strict):
-    mix: dict[str, float] = Field(
-        default_factory=lambda: {"plan_execute": 1.0},
-        description="Agent program -> weight; tasks pick a program in these proportions.",
-    )
-    input_tokens_mean: float = Field(
-        default=64, ge=1, description="Mean user-input length in tokens (log-normal)."
-    )
-    input_tokens_sigma: float = Field(
-        default=0.5, ge=0, description="Log-space spread of the input length; 0: fixed."
-    )
-    programs: tuple[str, ...] = Field(
-        default=(), description="YAML program files or folders beside the built-ins."
-    )
-
-
-class SloConfig(_Strict):
-    """Task-level objectives (METRICS.md goodput): a task meets the SLO when its own
-    TTFT and latency are within these bounds; the run meets it when the percentiles do."""
-
-    task_ttft_p90: float | None = Field(default=None, gt=0, description="Seconds.")
-    task_latency_p99: float | None = Field(default=None, gt=0, description="Seconds.")
-    task_ttft_p99: float | None = Field(default=None, gt=0, description="Seconds.")
-    task_latency_p90: float | None = Field(default=None, gt=0, description="Seconds.")
-
-
-class SimulationConfig(_Strict):
-    """One fast-forward run (`inflection simulate --config FILE`)."""
-
-    replicas: int = Field(default=8, ge=1, le=4096, description="Simulated replicas.")
-    engine: SimEngineConfig = Field(
-        default_factory=SimEngineConfig, description="Every replica's simulated engine."
-    )
-    routing: RoutingConfig = Field(
-        default_factory=RoutingConfig, description="Routing policy and call priority."
-    )
-    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
-    arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
-    duration_s: float = Field(
-        default=300.0, gt=0, description="Simulated seconds of arrivals (then drain)."
-    )
-    max_tasks: int | None = Field(default=None, ge=1, description="Stop arrivals after N.")
-    warmup_s: float = Field(
-        default=0.0, ge=0, description="Tasks arriving before this are not measured."
-    )
-    sample_interval_s: float = Field(
-        default=1.0, gt=0, description="Timeline resolution, simulated seconds."
-    )
-    dispatch_overhead_s: float = Field(
-        default=0.0005,
-        ge=0,
-        description="Orchestrator time per call before it reaches the replica.",
-    )
-    slo: SloConfig = Field(default_factory=SloConfig)
-    seed: int = Field(default=0, description="Seed of arrivals, inputs and programs.")
-
-
-def load_simulation_config(path: Path) -> SimulationConfig:
-    return load_yaml_model(path, SimulationConfig)
-
-
-# A warm-up that would swallow every arrival becomes this fraction of the run: the rule
-# `inflection plan` uses for its trials (there capped at 20 s).
-WARMUP_FRACTION = 0.25
-
-
-def fit_warmup(warmup_s: float, duration_s: float) -> tuple[float, str | None]:
-    """The warm-up to use for `duration_s` seconds of arrivals, and a warning when the
-    asked one covered the whole run (it is then scaled down to WARMUP_FRACTION of it)."""
-    if warmup_s < duration_s:
-        return warmup_s, None
-    fitted = duration_s * WARMUP_FRACTION
-    return fitted, (
-        f"warmup_s {warmup_s:g} s covers all {duration_s:g} s of arrivals; "
-        f"measuring after {fitted:g} s instead (a quarter of the run, as `plan` does)"
-    )
-
-
-# ---- arrivals ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True, frozen=True)
-class Arrival:
-    at: float  # simulated seconds
-    agent: str | None = None  # None: drawn from the mix
-    input_tokens: int | None = None  # None: drawn from the workload's distribution
-
-
-def arrivals(config: ArrivalConfig, duration_s: float, seed: int) -> Iterator[Arrival]:
-    """Task arrival times within [0, duration_s)."""
-    if config.process is ArrivalProcess.TRACE:
-        yield from read_trace(Path(config.trace or ""), config.speedup, duration_s)
-        return
-    mean_gap = 1.0 / config.rate
-    if config.process is ArrivalProcess.CONSTANT:
-        # k/rate, not a running sum of gaps: the count in [0, d) is ceil(d*rate) - 1
-        # whatever the rounding.
-        k = 1
-        while (t := k / config.rate) < duration_s:
-            yield Arrival(t)
-            k += 1
-        return
-    rng = np.random.default_rng(seed)
-    t = 0.0
-    shape = 1.0 / (config.cv**2)
-    while True:
-        if config.process is ArrivalProcess.POISSON:
-            gap = rng.exponential(mean_gap)
-        else:
-            gap = rng.gamma(shape, mean_gap / shape)
-        t += float(gap)
-        if t >= duration_s:
-            return
-        yield Arrival(t)
-
-
-class TraceError(ValueError):
-    """A trace line that cannot be used; the message names the file and line."""
-
-
-def read_trace(path: Path, speedup: float, duration_s: float) -> Iterator[Arrival]:
-    """A trace's arrivals within [0, duration_s), in time order (a trace need not be
-    sorted); raises TraceError naming the file and line of a malformed entry."""
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read: {exc.strerror}") from exc
-    entries: list[Arrival] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-            at = float(row["timestamp"]) / 1000.0 / speedup
-            agent = row.get("agent")
-            length = row.get("input_length")
-            if at < 0 or (length is not None and int(length) < 1):
-                raise ValueError("negative timestamp or input_length < 1")
-            if agent is not None and not isinstance(agent, str):
-                raise ValueError("agent must be a string")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise TraceError(f"{path}:{number}: bad trace line ({exc})") from None
-        if at < duration_s:
-            entries.append(Arrival(at, agent, int(length) if length is not None else None))
-    entries.sort(key=lambda a: a.at)
-    yield from entries
-
+from orchestrator.workload.arrivals import Arrival, ArrivalProcess, arrivals
+from orchestrator.workload.slo import SloCheck, slo_checks
+from orchestrator.workload.traces import TraceError
 
 # ---- the simulation --------------------------------------------------------------------
 
@@ -748,17 +564,6 @@ class ClusterSimulation:
             agents=agents,
             interrupted=interrupted,
         )
-
-
-def slo_checks(slo: SloConfig, summary: RunSummary) -> tuple[SloCheck, ...]:
-    """Each bound `slo` gives against the summary's percentile."""
-    bounds = (
-        ("task_ttft_p90", slo.task_ttft_p90, summary.task_ttft.p90),
-        ("task_latency_p99", slo.task_latency_p99, summary.task_latency.p99),
-        ("task_ttft_p99", slo.task_ttft_p99, summary.task_ttft.p99),
-        ("task_latency_p90", slo.task_latency_p90, summary.task_latency.p90),
-    )
-    return tuple(SloCheck(name, bound, value) for name, bound, value in bounds if bound is not None)
 
 
 def simulate(config: SimulationConfig) -> SimulationResult:

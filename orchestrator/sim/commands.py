@@ -147,13 +147,8 @@ def _prose(fmt: TableFormat) -> Console:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.report import summary_table
     from orchestrator.sim.catalog import CatalogError
-    from orchestrator.sim.cluster import (
-        ClusterSimulation,
-        SimulationResult,
-        TraceError,
-        fit_warmup,
-        load_simulation_config,
-    )
+    from orchestrator.sim.cluster import ClusterSimulation, SimulationResult
+    from orchestrator.sim.config import fit_warmup, load_simulation_config
     from orchestrator.sim.perf import SimConfigError
     from orchestrator.sim.report import (
         RunOutcome,
@@ -163,6 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_html,
         write_json,
     )
+    from orchestrator.workload.traces import TraceError
 
     errors = (ConfigError, CatalogError, SimConfigError, TraceError, ValueError)
     fmt = format_of(args)
@@ -392,7 +388,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from orchestrator.sim.catalog import CatalogError, load_catalog
-    from orchestrator.sim.cluster import WorkloadConfig
     from orchestrator.sim.perf import SimConfigError
     from orchestrator.sim.planner import (
         PlanQuery,
@@ -402,6 +397,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         parse_slo,
         plan,
     )
+    from orchestrator.workload.mix import WorkloadConfig
 
     fmt = format_of(args)
     prose = _prose(fmt)

@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from orchestrator.config import SimEngineConfig
 from orchestrator.sim.build import build_replica
 from orchestrator.sim.catalog import Catalog, CatalogError, load_catalog
-from orchestrator.sim.cluster import (
-    ArrivalConfig,
-    SimulationConfig,
-    SimulationResult,
-    SloConfig,
-    WorkloadConfig,
-    simulate,
-)
+from orchestrator.sim.cluster import SimulationResult, simulate
+from orchestrator.sim.config import SimulationConfig
 from orchestrator.sim.perf import PerfModel, SimConfigError
+from orchestrator.workload.arrivals import ArrivalConfig
+from orchestrator.workload.mix import WorkloadConfig
+from orchestrator.workload.slo import SloConfig
 
 TP_CHOICES = (1, 2, 4, 8)
 # The README's agentic SLO: the user sees the answer start within 5 s (planner, workers

@@ -28,7 +28,8 @@ import numpy.typing as npt
 import orjson
 
 from orchestrator.report import RunSummary, summary_table
-from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
+from orchestrator.workload.slo import SloCheck
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

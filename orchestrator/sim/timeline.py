@@ -40,25 +40,6 @@ class Timeline:
 
 
 @dataclass(slots=True, frozen=True)
-class SloCheck:
-    """One task-level SLO bound against the run's measured percentile."""
-
-    name: str  # the SloConfig field, e.g. "task_ttft_p90"
-    bound_s: float
-    value_s: float  # the percentile over the measured tasks
-
-    @property
-    def met(self) -> bool:
-        return self.value_s <= self.bound_s
-
-    @property
-    def label(self) -> str:
-        """'task TTFT p90' for 'task_ttft_p90'."""
-        _, what, pct = self.name.split("_")
-        return f"task {'TTFT' if what == 'ttft' else what} {pct}"
-
-
-@dataclass(slots=True, frozen=True)
 class AgentBreakdown:
     """The measured tasks of one agent program in a mixed workload."""
 

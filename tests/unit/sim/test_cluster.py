@@ -20,18 +20,11 @@ import pytest
 from orchestrator.config import ConfigError
 from orchestrator.domain import TaskResult
 from orchestrator.sim.catalog import CatalogError
-from orchestrator.sim.cluster import (
-    ArrivalConfig,
-    ArrivalProcess,
-    ClusterSimulation,
-    SimulationConfig,
-    SimulationResult,
-    TraceError,
-    arrivals,
-    load_simulation_config,
-    read_trace,
-)
+from orchestrator.sim.cluster import ClusterSimulation, SimulationResult
+from orchestrator.sim.config import SimulationConfig, load_simulation_config
 from orchestrator.sim.perf import SimConfigError
+from orchestrator.workload.arrivals import ArrivalConfig, ArrivalProcess, arrivals
+from orchestrator.workload.traces import TraceError, read_trace
 
 # plan_execute (agents/library.py): planner (64 out) -> 3 workers (48 out each) ->
 # synthesizer (64 out, the answer).

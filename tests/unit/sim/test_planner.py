@@ -16,14 +16,8 @@ import pytest
 from orchestrator.config import SimEngineConfig
 from orchestrator.sim.build import hardware
 from orchestrator.sim.catalog import CatalogError
-from orchestrator.sim.cluster import (
-    ArrivalConfig,
-    SimulationConfig,
-    SimulationResult,
-    SloConfig,
-    WorkloadConfig,
-    simulate,
-)
+from orchestrator.sim.cluster import SimulationResult, simulate
+from orchestrator.sim.config import SimulationConfig
 from orchestrator.sim.perf import PerfModel, SimConfigError
 from orchestrator.sim.planner import (
     DEFAULT_HEADROOM,
@@ -36,6 +30,9 @@ from orchestrator.sim.planner import (
     parse_slo,
     plan,
 )
+from orchestrator.workload.arrivals import ArrivalConfig
+from orchestrator.workload.mix import WorkloadConfig
+from orchestrator.workload.slo import SloConfig
 
 # ---- factories --------------------------------------------------------------------------
 

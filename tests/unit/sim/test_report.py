@@ -14,7 +14,8 @@ import pytest
 
 from orchestrator.report import Distribution, RunSummary
 from orchestrator.sim.report import MAX_POINTS, RunOutcome, span_text, write_html, write_json
-from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, SloCheck, Timeline
+from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
+from orchestrator.workload.slo import SloCheck
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLOTS = ("latency", "throughput", "kv", "queue")
