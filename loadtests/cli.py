@@ -176,8 +176,8 @@ def parse_warmup(text: str | None) -> int:
 
 def validate(args: argparse.Namespace) -> None:
     """Check everything checkable without a server; raises LoadError with one line."""
-    from loadtests.metrics import Slo
     from loadtests.workload import WorkloadError, load_workload
+    from orchestrator.workload.slo import parse_slo
 
     if args.worker:
         return  # a worker takes its orders (and its checks) from the master
@@ -190,7 +190,7 @@ def validate(args: argparse.Namespace) -> None:
         raise LoadError(f"--workload: cannot read {args.workload}: {exc.strerror}") from None
     if args.slo:
         try:
-            Slo.parse(args.slo)
+            parse_slo(args.slo)
         except ValueError as exc:
             raise LoadError(str(exc)) from None
     parse_timespan(args.run_time)

@@ -46,7 +46,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
-from loadtests.metrics import Slo, figures
+from loadtests.metrics import figures
 from loadtests.report import run_config, write_reports
 from loadtests.shapes import (
     Curve,
@@ -72,6 +72,7 @@ from loadtests.user import (
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.workload.slo import SloConfig, parse_slo
 
 _ = locust
 events: Any = locust_events  # locust's hooks are untyped
@@ -230,7 +231,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         return
     try:
         workload = load_workload(options.workload) if options.workload else default_workload()
-        slo = Slo.parse(options.slo) if options.slo else None
+        slo = parse_slo(options.slo) if options.slo else None
         if options.arrival_rate:
             parse_arrival_process(options.arrival_process, options.arrival_rate, options.arrival_cv)
         curve = curve_from_options(options.shape, options.shape_args)
@@ -327,7 +328,7 @@ def _adopt_master_options(environment: Any) -> None:
     try:
         if options.workload:
             environment.agentic_workload = load_workload(options.workload)
-        environment.agentic_slo = Slo.parse(options.slo) if options.slo else None
+        environment.agentic_slo = parse_slo(options.slo) if options.slo else None
     except (WorkloadError, ValueError) as exc:
         log.error("inflection: %s", exc)  # the master checked the same options already
         return
@@ -391,7 +392,7 @@ def run_sweep(environment: Any, plan: SweepPlan) -> None:
     """Step the total arrival rate up by `plan.factor` while each step's tasks meet the SLO;
     then record the highest rate that met it and end the run."""
     stats = agentic_stats(environment)
-    slo: Slo | None = environment.agentic_slo
+    slo: SloConfig | None = environment.agentic_slo
     # Worker reports arrive every 3 s: wait for a step's last completions to reach us.
     lag = 4.0 if isinstance(environment.runner, MasterRunner) else 0.2
     history: list[SweepStep] = []

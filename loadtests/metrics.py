@@ -61,7 +61,6 @@ line of `tasks.jsonl`, the per-task export, optionally with the task's calls).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -69,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.workload.slo import SloConfig
 
 PERCENTILES = (50, 90, 95, 99)
 LIVE_WINDOW_S = 10.0  # the trailing window of the live rates and percentiles
@@ -226,85 +226,9 @@ class TaskSample:
         )
 
 
-@dataclass(slots=True, frozen=True)
-class Slo:
-    """Task-level SLO bounds; a task meets the SLO when it meets every bound given."""
-
-    task_ttft_s: float | None = None
-    task_latency_s: float | None = None
-    call_tpot_p99_s: float | None = None  # p99 over the task's own calls
-
-    @classmethod
-    def parse(cls, text: str) -> Slo:
-        """Parse `task_ttft=5s,task_latency=30s,call_tpot_p99=100ms` (units s, ms; bare
-        numbers are seconds). Raises ValueError with a message fit for the command line."""
-        bounds: dict[str, float] = {}
-        for raw in text.split(","):
-            item = raw.strip()
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            key = key.strip()
-            if not sep:
-                raise ValueError(f"--slo: {item!r} is not name=value (e.g. task_ttft=5s)")
-            if key.endswith("_s"):
-                key = key[:-2]
-            if key not in _SLO_KEYS:
-                raise ValueError(
-                    f"--slo: unknown bound {key!r}; known: {', '.join(sorted(_SLO_KEYS))}"
-                )
-            if key in bounds:
-                raise ValueError(f"--slo: {key} given twice")
-            bounds[key] = _parse_seconds(value.strip(), key)
-        return cls(
-            task_ttft_s=bounds.get("task_ttft"),
-            task_latency_s=bounds.get("task_latency"),
-            call_tpot_p99_s=bounds.get("call_tpot_p99"),
-        )
-
-    def is_empty(self) -> bool:
-        return (
-            self.task_ttft_s is None
-            and self.task_latency_s is None
-            and (self.call_tpot_p99_s is None)
-        )
-
-    def met_by(self, sample: TaskSample) -> bool:
-        """Whether an ok task meets every bound (a failed task never does)."""
-        if not sample.ok:
-            return False
-        if self.task_ttft_s is not None and (
-            sample.task_ttft is None or sample.task_ttft > self.task_ttft_s
-        ):
-            return False
-        if self.task_latency_s is not None and sample.task_latency > self.task_latency_s:
-            return False
-        if self.call_tpot_p99_s is not None and sample.call_tpots:
-            p99 = float(np.percentile(np.asarray(sample.call_tpots), 99))
-            if p99 > self.call_tpot_p99_s:
-                return False
-        return True
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {
-            "task_ttft_s": self.task_ttft_s,
-            "task_latency_s": self.task_latency_s,
-            "call_tpot_p99_s": self.call_tpot_p99_s,
-        }
-
-
-_SLO_KEYS = frozenset({"task_ttft", "task_latency", "call_tpot_p99"})
-_DURATION = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?$")
-
-
-def _parse_seconds(value: str, key: str) -> float:
-    match = _DURATION.match(value)
-    if match is None:
-        raise ValueError(f"--slo: {key}={value!r} is not a duration (e.g. 5s, 100ms, 2.5)")
-    seconds = float(match.group(1)) * (0.001 if match.group(2) == "ms" else 1.0)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"--slo: {key} must be a positive duration, got {value!r}")
-    return seconds
+def meets_slo(slo: SloConfig, sample: TaskSample) -> bool:
+    """Whether a task meets every bound of the SLO (a failed task never does)."""
+    return sample.ok and slo.met_by_task(sample.task_ttft, sample.task_latency, sample.call_tpots)
 
 
 def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
@@ -328,7 +252,7 @@ def _pct(values: Sequence[float], p: float) -> float | None:
 
 
 def figures(
-    samples: Sequence[TaskSample], slo: Slo | None, dropped_tasks: int = 0
+    samples: Sequence[TaskSample], slo: SloConfig | None, dropped_tasks: int = 0
 ) -> dict[str, Any]:
     """The `Figures` dict of the module docstring for one set of samples."""
     ok = [s for s in samples if s.ok]
@@ -338,7 +262,7 @@ def figures(
     else:
         duration = 0.0
     rate = 1.0 / duration if duration > 0 else 0.0
-    good = sum(1 for s in ok if slo.met_by(s)) if slo is not None else len(ok)
+    good = sum(1 for s in ok if meets_slo(slo, s)) if slo is not None else len(ok)
     prompt = sum(s.prompt_tokens for s in samples)
     cached = sum(s.cached_tokens for s in samples)
     failures: dict[str, int] = {}
@@ -591,7 +515,7 @@ class AgenticStats:
         self.started_at = None
         self.warmup_s = 0.0
 
-    def snapshot(self, slo: Slo | None = None, bucket_s: float = 1.0) -> dict[str, Any]:
+    def snapshot(self, slo: SloConfig | None = None, bucket_s: float = 1.0) -> dict[str, Any]:
         """The JSON-able dict documented in the module docstring."""
         samples = self.measured()
         agents = sorted({s.agent for s in samples})

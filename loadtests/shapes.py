@@ -22,7 +22,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtests.metrics import Slo, TaskSample
+from loadtests.metrics import TaskSample, meets_slo
+from orchestrator.workload.slo import SloConfig
 
 
 def parse_shape_args(
@@ -206,12 +207,12 @@ def sweep_step(
     rate: float,
     start: float,
     end: float,
-    slo: Slo | None,
+    slo: SloConfig | None,
     dropped: int = 0,
 ) -> SweepStep:
     """Judge one step from the tasks that completed in (start, end] (unix s); dropped
     arrivals and failures count as tasks that missed the SLO."""
     judged = [s for s in samples if start < s.completed_at <= end]
-    good = sum(1 for s in judged if (slo.met_by(s) if slo is not None else s.ok))
+    good = sum(1 for s in judged if (meets_slo(slo, s) if slo is not None else s.ok))
     attempted = len(judged) + dropped
     return SweepStep(rate, good / attempted if attempted else 0.0, attempted)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Flask, Response, request
 
-from loadtests.metrics import PERCENTILES, AgenticStats, CallSample, Slo, TaskSample
+from loadtests.metrics import PERCENTILES, AgenticStats, CallSample, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, rolling
+from orchestrator.workload.slo import SloConfig
 
 TAB_KEY = "agentic"
 _View = Callable[[], Response]
@@ -76,7 +77,9 @@ _DISTS: tuple[tuple[str, str, float], ...] = (
 )
 
 
-def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None) -> None:
+def install(
+    environment: Any, slo: SloConfig | Callable[[], SloConfig | None] | None = None
+) -> None:
     """Add the Agentic tabs, `/agentic`, `/agentic/stats.json` and `/agentic/csv` to the
     web UI of `environment` (call from an `init` listener when `environment.web_ui` is set).
 
@@ -89,10 +92,10 @@ def install(environment: Any, slo: Slo | Callable[[], Slo | None] | None = None)
     options = environment.parsed_options
     base = (getattr(options, "web_base_path", None) or "").rstrip("/")
 
-    def current_slo() -> Slo | None:
+    def current_slo() -> SloConfig | None:
         if slo is None:
             given = getattr(environment, "agentic_slo", None)
-            return given if isinstance(given, Slo) else None
+            return given if isinstance(given, SloConfig) else None
         return slo() if callable(slo) else slo
 
     def current_stats() -> AgenticStats:

@@ -23,14 +23,15 @@ class Distribution:
     p90: float
     p95: float
     p99: float
+    max: float
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Distribution:
         if not values:
-            return cls(0.0, 0.0, 0.0, 0.0, 0.0)
+            return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         arr = np.asarray(values, dtype=float)
         p50, p90, p95, p99 = (float(v) for v in np.percentile(arr, PERCENTILES))
-        return cls(float(arr.mean()), p50, p90, p95, p99)
+        return cls(float(arr.mean()), p50, p90, p95, p99, float(arr.max()))
 
 
 @dataclass(slots=True, frozen=True)

@@ -394,10 +394,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         TrialDone,
         parse_mix,
         parse_prices,
-        parse_slo,
         plan,
     )
     from orchestrator.workload.mix import WorkloadConfig
+    from orchestrator.workload.slo import parse_slo
 
     fmt = format_of(args)
     prose = _prose(fmt)

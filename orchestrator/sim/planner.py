@@ -273,31 +273,6 @@ def _row(
     )
 
 
-def parse_slo(text: str) -> SloConfig:
-    """'task_ttft_p90=5s,task_latency_p99=60s' (units s or ms) -> SloConfig."""
-    fields: dict[str, float] = {}
-    known = sorted(SloConfig.model_fields)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or name not in SloConfig.model_fields:
-            raise ValueError(f"--slo: {part!r} is not NAME=VALUE with NAME one of {known}")
-        value = value.strip().lower()
-        scale = 1.0
-        if value.endswith("ms"):
-            value, scale = value[:-2], 1e-3
-        elif value.endswith("s"):
-            value = value[:-1]
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            raise ValueError(f"--slo: {part!r}: {value!r} is not a number of seconds") from None
-        if seconds <= 0:
-            raise ValueError(f"--slo: {part!r}: the bound must be positive")
-        fields[name] = seconds
-    return SloConfig(**fields)
-
-
 def parse_mix(text: str) -> dict[str, float]:
     """'plan_execute' or 'react:2,plan_execute:1' -> {agent: weight}."""
     mix: dict[str, float] = {}
@@ -333,7 +308,6 @@ __all__ = [
     "PlanRow",
     "TrialDone",
     "parse_mix",
-    "parse_slo",
     "plan",
     "recommend",
 ]

@@ -17,9 +17,10 @@ import pytest
 from rich.console import Console
 
 from loadtests import cli
-from loadtests.metrics import AgenticStats, Slo, TaskSample
+from loadtests.metrics import AgenticStats, TaskSample
 from loadtests.sweep_curve import SweepPoint
 from orchestrator.tables import TableFormat, print_table
+from orchestrator.workload.slo import SloConfig
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -153,7 +154,7 @@ def test_sweep_stops_at_the_first_broken_step() -> None:
     assert [s.offered_per_s for s in history] == [1, 2, 3]
 
 
-def snapshot(samples: list[TaskSample], slo: Slo | None = None, dropped: int = 0) -> Any:
+def snapshot(samples: list[TaskSample], slo: SloConfig | None = None, dropped: int = 0) -> Any:
     stats = AgenticStats()
     for s in samples:
         stats.add(s)
@@ -181,7 +182,7 @@ def sample(agent: str = "plan_execute", latency: float = 1.0, ok: bool = True) -
 
 
 def test_sweep_step_counts_failures_and_drops_as_misses() -> None:
-    slo = Slo(task_latency_s=2.0)
+    slo = SloConfig(task_latency=2.0)
     samples = [sample(latency=1), sample(latency=1), sample(latency=3), sample(ok=False)]
     step = cli.sweep_step_of(4.0, snapshot(samples, slo, dropped=4))
     assert step.rate == 4.0 and step.tasks == 8

@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from loadtests.metrics import AgenticStats, Slo, TaskSample
+from loadtests.metrics import AgenticStats, TaskSample
 from loadtests.report import run_config, summary_columns, write_reports
+from orchestrator.workload.slo import SloConfig
 
 
 def sample(agent: str, i: int, ok: bool = True) -> TaskSample:
@@ -44,7 +45,7 @@ def stats() -> AgenticStats:
 
 
 def test_writes_every_file_with_the_snapshot_numbers(stats: AgenticStats, tmp_path: Path) -> None:
-    snap = stats.snapshot(Slo(task_latency_s=2.5))
+    snap = stats.snapshot(SloConfig(task_latency=2.5))
     paths = write_reports(
         tmp_path / "out", snap, title="run <1>", config={"users": 4, "path": tmp_path}
     )

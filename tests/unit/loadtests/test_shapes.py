@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.metrics import Slo, TaskSample
+from loadtests.metrics import TaskSample
 from loadtests.shapes import (
     Diurnal,
     Ramp,
@@ -19,6 +19,7 @@ from loadtests.shapes import (
     sweep_step,
     ticks,
 )
+from orchestrator.workload.slo import SloConfig
 
 
 def test_ramp_ticks() -> None:
@@ -101,7 +102,7 @@ def test_sweep_step_judges_completions_in_the_window() -> None:
         )
 
     samples = [done(5, 0.1), done(11, 0.1), done(12, 9.0), done(13, 0.1, ok=False), done(25, 0.1)]
-    step = sweep_step(samples, 4.0, 10, 20, Slo(task_latency_s=1.0), dropped=1)
+    step = sweep_step(samples, 4.0, 10, 20, SloConfig(task_latency=1.0), dropped=1)
     assert step == SweepStep(rate=4.0, good_fraction=1 / 4, tasks=4)
     assert sweep_step(samples, 4.0, 10, 20, None).good_fraction == 2 / 3
     assert sweep_step([], 4.0, 10, 20, None) == SweepStep(4.0, 0.0, 0)

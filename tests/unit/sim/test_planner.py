@@ -27,12 +27,11 @@ from orchestrator.sim.planner import (
     highest_rate,
     parse_mix,
     parse_prices,
-    parse_slo,
     plan,
 )
 from orchestrator.workload.arrivals import ArrivalConfig
 from orchestrator.workload.mix import WorkloadConfig
-from orchestrator.workload.slo import SloConfig
+from orchestrator.workload.slo import SloConfig, parse_slo
 
 # ---- factories --------------------------------------------------------------------------
 
@@ -152,8 +151,8 @@ def test_parse_slo_reads_seconds_and_milliseconds() -> None:
     [
         ("latency_p99=5s", "task_latency_p99"),  # unknown name: the known ones are listed
         ("task_latency_p99", "NAME=VALUE"),
-        ("task_latency_p99=soon", "not a number"),
-        ("task_latency_p99=5min", "not a number"),
+        ("task_latency_p99=soon", "not a duration"),
+        ("task_latency_p99=5min", "not a duration"),
         ("task_latency_p99=0s", "positive"),
         ("task_latency_p99=-3s", "positive"),
     ],

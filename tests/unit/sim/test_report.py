@@ -33,10 +33,10 @@ def make_summary(**overrides: Any) -> RunSummary:
         "output_tps": 4321.5,
         "processed_tps": 98765.4,
         "prefix_hit_rate": 0.861,
-        "token_amplification": Distribution(14.2, 13.0, 20.0, 22.0, 31.5),
-        "task_ttft": Distribution(1.2345, 1.1, 2.2, 2.5, 3.7891),
-        "task_latency": Distribution(12.3456, 11.0, 20.0, 22.0, 29.8765),
-        "call_tpot": Distribution(0.031, 0.03, 0.04, 0.045, 0.0523),
+        "token_amplification": Distribution(14.2, 13.0, 20.0, 22.0, 31.5, 40.0),
+        "task_ttft": Distribution(1.2345, 1.1, 2.2, 2.5, 3.7891, 4.0),
+        "task_latency": Distribution(12.3456, 11.0, 20.0, 22.0, 29.8765, 31.0),
+        "call_tpot": Distribution(0.031, 0.03, 0.04, 0.045, 0.0523, 0.06),
     }
     fields.update(overrides)
     return RunSummary(**fields)
