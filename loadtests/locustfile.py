@@ -63,7 +63,6 @@ from loadtests.user import (
     AgentUser,
     OpenLoopUser,
     agentic_stats,
-    auth_metadata,
     grpc_target,
     open_channel,
     set_total_rate,
@@ -72,6 +71,7 @@ from loadtests.user import (
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.protocol import auth_metadata
 from orchestrator.workload.slo import SloConfig, parse_slo
 
 _ = locust

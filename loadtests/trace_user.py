@@ -51,13 +51,14 @@ from loadtests.trace import (
 )
 from loadtests.user import (
     agentic_stats,
-    auth_metadata,
     fire_sample_events,
     grpc_target,
     token_of,
 )
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.client import generate_request
+from orchestrator.protocol import auth_metadata
 
 _ = locust  # imported first for its gevent monkey-patching
 events: Any = locust_events
@@ -181,9 +182,10 @@ class TraceReplayer:
 
     def send(self, request: TraceRequest) -> TaskSample:
         """One Generate call, timed and recorded; a greenlet kill cancels the stream."""
-        message = pb.GenerateRequest(
-            prompt_token_ids=prompt_tokens(request, self.config.vocab_size),
-            sampling=pb.SamplingOptions(max_tokens=request.output_length, ignore_eos=True),
+        message = generate_request(
+            prompt_tokens(request, self.config.vocab_size),
+            max_tokens=request.output_length,
+            ignore_eos=True,
         )
         fire: Any = self.environment.events.request.fire
         sent = time.perf_counter()

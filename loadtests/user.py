@@ -33,13 +33,15 @@ from locust import User, constant, task
 
 from loadtests.arrivals import Dispatcher, parse_arrival_process
 from loadtests.metrics import AgenticStats, TaskRecorder, TaskSample
-from loadtests.workload import Mode, Workload, default_workload, input_text
+from loadtests.workload import Workload, default_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.client import sync_trailers, task_request, trailer_usage
+from orchestrator.protocol import auth_metadata
+from orchestrator.workload.mix import input_text
 
 grpc_gevent.init_gevent()
 
-USAGE_TRAILER = "inflection-usage-bin"  # partial usage of a failed task (server side)
 _IDS = re.compile(r"\b(task|call|tool)-[0-9a-f]+\b")
 _ = locust  # imported first for its gevent monkey-patching
 
@@ -77,10 +79,6 @@ def grpc_target(host: str | None) -> str:
         if host.startswith(prefix):
             host = host[len(prefix) :]
     return host.rstrip("/")
-
-
-def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
-    return (("authorization", f"Bearer {token}"),) if token else None
 
 
 def agentic_stats(environment: Any) -> AgenticStats:
@@ -124,16 +122,6 @@ def token_of(environment: Any) -> str | None:
     return token or None
 
 
-def _trailer_usage(exc: grpc.RpcError) -> pb.TaskUsage | None:
-    trailing = getattr(exc, "trailing_metadata", None)
-    for key, value in (trailing() if callable(trailing) else None) or ():
-        if key == USAGE_TRAILER:
-            usage = pb.TaskUsage()
-            usage.ParseFromString(value)
-            return usage
-    return None
-
-
 class TaskRunner:
     """Runs tasks of a workload over one channel; shared by a user's greenlets."""
 
@@ -154,19 +142,14 @@ class TaskRunner:
 
     def request(self, agent: str) -> pb.TaskRequest:
         w = self.workload
-        sampling = pb.SamplingOptions()
-        if w.max_tokens is not None:
-            sampling.max_tokens = w.max_tokens
-        request = pb.TaskRequest(
-            agent=agent,
-            input=input_text(self.rng, w.draw_input_tokens(self.rng)),
-            sampling=sampling,
-            mode=pb.MODE_LIVE if w.mode is Mode.LIVE else pb.MODE_SYNTHETIC,
+        return task_request(
+            agent,
+            input_text(self.rng, w.draw_input_tokens(self.rng)),
+            mode=w.mode,
+            max_tokens=w.max_tokens,
             step_max_tokens=w.step_max_tokens,
+            deadline_s=w.deadline_s,
         )
-        if w.deadline_s is not None:
-            request.deadline_ms = max(1, round(w.deadline_s * 1000))
-        return request
 
     def run_one(self, agent: str | None = None) -> TaskSample:
         """Run one task to its end, firing the Locust events; a greenlet kill cancels the
@@ -188,7 +171,7 @@ class TaskRunner:
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()
             status = code.name
-            usage = _trailer_usage(exc)
+            usage = trailer_usage(sync_trailers(exc))
             # Ids vary per task; without them Locust groups failures by cause.
             error = _IDS.sub(r"\1-*", exc.details() or "")
         finally:

@@ -14,46 +14,19 @@ Pure apart from reading the file: no locust or grpc import.
 
 from __future__ import annotations
 
-import math
 import random
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from orchestrator.domain import Mode
+from orchestrator.workload.mix import InputLength, choose_agent
+
 
 class WorkloadError(ValueError):
     """A workload file that cannot be used; the message is one line naming file and field."""
-
-
-class Mode(StrEnum):
-    SYNTHETIC = "synthetic"
-    LIVE = "live"
-
-
-class InputLength(BaseModel):
-    """Lognormal input length with the given mean (tokens) and log-space sigma."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mean: float = Field(gt=0, description="Mean input length, tokens.")
-    sigma: float = Field(default=0.0, ge=0, le=3, description="Sigma of log(length).")
-    min: int = Field(default=1, ge=1, description="Lower clip, tokens.")
-    max: int = Field(default=32_768, ge=1, description="Upper clip, tokens.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> InputLength:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is above max ({self.max})")
-        return self
-
-    def draw(self, rng: random.Random) -> int:
-        # mu chosen so the lognormal's mean is `mean`, not its median.
-        mu = math.log(self.mean) - self.sigma**2 / 2
-        value = round(rng.lognormvariate(mu, self.sigma)) if self.sigma else round(self.mean)
-        return max(self.min, min(self.max, value))
 
 
 class ThinkTime(BaseModel):
@@ -100,8 +73,7 @@ class Workload(BaseModel):
             )
 
     def choose_agent(self, rng: random.Random) -> str:
-        names = list(self.agents)
-        return rng.choices(names, weights=[self.agents[n] for n in names])[0]
+        return choose_agent(self.agents, rng)
 
     def draw_input_tokens(self, rng: random.Random) -> int:
         if isinstance(self.input_tokens, int):
@@ -110,17 +82,6 @@ class Workload(BaseModel):
 
     def draw_think_time(self, rng: random.Random) -> float:
         return rng.uniform(self.think_time_s.min, self.think_time_s.max)
-
-
-# Words the orchestrator's tokenizers encode as one token each (the same scheme as
-# orchestrator.sim.cluster), so an input of n words is n tokens.
-_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-_WORDS = [f" {a}{b}{c}" for a in _SYLLABLES[:8] for b in _SYLLABLES for c in "ny"]
-
-
-def input_text(rng: random.Random, tokens: int) -> str:
-    """A user input of `tokens` one-token words."""
-    return "".join(rng.choice(_WORDS) for _ in range(tokens)).lstrip()
 
 
 def load_workload(path: str | Path) -> Workload:

@@ -50,6 +50,7 @@ from orchestrator.domain import (
     TaskResult,
     TaskUsage,
 )
+from orchestrator.protocol import RETRY_AFTER_TRAILER, USAGE_TRAILER, auth_metadata
 
 __all__ = [
     "AgentInfo",
@@ -79,9 +80,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
 ]
-
-_USAGE_TRAILER = "inflection-usage-bin"
-_RETRY_AFTER_TRAILER = "retry-after-ms"
 
 
 class InflectionError(Exception):
@@ -138,22 +136,32 @@ _ERRORS: dict[grpc.StatusCode, type[InflectionError]] = {
 }
 
 
-def _error(exc: grpc.RpcError, trailers: Any = None) -> InflectionError:
-    code: grpc.StatusCode = exc.code()
-    details: str = exc.details() or ""
-    usage = None
-    retry_after_s = None
+def trailer_usage(trailers: Any) -> pb.TaskUsage | None:
+    """The partial usage a failed task's trailers carry (USAGE_TRAILER), if any."""
     for key, value in trailers or ():
-        if key == _USAGE_TRAILER:
+        if key == USAGE_TRAILER:
             message = pb.TaskUsage()
             message.ParseFromString(value)
-            usage = task_usage_from_pb(message)
-        elif key == _RETRY_AFTER_TRAILER:
+            return message
+    return None
+
+
+def rpc_error(exc: grpc.RpcError, trailers: Any = None) -> InflectionError:
+    """The InflectionError (subclass per status) of a failed call, with the partial usage
+    and retry-after its trailers carry."""
+    code: grpc.StatusCode = exc.code()
+    details: str = exc.details() or ""
+    message = trailer_usage(trailers)
+    usage = task_usage_from_pb(message) if message is not None else None
+    retry_after_s = None
+    for key, value in trailers or ():
+        if key == RETRY_AFTER_TRAILER:
             retry_after_s = int(value) / 1000.0
     return _ERRORS.get(code, InflectionError)(code, details, usage, retry_after_s)
 
 
-def _sync_trailers(exc: grpc.RpcError) -> Any:
+def sync_trailers(exc: grpc.RpcError) -> Any:
+    """The trailing metadata of a synchronous call's error (None when it has none)."""
     trailing = getattr(exc, "trailing_metadata", None)
     return trailing() if callable(trailing) else None
 
@@ -223,17 +231,13 @@ def generate_request(
     return request
 
 
-def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
-    return (("authorization", f"Bearer {token}"),) if token else None
-
-
 class Client:
     """Synchronous client. Task keyword arguments are those of `task_request`."""
 
     def __init__(self, target: str, *, token: str | None = None, timeout: float | None = None):
         self._channel = grpc.insecure_channel(target)
         self._stub: Any = pb_grpc.OrchestratorStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata = _metadata(token)
+        self._metadata = auth_metadata(token)
         self._timeout = timeout  # gRPC deadline for every call, seconds
 
     def close(self) -> None:
@@ -257,7 +261,7 @@ class Client:
             for message in call:
                 yield event_from_pb(message)
         except grpc.RpcError as exc:
-            raise _error(exc, _sync_trailers(exc)) from None
+            raise rpc_error(exc, sync_trailers(exc)) from None
         finally:
             call.cancel()
 
@@ -270,7 +274,7 @@ class Client:
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise _error(exc, _sync_trailers(exc)) from None
+            raise rpc_error(exc, sync_trailers(exc)) from None
         return task_result_from_pb(reply)
 
     def generate(self, prompt: str | list[int], **options: Any) -> Iterator[GenerateOutput]:
@@ -282,7 +286,7 @@ class Client:
             for message in call:
                 yield generate_output_from_pb(message)
         except grpc.RpcError as exc:
-            raise _error(exc, _sync_trailers(exc)) from None
+            raise rpc_error(exc, sync_trailers(exc)) from None
         finally:
             call.cancel()
 
@@ -292,7 +296,7 @@ class Client:
                 pb.ListAgentsRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc) from None
         return [agent_from_pb(a) for a in reply.agents]
 
     def cluster_status(self) -> ClusterStatus:
@@ -301,7 +305,7 @@ class Client:
                 pb.GetClusterStatusRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc) from None
         return cluster_from_pb(reply)
 
 
@@ -312,7 +316,7 @@ class AsyncClient:
     def __init__(self, target: str, *, token: str | None = None, timeout: float | None = None):
         self._channel = grpc.aio.insecure_channel(target)
         self._stub: Any = pb_grpc.OrchestratorStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata = _metadata(token)
+        self._metadata = auth_metadata(token)
         self._timeout = timeout
 
     async def close(self) -> None:
@@ -339,7 +343,7 @@ class AsyncClient:
             async for message in call:
                 yield event_from_pb(message)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc, exc.trailing_metadata()) from None
+            raise rpc_error(exc, exc.trailing_metadata()) from None
         finally:
             call.cancel()
 
@@ -351,7 +355,7 @@ class AsyncClient:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc, exc.trailing_metadata()) from None
+            raise rpc_error(exc, exc.trailing_metadata()) from None
         return task_result_from_pb(reply)
 
     async def generate(
@@ -364,7 +368,7 @@ class AsyncClient:
             async for message in call:
                 yield generate_output_from_pb(message)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc, exc.trailing_metadata()) from None
+            raise rpc_error(exc, exc.trailing_metadata()) from None
         finally:
             call.cancel()
 
@@ -374,7 +378,7 @@ class AsyncClient:
                 pb.ListAgentsRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc) from None
         return [agent_from_pb(a) for a in reply.agents]
 
     async def cluster_status(self) -> ClusterStatus:
@@ -383,5 +387,5 @@ class AsyncClient:
                 pb.GetClusterStatusRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc) from None
         return cluster_from_pb(reply)

@@ -37,16 +37,13 @@ from orchestrator.domain import (
 )
 from orchestrator.executor.driver import TaskFailed
 from orchestrator.executor.executor import Executor
+from orchestrator.protocol import RETRY_AFTER_TRAILER, USAGE_TRAILER
 
 log = logging.getLogger(__name__)
 
-# Trailing metadata key carrying a failed task's partial usage (a serialized TaskUsage).
-USAGE_TRAILER = "inflection-usage-bin"
 # A task ends this long (or 10% of the time left, if less) before its RPC's gRPC
 # deadline, so that the status and the usage trailer still reach the client.
 RPC_DEADLINE_MARGIN_S = 0.05
-# RESOURCE_EXHAUSTED: milliseconds after which a retry is likely to be admitted.
-RETRY_AFTER_TRAILER = "retry-after-ms"
 # Longest status message sent: client values in it are already cut to 80 characters;
 # this bounds the rest, as a client refuses trailers over 8 KiB (and reports
 # RESOURCE_EXHAUSTED in place of the real status).

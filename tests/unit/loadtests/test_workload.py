@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.workload import WorkloadError, input_text, load_workload
+from loadtests.workload import WorkloadError, load_workload
+from orchestrator.workload.mix import input_text
 
 EXAMPLES = Path(__file__).parents[3] / "loadtests" / "examples"
 
