@@ -68,9 +68,9 @@ from typing import Any
 import numpy as np
 
 from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.report import PERCENTILES, Distribution
 from orchestrator.workload.slo import SloConfig
 
-PERCENTILES = (50, 90, 95, 99)
 LIVE_WINDOW_S = 10.0  # the trailing window of the live rates and percentiles
 
 # The wire form of one sample: the TaskSample fields in declaration order, tpots as a list;
@@ -232,19 +232,20 @@ def meets_slo(slo: SloConfig, sample: TaskSample) -> bool:
 
 
 def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
-    """count, mean and p50/p90/p95/p99 (numpy's linear interpolation); None when empty."""
-    array = np.fromiter(values, dtype=float)
-    out: dict[str, float | int | None] = {"count": int(array.size)}
-    if array.size == 0:
-        out["mean"] = None
-        out.update({f"p{p}": None for p in PERCENTILES})
-        return out
-    # fsum is exactly rounded, so the mean does not depend on the order samples arrived in
-    # (merged workers must equal one process seeing every task, bit for bit).
-    out["mean"] = math.fsum(array.tolist()) / array.size
-    for p, v in zip(PERCENTILES, np.percentile(array, PERCENTILES), strict=True):
-        out[f"p{p}"] = float(v)
-    return out
+    """count, mean and p50/p90/p95/p99 (orchestrator.report.Distribution: numpy's linear
+    interpolation, an exactly rounded mean); None when empty."""
+    array = list(values)
+    if not array:
+        return {"count": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}}
+    d = Distribution.of(array)
+    return {
+        "count": len(array),
+        "mean": d.mean,
+        "p50": d.p50,
+        "p90": d.p90,
+        "p95": d.p95,
+        "p99": d.p99,
+    }
 
 
 def _pct(values: Sequence[float], p: float) -> float | None:

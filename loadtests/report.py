@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from loadtests.metrics import PERCENTILES, TaskSample
+from loadtests.metrics import TaskSample
 from loadtests.series import STEP_S, WINDOW_S, RollingPoint, from_buckets, rolling
+from orchestrator.report import PERCENTILES
 from orchestrator.sim.report import _CSS, _figure, _json_default, _no_data, _svg
 
 if TYPE_CHECKING:

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Flask, Response, request
 
-from loadtests.metrics import PERCENTILES, AgenticStats, CallSample, TaskSample
+from loadtests.metrics import AgenticStats, CallSample, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, rolling
+from orchestrator.report import PERCENTILES
 from orchestrator.workload.slo import SloConfig
 
 TAB_KEY = "agentic"

@@ -1,11 +1,15 @@
 """Run-level aggregates (METRICS.md "Aggregates over a run") and their table.
 
-Pure functions over finished `TaskResult`s, shared by `inflection run`, the benchmarks
-and, later, the load generator's reports.
+Pure functions over finished `TaskResult`s, shared by `inflection run`, the simulator and
+the benchmarks; the load generator's figures (`loadtests.metrics.figures`) take their
+distributions from `Distribution.of` too, so a percentile or mean means one thing
+everywhere. Task TTFT percentiles are over the tasks whose answer reached the client (a
+task with no answer token has no TTFT: it is left out, not counted as 0).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +35,10 @@ class Distribution:
             return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         arr = np.asarray(values, dtype=float)
         p50, p90, p95, p99 = (float(v) for v in np.percentile(arr, PERCENTILES))
-        return cls(float(arr.mean()), p50, p90, p95, p99, float(arr.max()))
+        # fsum is exactly rounded: the mean does not depend on the order values came in
+        # (merged load-generator workers equal one process seeing every task, bit for bit).
+        mean = math.fsum(arr.tolist()) / arr.size
+        return cls(mean, p50, p90, p95, p99, float(arr.max()))
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,7 +73,9 @@ def summarize(results: Sequence[TaskResult], duration_s: float, failed: int = 0)
         processed_tps=(prompt + output) / span,
         prefix_hit_rate=cached / prompt if prompt else 0.0,
         token_amplification=Distribution.of([r.usage.token_amplification for r in results]),
-        task_ttft=Distribution.of([r.usage.task_ttft for r in results]),
+        task_ttft=Distribution.of(
+            [r.usage.task_ttft for r in results if r.usage.final_output_tokens > 0]
+        ),
         task_latency=Distribution.of([r.usage.task_latency for r in results]),
         call_tpot=Distribution.of([c.timings.tpot for c in calls if c.timings.tpot is not None]),
     )
