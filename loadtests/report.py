@@ -8,8 +8,9 @@
     summary.csv        one row per agent plus an "(all)" row, distributions flattened
     timeseries.csv     the snapshot's per-second buckets
 
-The plotting and JSON helpers are `orchestrator.sim.report`'s, so both reports look and
-serialize alike; matplotlib is imported only when the HTML is written.
+The page style, plotting and JSON helpers are `orchestrator.reporting`'s (as the
+simulator's report's are), so both reports look and serialize alike; matplotlib is
+imported only when the HTML is written.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import orjson
 from loadtests.metrics import TaskSample
 from loadtests.series import STEP_S, WINDOW_S, RollingPoint, from_buckets, rolling
 from orchestrator.report import PERCENTILES
-from orchestrator.sim.report import _CSS, _figure, _json_default, _no_data, _svg
+from orchestrator.reporting import CSS, json_default, new_figure, no_data, svg
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -112,7 +113,7 @@ def _lenient_default(value: Any) -> Any:
     # Locust's parsed options hold a few objects (classes, file handles) with no JSON
     # form; the report keeps their text instead of failing the run's last step.
     try:
-        return _json_default(value)
+        return json_default(value)
     except TypeError:
         return str(value)
 
@@ -197,14 +198,14 @@ def report_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_CSS}\n{_WIDE_TABLES}</style></head><body>",
+        f"<title>{esc(title)}</title><style>{CSS}\n{_WIDE_TABLES}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         "<h2>Summary</h2>",
         _table(snapshot),
     ]
     for key, caption, fig in plots:
         parts.append(
-            f'<figure class="plot" id="plot-{key}">{_svg(fig, key)}'
+            f'<figure class="plot" id="plot-{key}">{svg(fig, key)}'
             f"<figcaption>{esc(caption)}.</figcaption></figure>"
         )
     parts += ["<h2>Configuration</h2>", f"<pre>{esc(_dumps(dict(config)).decode())}</pre>"]
@@ -283,10 +284,10 @@ def _values(points: Sequence[RollingPoint], key: str, scale: float = 1.0) -> lis
 
 
 def _throughput(points: Sequence[RollingPoint]) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.set_xlabel("run time (s)")
     if not points:
-        _no_data(ax, "completed tasks")
+        no_data(ax, "completed tasks")
         return fig
     t = [p.elapsed_s for p in points]
     ax.plot(t, _values(points, "tasks_per_s"), label="tasks/s (ok)", color="C0")
@@ -303,10 +304,10 @@ def _throughput(points: Sequence[RollingPoint]) -> Figure:
 
 
 def _latency(points: Sequence[RollingPoint]) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.set_xlabel("run time (s)")
     if not points:
-        _no_data(ax, "completed tasks")
+        no_data(ax, "completed tasks")
         return fig
     t = [p.elapsed_s for p in points]
     for key, label, colour, style in (
@@ -323,7 +324,7 @@ def _latency(points: Sequence[RollingPoint]) -> Figure:
 
 
 def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | None) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     agents = [a["agent"] for a in snapshot["per_agent"]]
     if samples is not None:
         values = {
@@ -331,7 +332,7 @@ def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | 
         }
         values = {a: v for a, v in values.items() if v}
         if not values:
-            _no_data(ax, "completed tasks")
+            no_data(ax, "completed tasks")
             return fig
         upper = max(max(v) for v in values.values())
         lower = min(min(v) for v in values.values())
@@ -346,7 +347,7 @@ def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | 
     dists = [(a["agent"], a["token_amplification"]) for a in snapshot["per_agent"]]
     dists = [(a, d) for a, d in dists if d.get("count")]
     if not dists:
-        _no_data(ax, "completed tasks")
+        no_data(ax, "completed tasks")
         return fig
     for y, (_agent, d) in enumerate(dists):
         ax.plot([d["p50"], d["p99"]], [y, y], color="C0")
@@ -408,7 +409,7 @@ def sweep_section(points: Sequence[SweepPoint], *, slo: str) -> str:
         [
             '<section id="sweep"><h2>Rate sweep</h2>',
             f"<p>SLO: <code>{esc(slo)}</code>. Result: {esc(verdict(points).line(slo))}.</p>",
-            f'<figure class="plot" id="plot-sweep">{_svg(_sweep_figure(points), "sweep")}'
+            f'<figure class="plot" id="plot-sweep">{svg(_sweep_figure(points), "sweep")}'
             f"<figcaption>{esc(caption)}.</figcaption></figure>",
             *rows,
             "</section>",
@@ -478,7 +479,7 @@ def write_sweep_report(
                 "<!DOCTYPE html>",
                 '<html lang="en"><head><meta charset="utf-8">',
                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                f"<title>{esc(title)}</title><style>{_CSS}\n{_WIDE_TABLES}</style></head><body>",
+                f"<title>{esc(title)}</title><style>{CSS}\n{_WIDE_TABLES}</style></head><body>",
                 f"<h1>{esc(title)}</h1>",
                 sweep_section(points, slo=slo),
                 "<h2>Configuration</h2>",

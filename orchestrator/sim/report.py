@@ -14,8 +14,6 @@ and must stay quick to import.
 from __future__ import annotations
 
 import html
-import io
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -28,6 +26,7 @@ import numpy.typing as npt
 import orjson
 
 from orchestrator.report import RunSummary, summary_table
+from orchestrator.reporting import CSS, json_default, new_figure, no_data, svg
 from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
 from orchestrator.workload.slo import SloCheck
 
@@ -155,24 +154,7 @@ def write_json(
 
 def _dumps(value: Any, *, indent: bool) -> bytes:
     option = _JSON_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0)
-    return orjson.dumps(value, default=_json_default, option=option)
-
-
-def _json_default(value: Any) -> Any:
-    """Types a config may hold that orjson does not serialize itself."""
-    from pydantic import BaseModel
-
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):  # MappingProxyType, frozen dicts
-        return dict(value)
-    if isinstance(value, PathLike):
-        return str(Path(value))
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to the report")
+    return orjson.dumps(value, default=json_default, option=option)
 
 
 def _write(path: ReportPath, data: bytes) -> None:
@@ -199,17 +181,17 @@ def write_html(
     warmup = outcome.warmup_s if outcome is not None else 0.0
     binned = _bin(timeline, warmup)
     plots = [
-        ("latency", "Task latency and task TTFT", _svg(_latency_figure(binned), "latency")),
-        ("throughput", "Throughput", _svg(_throughput_figure(binned), "throughput")),
-        ("kv", "KV cache usage per replica", _svg(_kv_figure(binned), "kv")),
-        ("queue", "Queue depth per replica", _svg(_queue_figure(binned), "queue")),
+        ("latency", "Task latency and task TTFT", svg(_latency_figure(binned), "latency")),
+        ("throughput", "Throughput", svg(_throughput_figure(binned), "throughput")),
+        ("kv", "KV cache usage per replica", svg(_kv_figure(binned), "kv")),
+        ("queue", "Queue depth per replica", svg(_queue_figure(binned), "queue")),
     ]
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="sub">{esc(_subtitle(summary, timeline, outcome))}</p>',
     ]
@@ -229,9 +211,9 @@ def write_html(
     if outcome is not None and outcome.agents:
         parts += ["<h2>Per agent</h2>", _table_html(agent_table(outcome.agents))]
     parts.append("<h2>Over simulated time</h2>")
-    for key, caption, svg in plots:
+    for key, caption, drawn in plots:
         parts.append(
-            f'<figure class="plot" id="plot-{key}">{svg}'
+            f'<figure class="plot" id="plot-{key}">{drawn}'
             f"<figcaption>{esc(caption)}. {esc(_binning_note(binned, key))}</figcaption></figure>"
         )
     parts += ["<h2>Configuration</h2>", f"<pre>{esc(_dumps(config, indent=True).decode())}</pre>"]
@@ -239,26 +221,6 @@ def write_html(
         parts += ["<h2>Details</h2>", f"<pre>{esc(_dumps(extra, indent=True).decode())}</pre>"]
     parts.append("</body></html>\n")
     _write(path, "\n".join(parts).encode())
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;padding:0 1rem;color:#1b1f24;line-height:1.4}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
-.sub{color:#57606a;margin-top:0}
-table.summary{border-collapse:collapse;font-variant-numeric:tabular-nums}
-table.summary th,table.summary td{padding:.25rem .8rem;border-bottom:1px solid #eaeef2}
-table.summary th{text-align:left;background:#f6f8fa}
-table.summary td.num,table.summary th.num{text-align:right}
-figure.plot{margin:1rem 0}figure.plot svg{width:100%;height:auto;display:block}
-figcaption{color:#57606a;font-size:.9rem}
-.verdict{font-size:1.1rem;font-weight:600;padding:.6rem .8rem;border-radius:6px;
-background:#f6f8fa;border-left:6px solid #8c959f}
-.verdict.met{background:#dafbe1;border-color:#1a7f37}
-.verdict.missed{background:#ffebe9;border-color:#cf222e}
-pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}
-""".strip()
 
 
 def _table_html(table: object) -> str:
@@ -396,24 +358,6 @@ def _bin(timeline: Timeline, warmup_s: float = 0.0) -> _Binned:
 # --------------------------------------------------------------------- figures
 
 
-def _figure() -> tuple[Figure, Axes]:
-    from matplotlib.figure import Figure
-
-    # A bare Figure, not pyplot: no global state, no GUI backend, safe in threads.
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_xlabel("simulated time (s)")
-    ax.grid(True, color="#e5e5e5", linewidth=0.6)
-    ax.set_axisbelow(True)
-    return fig, ax
-
-
-def _no_data(ax: Axes, what: str) -> None:
-    ax.text(
-        0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes, color="#777777"
-    )
-
-
 def _shade_warmup(ax: Axes, b: _Binned) -> None:
     if b.warmup_s > 0 and len(b.t_mid):
         ax.axvspan(
@@ -427,7 +371,7 @@ def _marker(points: int) -> str:
 
 
 def _latency_figure(b: _Binned) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.set_title(
         "Task latency and task TTFT (percentiles of tasks finishing in each interval)",
         fontsize="medium",
@@ -461,15 +405,15 @@ def _latency_figure(b: _Binned) -> Figure:
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     else:
-        _no_data(ax, "tasks finished")
+        no_data(ax, "tasks finished")
     return fig
 
 
 def _throughput_figure(b: _Binned) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.set_title("Throughput", fontsize="medium", loc="left")
     if len(b.t_mid) == 0:
-        _no_data(ax, "samples")
+        no_data(ax, "samples")
         ax.set_ylabel("output tokens/s")
         return fig
     marker = _marker(len(b.t_mid))
@@ -509,7 +453,7 @@ def _throughput_figure(b: _Binned) -> Figure:
 
 
 def _kv_figure(b: _Binned) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     _replica_lines(ax, b, b.kv_usage * 100.0, "KV cache blocks in use", "% of KV blocks", "{:.0f}%")
     if len(b.t_end):
         ax.set_ylim(0, 101)  # a full cache is not hidden under the frame
@@ -517,7 +461,7 @@ def _kv_figure(b: _Binned) -> Figure:
 
 
 def _queue_figure(b: _Binned) -> Figure:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     _replica_lines(
         ax, b, b.queue_depth, "Calls waiting in each replica's scheduler", "queued calls", "{:.1f}"
     )
@@ -533,7 +477,7 @@ def _replica_lines(ax: Axes, b: _Binned, values: Floats, title: str, unit: str, 
     replicas = len(b.replicas)
     if values.shape[0] == 0 or replicas == 0:
         ax.set_title(title, fontsize="medium", loc="left")
-        _no_data(ax, "samples")
+        no_data(ax, "samples")
         return
     marker = _marker(values.shape[0])
     _shade_warmup(ax, b)
@@ -592,28 +536,3 @@ def _replica_lines(ax: Axes, b: _Binned, values: Floats, title: str, unit: str, 
         title=legend_title,
         title_fontsize="small",
     )
-
-
-# ------------------------------------------------------------------------- SVG
-
-_ID = re.compile(r'\bid="([^"]+)"')
-_URL_REF = re.compile(r"url\(#([^)]+)\)")
-_HREF_REF = re.compile(r'((?:xlink:)?href)="#([^"]+)"')
-
-
-def _svg(fig: Figure, key: str) -> str:
-    """The figure as an inline <svg> element: no XML prolog, DOCTYPE or RDF metadata
-    (they carry external URIs), text as text, and ids prefixed so that the four plots
-    can share one HTML document without id clashes."""
-    import matplotlib
-
-    buffer = io.BytesIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "inflection"}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue().decode()
-    text = text[text.index("<svg") :]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = _ID.sub(lambda m: f'id="{key}-{m.group(1)}"', text)
-    text = _URL_REF.sub(lambda m: f"url(#{key}-{m.group(1)})", text)
-    text = _HREF_REF.sub(lambda m: f'{m.group(1)}="#{key}-{m.group(2)}"', text)
-    return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(key)} plot" ', 1)
