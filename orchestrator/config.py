@@ -314,6 +314,18 @@ class RoutingConfig(_Strict):
         )
 
 
+EngineConfigT = TypeVar("EngineConfigT", VllmEngineConfig, SimEngineConfig)
+
+
+def engine_for_routing(routing: RoutingConfig, engine: EngineConfigT) -> EngineConfigT:
+    """An engine's config as the routing needs it: program-aware priority turns on the
+    engine's priority scheduling (vLLM refuses a priority without it). The live
+    deployment and the fast-forward simulator both take their engines through here."""
+    if routing.priority is not PriorityPolicy.PROGRAM_AWARE:
+        return engine
+    return engine.model_copy(update={"scheduling_policy": SchedulingPolicy.PRIORITY})
+
+
 class AdmissionConfig(_Strict):
     """Back-pressure when the replicas are saturated (README "Admission control")."""
 

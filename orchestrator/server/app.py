@@ -36,14 +36,14 @@ from orchestrator.config import (
     LimitsConfig,
     RayConfig,
     ReplicasConfig,
-    SchedulingPolicy,
     ServerConfig,
     SimEngineConfig,
+    engine_for_routing,
 )
 from orchestrator.executor.executor import Executor, Tokenizer
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
-from orchestrator.routing import PriorityPolicy, make_router
+from orchestrator.routing import make_router
 from orchestrator.server.auth import BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
 from orchestrator.server.servicer import OrchestratorServicer
@@ -296,13 +296,10 @@ def engines_for(config: DeploymentConfig) -> ReplicasConfig:
     """The replicas' config as the engines need it: program-aware priority turns on the
     engines' priority scheduling (vLLM refuses a priority without it)."""
     replicas = config.replicas
-    if config.routing.priority is not PriorityPolicy.PROGRAM_AWARE:
-        return replicas
-    policy = {"scheduling_policy": SchedulingPolicy.PRIORITY}
     return replicas.model_copy(
         update={
-            "engine": replicas.engine.model_copy(update=policy),
-            "sim": replicas.sim.model_copy(update=policy),
+            "engine": engine_for_routing(config.routing, replicas.engine),
+            "sim": engine_for_routing(config.routing, replicas.sim),
         }
     )
 
