@@ -1,4 +1,5 @@
-"""`TraceUser`: replay a Mooncake trace (loadtests.trace) open loop with the `Generate` RPC.
+"""`TraceUser`: replay a Mooncake trace (orchestrator.workload.traces) open loop with
+the `Generate` RPC.
 
     locust -f loadtests/locustfile.py --headless -u 1 -t 2m --host 127.0.0.1:50051 \\
         --trace loadtests/data/sample_trace.jsonl --trace-speedup 4
@@ -41,14 +42,6 @@ from locust import events as locust_events
 from locust.runners import WorkerRunner
 
 from loadtests.metrics import TaskSample
-from loadtests.trace import (
-    DEFAULT_VOCAB,
-    TraceError,
-    TraceRequest,
-    arrival_offsets,
-    load_trace,
-    prompt_tokens,
-)
 from loadtests.user import (
     agentic_stats,
     fire_sample_events,
@@ -59,6 +52,14 @@ from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.client import generate_request
 from orchestrator.protocol import auth_metadata
+from orchestrator.workload.traces import (
+    DEFAULT_VOCAB,
+    TraceError,
+    TraceRequest,
+    arrival_offsets,
+    load_mooncake_trace,
+    prompt_tokens,
+)
 
 _ = locust  # imported first for its gevent monkey-patching
 events: Any = locust_events
@@ -117,7 +118,7 @@ def install(environment: Any) -> TraceConfig | None:
     if not path:
         return None
     config = TraceConfig(
-        load_trace(path),
+        load_mooncake_trace(path),
         float(getattr(options, "trace_speedup", 1.0)),
         int(getattr(options, "trace_vocab", DEFAULT_VOCAB)),
         int(getattr(options, "trace_max_outstanding", 1000)),

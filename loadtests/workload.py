@@ -107,3 +107,9 @@ def load_workload(path: str | Path) -> Workload:
 def default_workload() -> Workload:
     """Used when no --workload is given: the plan_execute agent alone."""
     return Workload(agents={"plan_execute": 1.0})
+
+
+def sample_trace_path() -> Path:
+    """The small generated Mooncake trace shipped with the package (loadtests/data), for
+    `--trace` (orchestrator.workload.traces)."""
+    return Path(__file__).resolve().parent / "data" / "sample_trace.jsonl"

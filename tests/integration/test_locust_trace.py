@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.trace import load_trace, sample_trace_path
+from loadtests.workload import sample_trace_path
+from orchestrator.workload.traces import load_mooncake_trace
 from tests.integration.test_locust import run_locust, serve
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> object:
 
 
 def test_sample_trace_replays_with_prefix_hits(orchestrator: str, tmp_path: Path) -> None:
-    requests = load_trace(sample_trace_path())
+    requests = load_mooncake_trace(sample_trace_path())
     prefix = tmp_path / "run"
     done = run_locust(
         *("-f", LOCUSTFILE, "-u", "2", "-r", "2", "-t", "25s"),

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.trace import (
-    BLOCK_TOKENS,
+from loadtests.workload import sample_trace_path
+from orchestrator.workload.traces import (
+    MOONCAKE_BLOCK_TOKENS,
     TraceError,
     TraceRequest,
     arrival_offsets,
-    load_trace,
+    load_mooncake_trace,
     parse_lines,
     prompt_tokens,
-    sample_trace_path,
     shared_prefix_tokens,
 )
 
@@ -57,20 +57,20 @@ def test_shared_hash_ids_share_exactly_those_blocks(shared_blocks: int) -> None:
     a = request((*common, 7, 8), 4 * 512 + 100, number=1)
     b = request((*common, 9), 3 * 512 + 300, number=2)
     pa, pb = prompt_tokens(a), prompt_tokens(b)
-    assert common_prefix(pa, pb) == shared_blocks * BLOCK_TOKENS
-    assert shared_prefix_tokens(a, b) == shared_blocks * BLOCK_TOKENS
+    assert common_prefix(pa, pb) == shared_blocks * MOONCAKE_BLOCK_TOKENS
+    assert shared_prefix_tokens(a, b) == shared_blocks * MOONCAKE_BLOCK_TOKENS
 
 
 def test_prompts_are_exactly_input_length_and_deterministic() -> None:
     for length in (1, 511, 512, 513, 1500, 2048):
-        blocks = tuple(range(-(-length // BLOCK_TOKENS)))
+        blocks = tuple(range(-(-length // MOONCAKE_BLOCK_TOKENS)))
         tokens = prompt_tokens(request(blocks, length))
         assert len(tokens) == length
         assert tokens == prompt_tokens(request(blocks, length))
     # Fewer blocks than the length needs: padded with tokens of the line's own.
     short_a = prompt_tokens(request((5,), 1000, number=1))
     short_b = prompt_tokens(request((5,), 1000, number=2))
-    assert len(short_a) == 1000 and common_prefix(short_a, short_b) == BLOCK_TOKENS
+    assert len(short_a) == 1000 and common_prefix(short_a, short_b) == MOONCAKE_BLOCK_TOKENS
 
 
 def test_tokens_stay_inside_the_vocabulary() -> None:
@@ -111,7 +111,7 @@ def test_bad_lines_are_all_reported_with_their_numbers(tmp_path: Path) -> None:
     ]
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(TraceError) as info:
-        load_trace(path)
+        load_mooncake_trace(path)
     message = str(info.value)
     assert message.startswith(f"{path}: 7 malformed lines: line 2: not JSON")
     assert "line 4: input_length: expected a positive integer, got 0" in message
@@ -124,15 +124,15 @@ def test_bad_lines_are_all_reported_with_their_numbers(tmp_path: Path) -> None:
 
 def test_unreadable_and_empty_traces(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="cannot read the trace"):
-        load_trace(tmp_path / "missing.jsonl")
+        load_mooncake_trace(tmp_path / "missing.jsonl")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     with pytest.raises(TraceError, match="no requests"):
-        load_trace(empty)
+        load_mooncake_trace(empty)
 
 
 def test_the_sample_trace_has_shared_prefixes() -> None:
-    requests = load_trace(sample_trace_path())
+    requests = load_mooncake_trace(sample_trace_path())
     assert len(requests) == 200
     assert 55 <= requests[-1].timestamp_s <= 60
     assert all(r.input_length + r.output_length < 16384 for r in requests)
