@@ -1,10 +1,11 @@
 """Open-loop load: tasks arrive by a Poisson or gamma process at a set rate, whether or
 not earlier tasks have completed.
 
-`ArrivalProcess` is pure (gaps from a seeded RNG). `Dispatcher` is the greenlet that
-starts one task greenlet per arrival, bounded by `max_outstanding`: an arrival that finds
-the bound reached is dropped and counted (AgenticStats.dropped_tasks), so an overloaded
-server shows up as drops instead of silently turning the test into a closed loop.
+The gaps are `orchestrator.workload.arrivals.Gaps` (pure, from a seeded RNG).
+`Dispatcher` is the greenlet that starts one task greenlet per arrival, bounded by
+`max_outstanding`: an arrival that finds the bound reached is dropped and counted
+(AgenticStats.dropped_tasks), so an overloaded server shows up as drops instead of
+silently turning the test into a closed loop.
 `loadtests.user.OpenLoopUser` runs one dispatcher over its own channel. Imports gevent
 (without monkey-patching) but not locust, so the pure parts test in any process.
 """
@@ -12,63 +13,27 @@ server shows up as drops instead of silently turning the test into a closed loop
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import gevent
 from gevent.pool import Group
 
+from orchestrator.workload.arrivals import ArrivalProcess, Gaps
 
-class ArrivalKind(StrEnum):
-    POISSON = "poisson"  # exponential gaps, cv = 1
-    GAMMA = "gamma"  # gamma gaps with a chosen cv: > 1 burstier, < 1 smoother
-    CONSTANT = "constant"  # evenly spaced, cv = 0
+OPEN_LOOP = (ArrivalProcess.POISSON, ArrivalProcess.GAMMA, ArrivalProcess.CONSTANT)
 
 
-@dataclass(slots=True, frozen=True)
-class ArrivalProcess:
-    rate: float  # arrivals per second (> 0)
-    kind: ArrivalKind = ArrivalKind.POISSON
-    cv: float = 1.0  # coefficient of variation of the gaps (gamma only)
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError(f"arrival rate must be a positive number, got {self.rate}")
-        if self.kind is ArrivalKind.GAMMA and not (math.isfinite(self.cv) and self.cv > 0):
-            raise ValueError(f"gamma arrivals need a positive cv, got {self.cv}")
-
-    def gap(self, rng: random.Random) -> float:
-        """Seconds until the next arrival."""
-        if self.kind is ArrivalKind.CONSTANT:
-            return 1.0 / self.rate
-        if self.kind is ArrivalKind.POISSON:
-            return rng.expovariate(self.rate)
-        shape = 1.0 / self.cv**2  # mean = shape * scale = 1 / rate
-        return rng.gammavariate(shape, 1.0 / (self.rate * shape))
-
-    def schedule(self, rng: random.Random, start: float, end: float) -> list[float]:
-        """Arrival times in [start, end): what the dispatcher would fire (for tests/plans)."""
-        times, t = [], start + self.gap(rng)
-        while t < end:
-            times.append(t)
-            t += self.gap(rng)
-        return times
-
-
-def parse_arrival_process(kind: str, rate: float, cv: float = 1.0) -> ArrivalProcess:
+def parse_arrival_process(kind: str, rate: float, cv: float = 1.0) -> Gaps:
     """From the command line; errors name the option."""
+    process = next((p for p in OPEN_LOOP if p.value == kind), None)
+    if process is None:
+        known = ", ".join(p.value for p in OPEN_LOOP)
+        raise ValueError(f"--arrival-process: {kind!r} is not one of {known}")
     try:
-        arrival_kind = ArrivalKind(kind)
-    except ValueError:
-        known = ", ".join(k.value for k in ArrivalKind)
-        raise ValueError(f"--arrival-process: {kind!r} is not one of {known}") from None
-    try:
-        return ArrivalProcess(rate, arrival_kind, cv)
+        return Gaps(rate, process, cv)
     except ValueError as exc:
         raise ValueError(f"--arrival-rate/--arrival-cv: {exc}") from None
 
@@ -79,7 +44,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        process: ArrivalProcess,
+        process: Gaps,
         start_task: Callable[[], Any],
         *,
         max_outstanding: int = 1000,
@@ -97,7 +62,7 @@ class Dispatcher:
 
     def set_rate(self, rate: float) -> None:
         """Change the rate from the next arrival on (shapes and sweeps use this)."""
-        self.process = ArrivalProcess(rate, self.process.kind, self.process.cv)
+        self.process = Gaps(rate, self.process.process, self.process.cv)
 
     def run(self, duration: float | None = None) -> None:
         """Dispatch until killed (or for `duration` seconds). Arrival times are absolute,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,3 +80,39 @@ def arrivals(config: ArrivalConfig, duration_s: float, seed: int) -> Iterator[Ar
         if t >= duration_s:
             return
         yield Arrival(t)
+
+
+@dataclass(slots=True, frozen=True)
+class Gaps:
+    """Gaps between open-loop arrivals at `rate` per second, drawn live from a
+    `random.Random` (the load generator's dispatcher; `arrivals` above is the
+    simulator's, precomputed with numpy)."""
+
+    rate: float  # arrivals per second (> 0)
+    process: ArrivalProcess = ArrivalProcess.POISSON
+    cv: float = 1.0  # coefficient of variation of the gaps (gamma only)
+
+    def __post_init__(self) -> None:
+        if self.process is ArrivalProcess.TRACE:
+            raise ValueError("trace arrivals come from a trace file, not a rate")
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"arrival rate must be a positive number, got {self.rate}")
+        if self.process is ArrivalProcess.GAMMA and not (math.isfinite(self.cv) and self.cv > 0):
+            raise ValueError(f"gamma arrivals need a positive cv, got {self.cv}")
+
+    def gap(self, rng: random.Random) -> float:
+        """Seconds until the next arrival."""
+        if self.process is ArrivalProcess.CONSTANT:
+            return 1.0 / self.rate
+        if self.process is ArrivalProcess.POISSON:
+            return rng.expovariate(self.rate)
+        shape = 1.0 / self.cv**2  # mean = shape * scale = 1 / rate
+        return rng.gammavariate(shape, 1.0 / (self.rate * shape))
+
+    def schedule(self, rng: random.Random, start: float, end: float) -> list[float]:
+        """Arrival times in [start, end): what a dispatcher would fire (tests, plans)."""
+        times, t = [], start + self.gap(rng)
+        while t < end:
+            times.append(t)
+            t += self.gap(rng)
+        return times

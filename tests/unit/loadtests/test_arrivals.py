@@ -7,14 +7,16 @@ import statistics
 
 import pytest
 
-from loadtests.arrivals import ArrivalKind, ArrivalProcess, Dispatcher, parse_arrival_process
+from loadtests.arrivals import Dispatcher, parse_arrival_process
+from orchestrator.workload.arrivals import ArrivalProcess, Gaps
 
 
 @pytest.mark.parametrize(
-    ("kind", "cv"), [(ArrivalKind.POISSON, 1.0), (ArrivalKind.GAMMA, 2.0), (ArrivalKind.GAMMA, 0.5)]
+    ("kind", "cv"),
+    [(ArrivalProcess.POISSON, 1.0), (ArrivalProcess.GAMMA, 2.0), (ArrivalProcess.GAMMA, 0.5)],
 )
-def test_gaps_have_the_asked_rate_and_cv(kind: ArrivalKind, cv: float) -> None:
-    process = ArrivalProcess(rate=10.0, kind=kind, cv=cv)
+def test_gaps_have_the_asked_rate_and_cv(kind: ArrivalProcess, cv: float) -> None:
+    process = Gaps(rate=10.0, process=kind, cv=cv)
     rng = random.Random(7)
     gaps = [process.gap(rng) for _ in range(40_000)]
     mean = statistics.fmean(gaps)
@@ -23,12 +25,10 @@ def test_gaps_have_the_asked_rate_and_cv(kind: ArrivalKind, cv: float) -> None:
 
 
 def test_schedule_counts_arrivals_in_a_window() -> None:
-    times = ArrivalProcess(rate=50.0).schedule(random.Random(1), 0.0, 100.0)
+    times = Gaps(rate=50.0).schedule(random.Random(1), 0.0, 100.0)
     assert len(times) == pytest.approx(5000, rel=0.05)
     assert times == sorted(times) and times[0] > 0 and times[-1] < 100
-    constant = ArrivalProcess(rate=4.0, kind=ArrivalKind.CONSTANT).schedule(
-        random.Random(1), 0.0, 2.0
-    )
+    constant = Gaps(rate=4.0, process=ArrivalProcess.CONSTANT).schedule(random.Random(1), 0.0, 2.0)
     assert constant == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
 
 
@@ -54,7 +54,7 @@ def test_dispatcher_drops_arrivals_beyond_the_outstanding_bound() -> None:
         gevent.sleep(10)
 
     dispatcher = Dispatcher(
-        ArrivalProcess(rate=200.0, kind=ArrivalKind.CONSTANT),
+        Gaps(rate=200.0, process=ArrivalProcess.CONSTANT),
         slow_task,
         max_outstanding=5,
         on_drop=lambda: drops.append(1),
@@ -71,6 +71,6 @@ def test_dispatcher_drops_arrivals_beyond_the_outstanding_bound() -> None:
 
 
 def test_set_rate_keeps_the_process_kind() -> None:
-    dispatcher = Dispatcher(ArrivalProcess(2.0, ArrivalKind.GAMMA, 3.0), lambda: None)
+    dispatcher = Dispatcher(Gaps(2.0, ArrivalProcess.GAMMA, 3.0), lambda: None)
     dispatcher.set_rate(8.0)
-    assert dispatcher.process == ArrivalProcess(8.0, ArrivalKind.GAMMA, 3.0)
+    assert dispatcher.process == Gaps(8.0, ArrivalProcess.GAMMA, 3.0)
