@@ -49,9 +49,23 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from loadtests.metrics import LiveFigures
-from loadtests.shapes import SweepStep
-from loadtests.sweep_curve import Outcome, SweepPoint, sweep_csv, sweep_json, sweep_point, verdict
+from loadtests.sweep_curve import (
+    Outcome,
+    SweepPoint,
+    sweep_csv,
+    sweep_json,
+    sweep_point,
+    sweep_step_of,
+    verdict,
+)
 from orchestrator.tables import TableFormat, add_format_flag, format_of, print_table
+from orchestrator.workload.sweep import (
+    MIN_GOOD_FRACTION,
+    SweepPlan,
+    is_sweep_plan,
+    parse_sweep,
+    run_sweep,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,7 +81,6 @@ STOP_TIMEOUT_S = 20.0
 SERVING_LINE = "inflection: serving on "
 # Locust's own grace beyond --run-time (stop users, final worker reports) before we kill it.
 LOCUST_GRACE_S = 60.0
-MIN_GOOD_FRACTION = 0.95  # a sweep step meets the SLO when this share of its tasks does
 PLAIN_PROGRESS_EVERY_S = 10.0  # progress lines when stderr is not a terminal (CI logs)
 PATH_OPTIONS = ("out", "workload", "trace", "tls_ca")  # resolved before anything starts
 
@@ -95,67 +108,6 @@ def parse_timespan(text: str, option: str = "--run-time") -> int:
     if seconds <= 0:
         raise LoadError(f"{option}: must be at least 1s, got {text!r}")
     return seconds
-
-
-@dataclass(slots=True, frozen=True)
-class Sweep:
-    start: float  # first offered rate, tasks/s
-    step: float  # added to the rate after each step that met the SLO
-    max_rate: float  # the last rate tried (inclusive)
-
-    def rates(self) -> list[float]:
-        """START, START+STEP, ... up to MAX (inclusive, tolerant of float steps)."""
-        count = math.floor((self.max_rate - self.start) / self.step + 1e-9) + 1
-        return [round(self.start + i * self.step, 9) for i in range(count)]
-
-
-def parse_sweep(text: str) -> Sweep:
-    """`START:STEP:MAX` (tasks/s) -> Sweep; errors are one line naming --sweep."""
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise LoadError(f"--sweep: {text!r} is not START:STEP:MAX (e.g. 1:1:10)")
-    try:
-        start, step, max_rate = (float(p) for p in parts)
-    except ValueError:
-        raise LoadError(f"--sweep: {text!r} is not START:STEP:MAX numbers") from None
-    if not all(math.isfinite(v) and v > 0 for v in (start, step, max_rate)):
-        raise LoadError(f"--sweep: START, STEP and MAX must be positive, got {text!r}")
-    if max_rate < start:
-        raise LoadError(f"--sweep: MAX ({max_rate:g}) is below START ({start:g})")
-    return Sweep(start, step, max_rate)
-
-
-def is_sweep_plan(text: str) -> bool:
-    """`start=2,factor=1.5,...` is the locustfile's own in-run sweep (shapes.SweepPlan: one
-    Locust run, the rate multiplied per step, workers included); START:STEP:MAX is ours."""
-    return "=" in text
-
-
-def run_sweep(
-    rates: Sequence[float],
-    run_step: Callable[[float], SweepPoint],
-    history: list[SweepPoint] | None = None,
-) -> list[SweepPoint]:
-    """Run steps at increasing rates until one breaks the SLO (that step is included).
-    Steps are appended to `history` as they finish, so a Ctrl-C keeps the finished ones."""
-    history = [] if history is None else history
-    for rate in rates:
-        point = run_step(rate)
-        history.append(point)
-        if not point.met:
-            break
-    return history
-
-
-def sweep_step_of(rate: float, snapshot: dict[str, Any]) -> SweepStep:
-    """One sweep step from an agentic snapshot: failed tasks and dropped arrivals count as
-    misses, so an overloaded server cannot meet the SLO by refusing work."""
-    summary = snapshot["summary"]
-    ok = int(summary["ok"])
-    fraction = summary["goodput_fraction"]
-    good = round(float(fraction) * ok) if fraction is not None else 0
-    attempted = int(summary["tasks"]) + int(summary["dropped_tasks"])
-    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
 
 
 def resolve_paths(args: argparse.Namespace) -> None:
@@ -206,14 +158,15 @@ def validate(args: argparse.Namespace) -> None:
         raise LoadError("--processes: must be at least 1")
     if args.sweep:
         if is_sweep_plan(args.sweep):
-            from loadtests.shapes import SweepPlan
-
             try:
                 SweepPlan.parse(args.sweep)
             except ValueError as exc:
                 raise LoadError(str(exc)) from None
         else:
-            parse_sweep(args.sweep)
+            try:
+                parse_sweep(args.sweep)
+            except ValueError as exc:
+                raise LoadError(str(exc)) from None
             step_s = parse_timespan(args.step_time, "--step-time")
             if warmup >= step_s:
                 raise LoadError(
@@ -836,7 +789,7 @@ def _sweep(args: argparse.Namespace, host: str, folder: Path, output: Output, *,
         snapshot = _read_snapshot(files.agentic)
         if snapshot is None:
             raise LoadError(_fail_line(code, files))
-        step = sweep_step_of(rate, snapshot)
+        step = sweep_step_of(rate, snapshot["summary"])
         point = sweep_point(rate, snapshot["summary"], step, MIN_GOOD_FRACTION)
         output.info.print(step_line(point), highlight=False, soft_wrap=True)
         return point
@@ -971,7 +924,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "latency percentiles per step (with --out: sweep.json, sweep.csv, a plot in "
         "report.html) and the highest rate meeting the SLO, or that it never broke up to "
         "MAX; or the locustfile's in-run sweep "
-        "start=2,factor=1.5,step_s=20,max_rate=100 (loadtests/shapes.py SweepPlan)",
+        "start=2,factor=1.5,step_s=20,max_rate=100 (orchestrator/workload/sweep.py SweepPlan)",
     )
     p.add_argument("--step-time", default="30s", help="sweep: run time of each step")
     p.add_argument("--processes", type=int, help="Locust worker processes on this machine")

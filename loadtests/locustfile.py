@@ -48,16 +48,8 @@ from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import figures
 from loadtests.report import run_config, write_reports
-from loadtests.shapes import (
-    Curve,
-    SweepPlan,
-    SweepStep,
-    curve_from_options,
-    highest_rate_meeting_slo,
-    next_sweep_rate,
-    sweep_step,
-)
-from loadtests.sweep_curve import SweepPoint, sweep_point
+from loadtests.shapes import Curve, curve_from_options
+from loadtests.sweep_curve import SweepPoint, sweep_point, sweep_step
 from loadtests.user import (
     RATE_MESSAGE,
     AgentUser,
@@ -73,6 +65,12 @@ from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.protocol import auth_metadata
 from orchestrator.workload.slo import SloConfig, parse_slo
+from orchestrator.workload.sweep import (
+    SweepPlan,
+    SweepStep,
+    highest_rate_meeting_slo,
+    next_sweep_rate,
+)
 
 _ = locust
 events: Any = locust_events  # locust's hooks are untyped
@@ -132,7 +130,8 @@ def _options(parser: Any) -> None:
         "--sweep",
         default="",
         help="Open-loop rate sweep until the SLO breaks: start=2,factor=1.5,step_s=20,"
-        "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see shapes.SweepPlan).",
+        "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see "
+        "orchestrator.workload.sweep.SweepPlan).",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
     group.add_argument(

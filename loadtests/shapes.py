@@ -11,44 +11,17 @@ the way it scales users.
     spike:   base=2, peak=20, at_s=30, spike_s=10, total_s=90
     diurnal: base=2, peak=20, period_s=120, total_s=240
 
-The sweep (`sweep_step`, `next_sweep_rate`, `highest_rate_meeting_slo`) decides from
-per-step results; the locustfile's `--sweep` runs the steps (open loop).
+Rate sweeps are orchestrator.workload.sweep (the plan) and loadtests.sweep_curve (the
+measured steps).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtests.metrics import TaskSample, meets_slo
-from orchestrator.workload.slo import SloConfig
-
-
-def parse_shape_args(
-    text: str, known: Sequence[str], option: str = "--shape-args"
-) -> dict[str, float]:
-    """`k=v,k=v` -> floats; unknown keys and bad numbers are one-line errors."""
-    out: dict[str, float] = {}
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"{option}: {item!r} is not name=value")
-        if key not in known:
-            raise ValueError(f"{option}: unknown {key!r}; known: {', '.join(known)}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{option}: {key}={value!r} is not a number") from None
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"{option}: {key} must be a non-negative number")
-        out[key] = number
-    return out
+from orchestrator.workload.sweep import parse_numbers
 
 
 @dataclass(slots=True, frozen=True)
@@ -117,7 +90,7 @@ def make_curve(name: str, args: str) -> Curve:
     if kind is None:
         raise ValueError(f"--shape: {name!r} is not one of {', '.join(CURVES)}")
     known = list(kind.__dataclass_fields__)
-    return kind(**parse_shape_args(args, known))
+    return kind(**parse_numbers(args, known, "--shape-args"))
 
 
 def curve_from_options(name: str, args: str) -> Curve | None:
@@ -138,81 +111,3 @@ def ticks(curve: Curve, every_s: float = 1.0, limit_s: float = 86_400) -> list[i
         out.append(users)
         t += every_s
     return out
-
-
-# ---- sweep: step the rate until the SLO breaks -----------------------------------------
-
-
-@dataclass(slots=True, frozen=True)
-class SweepStep:
-    rate: float  # offered tasks per second in this step
-    good_fraction: float  # tasks meeting the SLO / tasks attempted (failures count as misses)
-    tasks: int  # tasks attempted in the step
-
-
-def step_meets_slo(step: SweepStep, min_good: float = 0.95) -> bool:
-    return step.tasks > 0 and step.good_fraction >= min_good
-
-
-def next_sweep_rate(
-    history: Sequence[SweepStep],
-    *,
-    start: float,
-    factor: float = 1.5,
-    max_rate: float = 1_000.0,
-    min_good: float = 0.95,
-) -> float | None:
-    """The next rate to try, or None when the sweep is done (the SLO broke, or max_rate
-    was reached). Multiplies the last rate while each step meets the SLO."""
-    if factor <= 1:
-        raise ValueError("sweep factor must be > 1")
-    if not history:
-        return start
-    last = history[-1]
-    if not step_meets_slo(last, min_good) or last.rate >= max_rate:
-        return None
-    return min(last.rate * factor, max_rate)
-
-
-def highest_rate_meeting_slo(history: Sequence[SweepStep], min_good: float = 0.95) -> float | None:
-    """The highest rate whose step met the SLO (None if none did)."""
-    rates = [s.rate for s in history if step_meets_slo(s, min_good)]
-    return max(rates) if rates else None
-
-
-SWEEP_KEYS = ("start", "factor", "step_s", "max_rate", "min_good", "warmup_s")
-
-
-@dataclass(slots=True, frozen=True)
-class SweepPlan:
-    start: float = 1.0  # first rate, tasks/s
-    factor: float = 1.5  # next rate = last * factor while the SLO holds
-    step_s: float = 20.0  # seconds per rate
-    max_rate: float = 1_000.0
-    min_good: float = 0.95  # fraction of a step's tasks that must meet the SLO
-    warmup_s: float = 2.0  # completions this early in a step are not judged
-
-    @classmethod
-    def parse(cls, text: str) -> SweepPlan:
-        plan = cls(**parse_shape_args(text, SWEEP_KEYS, "--sweep"))
-        if plan.start <= 0 or plan.factor <= 1 or plan.step_s <= plan.warmup_s:
-            raise ValueError("--sweep: needs start > 0, factor > 1 and step_s > warmup_s")
-        if not 0 < plan.min_good <= 1:
-            raise ValueError("--sweep: min_good must be in (0, 1]")
-        return plan
-
-
-def sweep_step(
-    samples: Sequence[TaskSample],
-    rate: float,
-    start: float,
-    end: float,
-    slo: SloConfig | None,
-    dropped: int = 0,
-) -> SweepStep:
-    """Judge one step from the tasks that completed in (start, end] (unix s); dropped
-    arrivals and failures count as tasks that missed the SLO."""
-    judged = [s for s in samples if start < s.completed_at <= end]
-    good = sum(1 for s in judged if (meets_slo(slo, s) if slo is not None else s.ok))
-    attempted = len(judged) + dropped
-    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)

@@ -19,7 +19,35 @@ from typing import Any
 
 import orjson
 
-from loadtests.shapes import SweepStep, step_meets_slo
+from loadtests.metrics import TaskSample, meets_slo
+from orchestrator.workload.slo import SloConfig
+from orchestrator.workload.sweep import SweepStep, step_meets_slo
+
+
+def sweep_step(
+    samples: Sequence[TaskSample],
+    rate: float,
+    start: float,
+    end: float,
+    slo: SloConfig | None,
+    dropped: int = 0,
+) -> SweepStep:
+    """Judge one step from the tasks that completed in (start, end] (unix s); dropped
+    arrivals and failures count as tasks that missed the SLO."""
+    judged = [s for s in samples if start < s.completed_at <= end]
+    good = sum(1 for s in judged if (meets_slo(slo, s) if slo is not None else s.ok))
+    attempted = len(judged) + dropped
+    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
+
+
+def sweep_step_of(rate: float, summary: Mapping[str, Any]) -> SweepStep:
+    """One sweep step from a run's summary figures: failed tasks and dropped arrivals
+    count as misses, so an overloaded server cannot meet the SLO by refusing work."""
+    ok = int(summary["ok"])
+    fraction = summary["goodput_fraction"]
+    good = round(float(fraction) * ok) if fraction is not None else 0
+    attempted = int(summary["tasks"]) + int(summary["dropped_tasks"])
+    return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,9 +18,10 @@ from rich.console import Console
 
 from loadtests import cli
 from loadtests.metrics import AgenticStats, TaskSample
-from loadtests.sweep_curve import SweepPoint
+from loadtests.sweep_curve import SweepPoint, sweep_step_of
 from orchestrator.tables import TableFormat, print_table
 from orchestrator.workload.slo import SloConfig
+from orchestrator.workload.sweep import is_sweep_plan, parse_sweep, run_sweep
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -114,12 +115,12 @@ def test_parse_timespan_rejects(text: str) -> None:
 
 
 def test_parse_sweep_and_rates() -> None:
-    assert cli.parse_sweep("1:1:4").rates() == [1, 2, 3, 4]
-    assert cli.parse_sweep("0.5:0.25:1.2").rates() == [0.5, 0.75, 1.0]
-    assert cli.parse_sweep("2:5:2").rates() == [2]
+    assert parse_sweep("1:1:4").rates() == [1, 2, 3, 4]
+    assert parse_sweep("0.5:0.25:1.2").rates() == [0.5, 0.75, 1.0]
+    assert parse_sweep("2:5:2").rates() == [2]
     for bad in ("1:2", "a:1:2", "0:1:2", "1:-1:2", "5:1:2"):
-        with pytest.raises(cli.LoadError, match="--sweep"):
-            cli.parse_sweep(bad)
+        with pytest.raises(ValueError, match="--sweep"):
+            parse_sweep(bad)
 
 
 def point(rate: float, good: float = 1.0, tasks: int = 10, **kw: Any) -> SweepPoint:
@@ -149,7 +150,7 @@ def test_sweep_stops_at_the_first_broken_step() -> None:
         tried.append(rate)
         return point(rate, 1.0 if rate < 3 else 0.5)
 
-    history = cli.run_sweep([1, 2, 3, 4, 5], step)
+    history = run_sweep([1, 2, 3, 4, 5], step)
     assert tried == [1, 2, 3]
     assert [s.offered_per_s for s in history] == [1, 2, 3]
 
@@ -184,7 +185,7 @@ def sample(agent: str = "plan_execute", latency: float = 1.0, ok: bool = True) -
 def test_sweep_step_counts_failures_and_drops_as_misses() -> None:
     slo = SloConfig(task_latency=2.0)
     samples = [sample(latency=1), sample(latency=1), sample(latency=3), sample(ok=False)]
-    step = cli.sweep_step_of(4.0, snapshot(samples, slo, dropped=4))
+    step = sweep_step_of(4.0, snapshot(samples, slo, dropped=4)["summary"])
     assert step.rate == 4.0 and step.tasks == 8
     assert step.good_fraction == pytest.approx(2 / 8)
 
@@ -334,7 +335,7 @@ def test_importing_the_command_stays_light() -> None:
 
 def test_a_sweep_plan_goes_to_the_locustfile_in_one_run() -> None:
     args = parse("--sweep", "start=2,factor=2,step_s=5,max_rate=8", "--slo", "task_ttft=1s")
-    assert cli.is_sweep_plan(args.sweep) and not cli.is_sweep_plan("1:1:3")
+    assert is_sweep_plan(args.sweep) and not is_sweep_plan("1:1:3")
     cmd = cli.locust_command(args, "h:1", None)
     assert option(cmd, "--sweep") == "start=2,factor=2,step_s=5,max_rate=8"
     assert "-t" not in cmd  # the in-run sweep ends the run itself

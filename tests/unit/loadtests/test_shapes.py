@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 
 from loadtests.metrics import TaskSample
-from loadtests.shapes import (
-    Diurnal,
-    Ramp,
-    Spike,
-    Steps,
+from loadtests.shapes import Diurnal, Ramp, Spike, Steps, curve_from_options, make_curve, ticks
+from loadtests.sweep_curve import sweep_step
+from orchestrator.workload.slo import SloConfig
+from orchestrator.workload.sweep import (
     SweepPlan,
     SweepStep,
-    curve_from_options,
     highest_rate_meeting_slo,
-    make_curve,
     next_sweep_rate,
-    sweep_step,
-    ticks,
 )
-from orchestrator.workload.slo import SloConfig
 
 
 def test_ramp_ticks() -> None:
