@@ -10,7 +10,7 @@ start at R per second in total, Poisson or `--arrival-process gamma --arrival-cv
 
 Before any load starts the host must answer a gRPC health check and list every agent in
 the mix; otherwise the run ends with one error line and exit code 1. The agentic figures
-live on `environment.agentic` (an AgenticStats; `environment.agentic_slo` holds --slo) and
+live on `environment.agentic` (a loadtests.state.AgenticState: stats, --slo, ...) and
 are written as JSON to `--agentic-json` (default `<--csv prefix>_agentic.json`) at the end.
 
 For `inflection load`: `--agentic-warmup S` leaves tasks that started in the first S
@@ -49,12 +49,12 @@ from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import figures
 from loadtests.report import run_config, write_reports
 from loadtests.shapes import Curve, curve_from_options
+from loadtests.state import state_of
 from loadtests.sweep_curve import SweepPoint, sweep_point, sweep_step
 from loadtests.user import (
     RATE_MESSAGE,
     AgentUser,
     OpenLoopUser,
-    agentic_stats,
     grpc_target,
     open_channel,
     set_total_rate,
@@ -242,15 +242,15 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
-    environment.agentic_workload = workload
-    environment.agentic_slo = slo
-    environment.agentic_checked = False
-    stats = agentic_stats(environment)
+    state_of(environment).workload = workload
+    state_of(environment).slo = slo
+    state_of(environment).checked = False
+    stats = state_of(environment).stats
     stats.keep_calls = bool(options.agentic_export_calls)
     if environment.web_ui is not None:
-        webui.install(environment)  # the Agentic tabs read environment.agentic / agentic_slo
-    environment.agentic_sweep_plan = sweep
-    environment.agentic_sweep = None  # the sweep's result, once it has run
+        webui.install(environment)  # the Agentic tabs read environment.agentic
+    state_of(environment).sweep_plan = sweep
+    state_of(environment).sweep = None  # the sweep's result, once it has run
     open_loop = bool(options.arrival_rate) or sweep is not None
     if open_loop:
         set_total_rate(environment, options.arrival_rate or (sweep.start if sweep else 0.0))
@@ -311,12 +311,12 @@ def _check_or_fail(environment: Any) -> None:
         check_target(
             environment.host,
             environment.parsed_options.token or None,
-            list(environment.agentic_workload.agents),
+            list(state_of(environment).workload.agents),
             tls_of(environment),
         )
     except CheckFailed as exc:
         _fail(str(exc))
-    environment.agentic_checked = True
+    state_of(environment).checked = True
 
 
 def _adopt_master_options(environment: Any) -> None:
@@ -326,16 +326,16 @@ def _adopt_master_options(environment: Any) -> None:
     options = environment.parsed_options
     try:
         if options.workload:
-            environment.agentic_workload = load_workload(options.workload)
-        environment.agentic_slo = parse_slo(options.slo) if options.slo else None
+            state_of(environment).workload = load_workload(options.workload)
+        state_of(environment).slo = parse_slo(options.slo) if options.slo else None
     except (WorkloadError, ValueError) as exc:
         log.error("inflection: %s", exc)  # the master checked the same options already
         return
-    agentic_stats(environment).keep_calls = bool(getattr(options, "agentic_export_calls", False))
+    state_of(environment).stats.keep_calls = bool(getattr(options, "agentic_export_calls", False))
     sweep = SweepPlan.parse(options.sweep) if options.sweep else None
     if options.arrival_rate or sweep is not None:
         rate = options.arrival_rate or (sweep.start if sweep else 0.0)
-        set_total_rate(environment, getattr(environment, "agentic_rate", None) or rate)
+        set_total_rate(environment, state_of(environment).rate or rate)
 
 
 def _test_start(environment: Any, **_kwargs: Any) -> None:
@@ -345,24 +345,24 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
         _adopt_master_options(environment)
         return
     options = environment.parsed_options
-    agentic_stats(environment).start(time.time(), float(options.agentic_warmup or 0.0))
+    state_of(environment).stats.start(time.time(), float(options.agentic_warmup or 0.0))
     if options.agentic_live:
-        environment.agentic_live_writer = gevent.spawn(
+        state_of(environment).live_writer = gevent.spawn(
             write_live, environment, Path(options.agentic_live)
         )
-    if environment.agentic_sweep_plan is not None:
-        gevent.spawn(run_sweep, environment, environment.agentic_sweep_plan)
-    if environment.agentic_checked:
+    if state_of(environment).sweep_plan is not None:
+        gevent.spawn(run_sweep, environment, state_of(environment).sweep_plan)
+    if state_of(environment).checked:
         return
     # Web UI runs get their host from the start form: check it now, stop if it fails.
     try:
         check_target(
             environment.host,
             environment.parsed_options.token or None,
-            list(environment.agentic_workload.agents),
+            list(state_of(environment).workload.agents),
             tls_of(environment),
         )
-        environment.agentic_checked = True
+        state_of(environment).checked = True
     except CheckFailed as exc:
         log.error("inflection: %s", exc)
         environment.process_exit_code = 1
@@ -376,7 +376,7 @@ LIVE_EVERY_S = 1.0
 def write_live(environment: Any, path: Path) -> None:
     """Rewrite `path` with the run's LiveFigures (plus the user count) every second, whole
     (a temporary file renamed over it), until killed at test stop."""
-    stats = agentic_stats(environment)
+    stats = state_of(environment).stats
     partial = path.with_name(path.name + ".part")
     while True:
         live = stats.live(time.time()).to_dict()
@@ -390,8 +390,8 @@ def write_live(environment: Any, path: Path) -> None:
 def run_sweep(environment: Any, plan: SweepPlan) -> None:
     """Step the total arrival rate up by `plan.factor` while each step's tasks meet the SLO;
     then record the highest rate that met it and end the run."""
-    stats = agentic_stats(environment)
-    slo: SloConfig | None = environment.agentic_slo
+    stats = state_of(environment).stats
+    slo: SloConfig | None = state_of(environment).slo
     # Worker reports arrive every 3 s: wait for a step's last completions to reach us.
     lag = 4.0 if isinstance(environment.runner, MasterRunner) else 0.2
     history: list[SweepStep] = []
@@ -426,7 +426,7 @@ def run_sweep(environment: Any, plan: SweepPlan) -> None:
             min_good=plan.min_good,
         )
     best = highest_rate_meeting_slo(history, plan.min_good)
-    environment.agentic_sweep = {
+    state_of(environment).sweep = {
         "steps": [
             {"rate": s.rate, "tasks": s.tasks, "good_fraction": s.good_fraction} for s in history
         ],
@@ -448,10 +448,10 @@ def write_agentic_json(environment: Any) -> Path | None:
     )
     if not target:
         return None
-    snapshot = agentic_stats(environment).snapshot(getattr(environment, "agentic_slo", None))
-    if getattr(environment, "agentic_sweep", None) is not None:
-        snapshot["sweep"] = environment.agentic_sweep
-    workers = agentic_stats(environment).workers()
+    snapshot = state_of(environment).stats.snapshot(state_of(environment).slo)
+    if state_of(environment).sweep is not None:
+        snapshot["sweep"] = state_of(environment).sweep
+    workers = state_of(environment).stats.workers()
     if workers:
         snapshot["workers"] = workers
     path = Path(target)
@@ -467,7 +467,7 @@ def write_agentic_tasks(environment: Any) -> Path | None:
     if not getattr(options, "agentic_tasks", ""):
         return None
     path = Path(options.agentic_tasks)
-    records = agentic_stats(environment).task_records()
+    records = state_of(environment).stats.task_records()
     path.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
     return path
 
@@ -479,10 +479,10 @@ def write_agentic_report(environment: Any) -> None:
         return
     if not getattr(options, "agentic_report", ""):
         return
-    stats = agentic_stats(environment)
+    stats = state_of(environment).stats
     write_reports(
         options.agentic_report,
-        stats.snapshot(getattr(environment, "agentic_slo", None)),
+        stats.snapshot(state_of(environment).slo),
         title=f"Inflection load test against {environment.host}",
         config=run_config(options),
         samples=stats.samples,
@@ -490,7 +490,7 @@ def write_agentic_report(environment: Any) -> None:
 
 
 def _test_stop(environment: Any, **_kwargs: Any) -> None:
-    writer = getattr(environment, "agentic_live_writer", None)
+    writer = state_of(environment).live_writer
     if writer is not None:
         writer.kill(block=False)
     write_agentic_json(environment)

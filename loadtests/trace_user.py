@@ -42,8 +42,8 @@ from locust import events as locust_events
 from locust.runners import WorkerRunner
 
 from loadtests.metrics import TaskSample
+from loadtests.state import state_of
 from loadtests.user import (
-    agentic_stats,
     fire_sample_events,
     grpc_target,
     token_of,
@@ -111,7 +111,7 @@ class TraceConfig:
 
 
 def install(environment: Any) -> TraceConfig | None:
-    """Parse `--trace` (if given) onto `environment.agentic_trace`. Raises TraceError or
+    """Parse `--trace` (if given) onto `environment.agentic.trace`. Raises TraceError or
     ValueError with a one-line message; the locustfile turns it into its exit line."""
     options = environment.parsed_options
     path = str(getattr(options, "trace", "") or "") if options is not None else ""
@@ -123,12 +123,12 @@ def install(environment: Any) -> TraceConfig | None:
         int(getattr(options, "trace_vocab", DEFAULT_VOCAB)),
         int(getattr(options, "trace_max_outstanding", 1000)),
     )
-    environment.agentic_trace = config
+    state_of(environment).trace = config
     return config
 
 
 def trace_of(environment: Any) -> TraceConfig:
-    config: TraceConfig | None = getattr(environment, "agentic_trace", None)
+    config: TraceConfig | None = state_of(environment).trace
     if config is None:
         config = install(environment)
     if config is None:
@@ -154,7 +154,7 @@ class TraceReplayer:
     def __init__(self, environment: Any, host: str | None, config: TraceConfig) -> None:
         self.environment = environment
         self.config = config
-        self.stats = agentic_stats(environment)
+        self.stats = state_of(environment).stats
         self.metadata = auth_metadata(token_of(environment))
         self.channel = grpc.insecure_channel(grpc_target(host))
         self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]

@@ -32,8 +32,8 @@ import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, task
 
 from loadtests.arrivals import Dispatcher, parse_arrival_process
-from loadtests.metrics import AgenticStats, TaskRecorder, TaskSample
-from loadtests.workload import Workload, default_workload
+from loadtests.metrics import TaskRecorder, TaskSample
+from loadtests.state import state_of
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.client import sync_trailers, task_request, trailer_usage
@@ -81,23 +81,6 @@ def grpc_target(host: str | None) -> str:
     return host.rstrip("/")
 
 
-def agentic_stats(environment: Any) -> AgenticStats:
-    """The run's AgenticStats, kept on the environment (locustfile sets it at init)."""
-    stats: AgenticStats | None = getattr(environment, "agentic", None)
-    if stats is None:
-        stats = AgenticStats()
-        environment.agentic = stats
-    return stats
-
-
-def workload_of(environment: Any) -> Workload:
-    workload: Workload | None = getattr(environment, "agentic_workload", None)
-    if workload is None:
-        workload = default_workload()
-        environment.agentic_workload = workload
-    return workload
-
-
 def tls_of(environment: Any) -> tuple[bool, str | None]:
     """(--tls, --tls-ca) of the run."""
     options = environment.parsed_options
@@ -127,8 +110,8 @@ class TaskRunner:
 
     def __init__(self, environment: Any, host: str | None) -> None:
         self.environment = environment
-        self.workload = workload_of(environment)
-        self.stats = agentic_stats(environment)
+        self.workload = state_of(environment).workload
+        self.stats = state_of(environment).stats
         self.metadata = auth_metadata(token_of(environment))
         self.channel = open_channel(grpc_target(host), *tls_of(environment))
         self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
@@ -189,7 +172,7 @@ class AgentUser(User):
     between tasks."""
 
     def wait_time(self) -> float:
-        return workload_of(self.environment).draw_think_time(self._runner.rng)
+        return state_of(self.environment).workload.draw_think_time(self._runner.rng)
 
     def on_start(self) -> None:
         self._runner = TaskRunner(self.environment, self.host)
@@ -216,8 +199,8 @@ def open_loop_users(environment: Any) -> int:
 def set_total_rate(environment: Any, rate: float) -> None:
     """Set the run's total arrival rate; every dispatcher on this process takes its share
     from its next arrival on (a sweep changes the rate mid-run)."""
-    environment.agentic_rate = rate
-    for dispatcher in list(getattr(environment, "agentic_dispatchers", ())):
+    state_of(environment).rate = rate
+    for dispatcher in list(state_of(environment).dispatchers):
         dispatcher.set_rate(rate / open_loop_users(environment))
 
 
@@ -229,9 +212,7 @@ class OpenLoopUser(User):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        total = getattr(self.environment, "agentic_rate", None) or float(
-            getattr(options, "arrival_rate", 0.0)
-        )
+        total = state_of(self.environment).rate or float(getattr(options, "arrival_rate", 0.0))
         process = parse_arrival_process(
             str(getattr(options, "arrival_process", "poisson")),
             total / open_loop_users(self.environment),
@@ -244,14 +225,10 @@ class OpenLoopUser(User):
             max_outstanding=int(getattr(options, "max_outstanding", 1000)),
             on_drop=self._runner.stats.add_dropped,
         )
-        dispatchers: set[Dispatcher] | None = getattr(self.environment, "agentic_dispatchers", None)
-        if dispatchers is None:
-            dispatchers = set()
-            self.environment.agentic_dispatchers = dispatchers
-        dispatchers.add(self.dispatcher)
+        state_of(self.environment).dispatchers.add(self.dispatcher)
 
     def on_stop(self) -> None:
-        self.environment.agentic_dispatchers.discard(self.dispatcher)
+        state_of(self.environment).dispatchers.discard(self.dispatcher)
         self.dispatcher.stop()
         self._runner.close()
 

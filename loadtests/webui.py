@@ -13,8 +13,8 @@ script injected into the index page shows that page in an iframe under the Agent
 table while the tab is selected, with a link that opens it on its own, and makes the
 summary tab's "Live charts" cell a link; "Download Data" links it too.
 
-Everything here reads `environment.agentic` (an `AgenticStats`, kept by the locustfile; on
-a master it holds every worker's samples) at request time, so `install` may run before the
+Everything here reads `environment.agentic` (loadtests.state.AgenticState; on a master its
+stats hold every worker's samples) at request time, so `install` may run before the
 locustfile has created it.
 """
 
@@ -32,6 +32,7 @@ from flask import Blueprint, Flask, Response, request
 
 from loadtests.metrics import AgenticStats, CallSample, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, rolling
+from loadtests.state import state_of
 from orchestrator.report import PERCENTILES
 from orchestrator.workload.slo import SloConfig
 
@@ -85,7 +86,7 @@ def install(
     web UI of `environment` (call from an `init` listener when `environment.web_ui` is set).
 
     `slo` (or a callable returning it) sets goodput's bounds; by default the locustfile's
-    `environment.agentic_slo` (--slo), read at each request. Installing twice is a no-op.
+    `state_of(environment).slo` (--slo), read at each request. Installing twice is a no-op.
     """
     web_ui = environment.web_ui
     if web_ui is None or "agentic" in web_ui.app.blueprints:
@@ -95,14 +96,11 @@ def install(
 
     def current_slo() -> SloConfig | None:
         if slo is None:
-            given = getattr(environment, "agentic_slo", None)
-            return given if isinstance(given, SloConfig) else None
+            return state_of(environment).slo
         return slo() if callable(slo) else slo
 
     def current_stats() -> AgenticStats:
-        stats = getattr(environment, "agentic", None)
-        # Before the locustfile made one: an empty run.
-        return stats if isinstance(stats, AgenticStats) else AgenticStats()
+        return state_of(environment).stats
 
     def snapshot() -> dict[str, Any]:
         return current_stats().snapshot(current_slo())

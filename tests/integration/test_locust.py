@@ -255,6 +255,7 @@ import locust  # gevent patches first
 import sys, time, types
 import gevent
 from locust.env import Environment
+from loadtests.state import state_of
 from loadtests.user import TaskRunner
 from loadtests.workload import Workload
 from orchestrator.client import Client
@@ -263,7 +264,7 @@ host, token = sys.argv[1], sys.argv[2]
 env = Environment()
 env.parsed_options = types.SimpleNamespace(token=token)
 # One 4096-token planner call: ~1.5 s at the server's time scale.
-env.agentic_workload = Workload(agents={"plan_execute": 1}, step_max_tokens={"planner": 4096})
+state_of(env).workload = Workload(agents={"plan_execute": 1}, step_max_tokens={"planner": 4096})
 runner = TaskRunner(env, host)
 client = Client(host, token=token)
 
@@ -279,7 +280,7 @@ task.kill()  # what Locust does to a user's greenlet when the run stops
 deadline = time.monotonic() + 0.5  # well before the task would have finished
 while busy() and time.monotonic() < deadline:
     gevent.sleep(0.02)
-print("after", busy(), len(env.agentic.samples), flush=True)
+print("after", busy(), len(env.agentic.stats.samples), flush=True)
 runner.close()
 """
 
