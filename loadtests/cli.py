@@ -43,12 +43,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from loadtests.metrics import LiveFigures
+from loadtests.metrics import Figures, LiveFigures, Snapshot
 from loadtests.sweep_curve import (
     Outcome,
     SweepPoint,
@@ -351,7 +351,7 @@ def live_line(live: Live) -> str:
     )
 
 
-def finished_line(snapshot: dict[str, Any]) -> str:
+def finished_line(snapshot: Snapshot) -> str:
     """The run's final count, from the same snapshot as the summary (so they agree)."""
     summary = snapshot["summary"]
     line = (
@@ -378,7 +378,7 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
 _DIST_STATS = ("mean", "p50", "p99")
 
 
-def _dist(figures: dict[str, Any], key: str, scale: float = 1.0, stat: str = "") -> str:
+def _dist(figures: Mapping[str, Any], key: str, scale: float = 1.0, stat: str = "") -> str:
     """`mean / p50 / p99` of one distribution (or just `stat`), `-` without samples."""
     d = figures[key]
     if not d["count"]:
@@ -386,7 +386,7 @@ def _dist(figures: dict[str, Any], key: str, scale: float = 1.0, stat: str = "")
     return " / ".join(_num(d[k] * scale) for k in ((stat,) if stat else _DIST_STATS))
 
 
-def summary_table(snapshot: dict[str, Any], *, split: bool = False) -> Table:
+def summary_table(snapshot: Snapshot, *, split: bool = False) -> Table:
     """Rows are metrics, columns are `all` then each agent: narrow enough for any terminal.
     `split`: one row per statistic (`task latency (s) p99`) instead of `mean / p50 / p99`
     cells, for CSV and JSON."""
@@ -399,7 +399,7 @@ def summary_table(snapshot: dict[str, Any], *, split: bool = False) -> Table:
     for name, _ in columns:
         table.add_column(name, justify="right")
 
-    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+    def row(label: str, cell: Callable[[Figures], str]) -> None:
         table.add_row(label, *(cell(f) for _, f in columns))
 
     def dist_row(label: str, key: str, scale: float = 1.0) -> None:
@@ -611,9 +611,9 @@ def run_locust(
     return proc.returncode if proc.returncode is not None else 1
 
 
-def _read_snapshot(path: Path) -> dict[str, Any] | None:
+def _read_snapshot(path: Path) -> Snapshot | None:
     with contextlib.suppress(OSError, ValueError):
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: Snapshot = json.loads(path.read_text())
         return data
     return None
 
@@ -742,7 +742,7 @@ def _single_run(
 
 
 def write_agentic_reports(
-    args: argparse.Namespace, host: str, folder: Path, snapshot: dict[str, Any]
+    args: argparse.Namespace, host: str, folder: Path, snapshot: Snapshot
 ) -> None:
     """loadtests.report's HTML/JSON/CSV from the snapshot (the locustfile writes only the
     JSON; without its raw samples the amplification plot shows percentiles)."""

@@ -448,10 +448,11 @@ def write_agentic_json(environment: Any) -> Path | None:
     )
     if not target:
         return None
-    snapshot = state_of(environment).stats.snapshot(state_of(environment).slo)
-    if state_of(environment).sweep is not None:
-        snapshot["sweep"] = state_of(environment).sweep
-    workers = state_of(environment).stats.workers()
+    state = state_of(environment)
+    snapshot = state.stats.snapshot(state.slo)
+    if state.sweep is not None:
+        snapshot["sweep"] = state.sweep
+    workers = state.stats.workers()
     if workers:
         snapshot["workers"] = workers
     path = Path(target)

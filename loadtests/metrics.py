@@ -9,8 +9,9 @@ its last report (a compact list of lists, msgpack/JSON-able) and the master `mer
 them, so every percentile is computed by numpy over the union of all workers' samples and
 equals what one process seeing every task would have computed.
 
-`AgenticStats.snapshot(slo)` returns this JSON-able dict; its shape is a contract with the
-web-UI tab and the reports (add keys, never rename or remove them):
+`AgenticStats.snapshot(slo)` returns this JSON-able dict, typed as the `Snapshot`,
+`Figures`, `Dist` and `Bucket` TypedDicts below; its shape is a contract with the web-UI
+tab and the reports (add keys, never rename or remove them):
 
     {
       "summary": Figures,                 # every sample of the run
@@ -63,12 +64,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
 from orchestrator.api.v1 import inflection_pb2 as pb
-from orchestrator.report import PERCENTILES, Distribution
+from orchestrator.report import Distribution
 from orchestrator.workload.slo import SloConfig
 
 LIVE_WINDOW_S = 10.0  # the trailing window of the live rates and percentiles
@@ -76,6 +77,75 @@ LIVE_WINDOW_S = 10.0  # the trailing window of the live rates and percentiles
 # The wire form of one sample: the TaskSample fields in declaration order, tpots as a list;
 # the calls (a list of CallSample wire rows) only when they were kept.
 WireSample = list[Any]
+
+
+class Dist(TypedDict):
+    """A distribution's figures (`distribution`); None when it had no values."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Figures(TypedDict):
+    """One set of samples' figures (`figures`; the module docstring says what each is)."""
+
+    tasks: int
+    ok: int
+    failed: int
+    dropped_tasks: int
+    duration_s: float
+    tasks_per_s: float
+    goodput_per_s: float
+    goodput_fraction: float | None
+    slo: dict[str, float | None] | None
+    token_amplification: Dist
+    llm_calls_per_task: Dist
+    prompt_tokens_per_s: float
+    output_tokens_per_s: float
+    prefix_hit_rate: float | None
+    task_ttft_s: Dist
+    task_latency_s: Dist
+    call_tpot_s: Dist
+    failures: dict[str, int]
+
+
+class AgentFigures(Figures):
+    agent: str
+
+
+class Bucket(TypedDict):
+    """One `timeseries` bucket."""
+
+    t: float
+    tasks_per_s: float
+    failures_per_s: float
+    output_tokens_per_s: float
+    task_latency_p50_s: float | None
+    task_latency_p99_s: float | None
+    task_ttft_p50_s: float | None
+    task_ttft_p99_s: float | None
+
+
+class Warmup(TypedDict):
+    seconds: float
+    excluded_tasks: int
+
+
+class Snapshot(TypedDict):
+    """`AgenticStats.snapshot()`; the locustfile's JSON adds `workers` and, after an
+    in-run sweep, `sweep`; the web UI's JSON adds `rolling`."""
+
+    summary: Figures
+    per_agent: list[AgentFigures]
+    timeseries: list[Bucket]
+    warmup: NotRequired[Warmup]
+    workers: NotRequired[dict[str, dict[str, int]]]
+    sweep: NotRequired[dict[str, Any]]
+    rolling: NotRequired[dict[str, Any]]  # the web UI's /agentic/stats.json: webui.rolling_json
 
 
 @dataclass(slots=True, frozen=True)
@@ -231,12 +301,12 @@ def meets_slo(slo: SloConfig, sample: TaskSample) -> bool:
     return sample.ok and slo.met_by_task(sample.task_ttft, sample.task_latency, sample.call_tpots)
 
 
-def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
+def distribution(values: Iterable[float]) -> Dist:
     """count, mean and p50/p90/p95/p99 (orchestrator.report.Distribution: numpy's linear
     interpolation, an exactly rounded mean); None when empty."""
     array = list(values)
     if not array:
-        return {"count": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}}
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None}
     d = Distribution.of(array)
     return {
         "count": len(array),
@@ -254,7 +324,7 @@ def _pct(values: Sequence[float], p: float) -> float | None:
 
 def figures(
     samples: Sequence[TaskSample], slo: SloConfig | None, dropped_tasks: int = 0
-) -> dict[str, Any]:
+) -> Figures:
     """The `Figures` dict of the module docstring for one set of samples."""
     ok = [s for s in samples if s.ok]
     if samples:
@@ -292,7 +362,7 @@ def figures(
     }
 
 
-def timeseries(samples: Sequence[TaskSample], bucket_s: float = 1.0) -> list[dict[str, Any]]:
+def timeseries(samples: Sequence[TaskSample], bucket_s: float = 1.0) -> list[Bucket]:
     """Per-bucket rates and latency percentiles, keyed by completion time."""
     if not samples:
         return []
@@ -301,7 +371,7 @@ def timeseries(samples: Sequence[TaskSample], bucket_s: float = 1.0) -> list[dic
     buckets: list[list[TaskSample]] = [[] for _ in range(last - first + 1)]
     for s in samples:
         buckets[math.floor(s.completed_at / bucket_s) - first].append(s)
-    rows = []
+    rows: list[Bucket] = []
     for i, bucket in enumerate(buckets):
         ok = [s for s in bucket if s.ok]
         latencies = [s.task_latency for s in ok]
@@ -516,16 +586,15 @@ class AgenticStats:
         self.started_at = None
         self.warmup_s = 0.0
 
-    def snapshot(self, slo: SloConfig | None = None, bucket_s: float = 1.0) -> dict[str, Any]:
+    def snapshot(self, slo: SloConfig | None = None, bucket_s: float = 1.0) -> Snapshot:
         """The JSON-able dict documented in the module docstring."""
         samples = self.measured()
         agents = sorted({s.agent for s in samples})
-        per_agent = []
-        for agent in agents:
-            entry: dict[str, Any] = {"agent": agent}
-            entry.update(figures([s for s in samples if s.agent == agent], slo))
-            per_agent.append(entry)
-        out: dict[str, Any] = {
+        per_agent: list[AgentFigures] = [
+            {"agent": agent, **figures([s for s in samples if s.agent == agent], slo)}
+            for agent in agents
+        ]
+        out: Snapshot = {
             "summary": figures(samples, slo, self.dropped_tasks),
             "per_agent": per_agent,
             "timeseries": timeseries(samples, bucket_s),

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from loadtests.metrics import TaskSample
+from loadtests.metrics import Snapshot, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, RollingPoint, from_buckets, rolling
 from orchestrator.report import PERCENTILES
 from orchestrator.reporting import CSS, json_default, new_figure, no_data, svg
@@ -63,7 +63,7 @@ _STATS = ("count", "mean", *(f"p{p}" for p in PERCENTILES))
 
 def write_reports(
     out_dir: str | PathLike[str],
-    snapshot: Mapping[str, Any],
+    snapshot: Snapshot,
     *,
     title: str,
     config: Mapping[str, Any],
@@ -118,7 +118,7 @@ def _lenient_default(value: Any) -> Any:
         return str(value)
 
 
-def summary_json(snapshot: Mapping[str, Any], *, title: str, config: Mapping[str, Any]) -> bytes:
+def summary_json(snapshot: Snapshot, *, title: str, config: Mapping[str, Any]) -> bytes:
     document = {"format_version": FORMAT_VERSION, "title": title, "config": dict(config)}
     document.update(snapshot)
     return _dumps(document) + b"\n"
@@ -130,11 +130,11 @@ def summary_columns() -> list[str]:
     return columns
 
 
-def summary_rows(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
     rows = []
-    for agent, fig in [(ALL, snapshot["summary"])] + [
-        (a["agent"], a) for a in snapshot["per_agent"]
-    ]:
+    entries: list[tuple[str, Mapping[str, Any]]] = [(ALL, snapshot["summary"])]
+    entries += [(a["agent"], a) for a in snapshot["per_agent"]]
+    for agent, fig in entries:
         row: dict[str, Any] = {"agent": agent}
         row.update({k: fig.get(k) for k in _SCALARS})
         failures = fig.get("failures") or {}
@@ -155,7 +155,7 @@ def _csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def summary_csv(snapshot: Mapping[str, Any]) -> str:
+def summary_csv(snapshot: Snapshot) -> str:
     return _csv(summary_columns(), summary_rows(snapshot))
 
 
@@ -171,7 +171,7 @@ TIMESERIES_COLUMNS = (
 )
 
 
-def timeseries_csv(snapshot: Mapping[str, Any]) -> str:
+def timeseries_csv(snapshot: Snapshot) -> str:
     return _csv(TIMESERIES_COLUMNS, snapshot["timeseries"])
 
 
@@ -179,7 +179,7 @@ def timeseries_csv(snapshot: Mapping[str, Any]) -> str:
 
 
 def report_html(
-    snapshot: Mapping[str, Any],
+    snapshot: Snapshot,
     *,
     title: str,
     config: Mapping[str, Any],
@@ -253,7 +253,7 @@ def _cell(fig: Mapping[str, Any], key: str, fmt: str, scale: float) -> str:
     return fmt.format(value * scale if scale != 1 else value)
 
 
-def _table(snapshot: Mapping[str, Any]) -> str:
+def _table(snapshot: Snapshot) -> str:
     head = "".join(f'<th class="num">{html.escape(label)}</th>' for _, label, *_ in _TABLE_COLUMNS)
     rows = [f'<div class="table-scroll"><table class="summary"><tr><th>agent</th>{head}</tr>']
     entries = [(ALL, snapshot["summary"])] + [(a["agent"], a) for a in snapshot["per_agent"]]
@@ -323,7 +323,7 @@ def _latency(points: Sequence[RollingPoint]) -> Figure:
     return fig
 
 
-def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | None) -> Figure:
+def _amplification(snapshot: Snapshot, samples: Sequence[TaskSample] | None) -> Figure:
     fig, ax = new_figure()
     agents = [a["agent"] for a in snapshot["per_agent"]]
     if samples is not None:
@@ -350,9 +350,11 @@ def _amplification(snapshot: Mapping[str, Any], samples: Sequence[TaskSample] | 
         no_data(ax, "completed tasks")
         return fig
     for y, (_agent, d) in enumerate(dists):
-        ax.plot([d["p50"], d["p99"]], [y, y], color="C0")
-        ax.plot([d["p50"], d["p90"]], [y, y], color="C0", linewidth=6)
-        ax.plot([d["mean"]], [y], "o", color="C1")
+        # count > 0: every statistic is a number
+        p50, p90, p99, mean = (float(d[k] or 0.0) for k in ("p50", "p90", "p99", "mean"))
+        ax.plot([p50, p99], [y, y], color="C0")
+        ax.plot([p50, p90], [y, y], color="C0", linewidth=6)
+        ax.plot([mean], [y], "o", color="C1")
     ax.set_yticks(range(len(dists)), [a for a, _ in dists])
     ax.set_xlabel("token amplification: p50-p90 bar, whisker to p99, dot = mean")
     return fig

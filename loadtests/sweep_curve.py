@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from loadtests.metrics import TaskSample, meets_slo
+from loadtests.metrics import Figures, TaskSample, meets_slo
 from orchestrator.workload.slo import SloConfig
 from orchestrator.workload.sweep import SweepStep, step_meets_slo
 
@@ -40,7 +40,7 @@ def sweep_step(
     return SweepStep(rate, good / attempted if attempted else 0.0, attempted)
 
 
-def sweep_step_of(rate: float, summary: Mapping[str, Any]) -> SweepStep:
+def sweep_step_of(rate: float, summary: Figures) -> SweepStep:
     """One sweep step from a run's summary figures: failed tasks and dropped arrivals
     count as misses, so an overloaded server cannot meet the SLO by refusing work."""
     ok = int(summary["ok"])
@@ -81,7 +81,7 @@ COLUMNS = tuple(f.name for f in fields(SweepPoint))
 
 def sweep_point(
     rate: float,
-    figures: Mapping[str, Any],
+    figures: Figures,
     step: SweepStep,
     min_good: float,
     span_s: float | None = None,

@@ -24,13 +24,13 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, request
 
-from loadtests.metrics import AgenticStats, CallSample, TaskSample
+from loadtests.metrics import AgenticStats, CallSample, Snapshot, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, rolling
 from loadtests.state import state_of
 from orchestrator.report import PERCENTILES
@@ -102,7 +102,7 @@ def install(
     def current_stats() -> AgenticStats:
         return state_of(environment).stats
 
-    def snapshot() -> dict[str, Any]:
+    def snapshot() -> Snapshot:
         return current_stats().snapshot(current_slo())
 
     # Kept across update_template_args(), which merges its own keys over ours.
@@ -202,7 +202,7 @@ def agent_table_structure() -> list[dict[str, str]]:
     ]
 
 
-def _figure(figures: dict[str, Any], path: str | tuple[str, str]) -> Any:
+def _figure(figures: Mapping[str, Any], path: str | tuple[str, str]) -> Any:
     if isinstance(path, tuple):
         dist = figures.get(path[0])
         return dist.get(path[1]) if isinstance(dist, dict) else None
@@ -218,7 +218,7 @@ def _shown(value: Any, scale: float = 1, decimals: int = 2) -> float | int | str
     return round(float(value) * scale, decimals)
 
 
-def agent_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+def agent_rows(snap: Snapshot) -> list[dict[str, Any]]:
     """The Agentic tab: one row for all agents, then one per agent."""
     rows = []
     entries = [(_ALL_AGENTS, snap["summary"])]
@@ -231,9 +231,9 @@ def agent_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(snap: Snapshot) -> list[dict[str, Any]]:
     """The Agentic summary tab: one metric per row, over every task of the run."""
-    s = snap["summary"]
+    s: Mapping[str, Any] = snap["summary"]
     rows: list[tuple[str, Any]] = [
         ("Tasks (ok / failed)", f"{s['tasks']} ({s['ok']} / {s['failed']})"),
         ("Dropped arrivals (open loop)", s.get("dropped_tasks", 0)),
@@ -329,7 +329,7 @@ def csv_header() -> list[str]:
     return header
 
 
-def snapshot_csv(snap: dict[str, Any]) -> str:
+def snapshot_csv(snap: Snapshot) -> str:
     """The snapshot as CSV: one row for all agents, then one per agent (SI units)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
