@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from loadtests import cli
+from loadtests import local_server, locust_run
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,9 @@ def orchestrator() -> Iterator[str]:
     """The same local sim orchestrator `inflection load` starts without --host."""
     with (
         tempfile.TemporaryDirectory() as folder,
-        cli.local_orchestrator(Path(folder), Console(file=open(os.devnull, "w"))) as address,
+        local_server.local_orchestrator(
+            Path(folder), Console(file=open(os.devnull, "w"))
+        ) as address,
     ):
         yield address
     assert not _listening(address)
@@ -164,7 +166,7 @@ def test_two_worker_processes_merge_into_the_summary(orchestrator: str, tmp_path
 
 def _live_tasks(path: Path) -> int:
     """Tasks finished so far, as the run's live progress file says (0 before it exists)."""
-    live = cli.read_live(path)
+    live = locust_run.read_live(path)
     return live.figures.tasks if live is not None else 0
 
 

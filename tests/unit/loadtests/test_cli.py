@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from loadtests import cli
+from loadtests import cli, console, local_server, locust_run, options, sweep_run
 from loadtests.metrics import AgenticStats, TaskSample
 from loadtests.sweep_curve import SweepPoint, sweep_step_of
 from orchestrator.tables import TableFormat, print_table
@@ -30,8 +30,8 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["load", *argv])
 
 
-def files(tmp_path: Path, html: bool = True) -> cli.RunFiles:
-    return cli.RunFiles.under(tmp_path, "run", html=html)
+def files(tmp_path: Path, html: bool = True) -> locust_run.RunFiles:
+    return locust_run.RunFiles.under(tmp_path, "run", html=html)
 
 
 def option(cmd: list[str], name: str) -> str:
@@ -41,14 +41,14 @@ def option(cmd: list[str], name: str) -> str:
 def test_defaults_run_the_example_mix_closed_loop_for_60s(tmp_path: Path) -> None:
     args = parse()
     assert args.func is cli.cmd_load
-    cmd = cli.locust_command(args, "127.0.0.1:5000", files(tmp_path))
-    assert cmd[:5] == [sys.executable, "-m", "locust", "-f", str(cli.LOCUSTFILE)]
+    cmd = locust_run.locust_command(args, "127.0.0.1:5000", files(tmp_path))
+    assert cmd[:5] == [sys.executable, "-m", "locust", "-f", str(locust_run.LOCUSTFILE)]
     assert "--headless" in cmd
     assert option(cmd, "-u") == "8" and option(cmd, "-r") == "8"
     assert option(cmd, "-t") == "60s"
     assert option(cmd, "--host") == "127.0.0.1:5000"
-    assert option(cmd, "--workload") == str(cli.DEFAULT_WORKLOAD)
-    assert cli.DEFAULT_WORKLOAD.is_file()
+    assert option(cmd, "--workload") == str(options.DEFAULT_WORKLOAD)
+    assert options.DEFAULT_WORKLOAD.is_file()
     assert "--arrival-rate" not in cmd and "--processes" not in cmd and "--slo" not in cmd
     # Reports: CSV with history (progress reads it), HTML, the agentic JSON.
     assert option(cmd, "--csv") == str(tmp_path / "run")
@@ -63,7 +63,7 @@ def test_open_loop_slo_token_and_processes_pass_through(tmp_path: Path) -> None:
         *("--arrival-rate", "3.5", "--arrival-process", "gamma", "--arrival-cv", "2"),
         *("--slo", "task_ttft=5s,task_latency=30s", "--token", "t0k", "--processes", "2"),
     )
-    cmd = cli.locust_command(args, "h:1", files(tmp_path, html=False))
+    cmd = locust_run.locust_command(args, "h:1", files(tmp_path, html=False))
     assert option(cmd, "-u") == "2" and option(cmd, "-r") == "0.5" and option(cmd, "-t") == "120s"
     assert option(cmd, "--arrival-rate") == "3.5"
     assert option(cmd, "--arrival-process") == "gamma" and option(cmd, "--arrival-cv") == "2"
@@ -75,24 +75,24 @@ def test_open_loop_slo_token_and_processes_pass_through(tmp_path: Path) -> None:
 
 
 def test_open_loop_defaults_to_one_dispatcher(tmp_path: Path) -> None:
-    cmd = cli.locust_command(parse("--arrival-rate", "4"), "h:1", None)
+    cmd = locust_run.locust_command(parse("--arrival-rate", "4"), "h:1", None)
     assert option(cmd, "-u") == "1"
     assert "--csv" not in cmd
 
 
 def test_sweep_step_overrides_rate_and_run_time(tmp_path: Path) -> None:
     args = parse("--sweep", "1:1:3", "--slo", "task_latency=2s")
-    cmd = cli.locust_command(args, "h:1", None, arrival_rate=2.0, run_time="15s")
+    cmd = locust_run.locust_command(args, "h:1", None, arrival_rate=2.0, run_time="15s")
     assert option(cmd, "--arrival-rate") == "2" and option(cmd, "-t") == "15s"
 
 
 def test_master_and_worker_passthrough() -> None:
-    master = cli.locust_command(
+    master = locust_run.locust_command(
         parse("--master", "--expect-workers", "3", "--master-bind-host", "0.0.0.0"), "h:1", None
     )
     assert "--master" in master and option(master, "--expect-workers") == "3"
     assert option(master, "--master-bind-host") == "0.0.0.0"
-    worker = cli.locust_command(
+    worker = locust_run.locust_command(
         parse("--worker", "--master-host", "10.0.0.5", "--master-port", "6000"), None, None
     )
     assert option(worker, "--master-host") == "10.0.0.5"
@@ -105,13 +105,13 @@ def test_master_and_worker_passthrough() -> None:
     ("text", "seconds"), [("90", 90), ("45s", 45), ("2m", 120), ("1h30m", 5400), ("1m5s", 65)]
 )
 def test_parse_timespan(text: str, seconds: int) -> None:
-    assert cli.parse_timespan(text) == seconds
+    assert options.parse_timespan(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "0", "0s", "ten", "5x", "-3s"])
 def test_parse_timespan_rejects(text: str) -> None:
-    with pytest.raises(cli.LoadError, match="--run-time"):
-        cli.parse_timespan(text)
+    with pytest.raises(options.LoadError, match="--run-time"):
+        options.parse_timespan(text)
 
 
 def test_parse_sweep_and_rates() -> None:
@@ -191,16 +191,16 @@ def test_sweep_step_counts_failures_and_drops_as_misses() -> None:
 
 
 def render(table: Any) -> str:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
-    console.print(table)
-    out = console.file.getvalue()  # type: ignore[attr-defined]
+    rich_console = Console(file=io.StringIO(), width=160, color_system=None)
+    rich_console.print(table)
+    out = rich_console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(out, str)
     return out
 
 
 def test_summary_table_shows_amplification_per_agent_and_failures() -> None:
     snap = snapshot([sample(), sample("react", latency=2), sample("react", ok=False)])
-    text = render(cli.summary_table(snap))
+    text = render(console.summary_table(snap))
     assert "token amplification" in text and "9.25 / 9.25 / 9.25" in text
     header = next(line for line in text.splitlines() if "metric" in line)
     assert header.index("all") < header.index("plan_execute") < header.index("react")
@@ -209,7 +209,7 @@ def test_summary_table_shows_amplification_per_agent_and_failures() -> None:
 
 
 def test_summary_table_of_an_empty_run() -> None:
-    text = render(cli.summary_table(snapshot([])))
+    text = render(console.summary_table(snapshot([])))
     assert "0 / 0" in text and "-" in text
 
 
@@ -227,12 +227,12 @@ def test_progress_shows_live_rates_percentiles_and_amplification(tmp_path: Path)
     live = stats.live(now=1003.0).to_dict()
     path = tmp_path / "live.json"
     path.write_text(json.dumps({**live, "users": 8}))
-    line = cli.live_line(cli.read_live(path))  # type: ignore[arg-type]
+    line = console.live_line(locust_run.read_live(path))  # type: ignore[arg-type]
     assert line.startswith("8 users, 3 tasks (1 failed, 1 in warm-up) | last 10s: ")
     assert "0.10 tasks/s" in line  # 1 measured ok task in the last 10 s
     assert "TTFT p50/p99 500/500 ms" in line and "latency p50/p99 1000/1000 ms" in line
     assert "output tok/s" in line and "amplification 9.25" in line
-    assert cli.read_live(tmp_path / "missing.json") is None
+    assert locust_run.read_live(tmp_path / "missing.json") is None
 
 
 def test_the_final_count_is_the_summarys() -> None:
@@ -241,10 +241,10 @@ def test_the_final_count_is_the_summarys() -> None:
     for sample_ in (at(1000.0, 1.0), at(1000.0, 2.0), at(990.5, 10.0)):
         stats.add(sample_)
     snap = stats.snapshot()
-    line = cli.finished_line(snap)
+    line = console.finished_line(snap)
     assert line.startswith("2 tasks measured (2 ok, 0 failed)")
     assert "warm-up: 1 tasks that started in the first 5s are left out" in line
-    assert "2 / 0" in render(cli.summary_table(snap))
+    assert "2 / 0" in render(console.summary_table(snap))
 
 
 def test_relative_path_options_are_made_absolute(
@@ -252,22 +252,22 @@ def test_relative_path_options_are_made_absolute(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     args = parse("--out", "reports/load", "--workload", "mix.yaml", "--trace", "t.jsonl")
-    cli.resolve_paths(args)
+    options.resolve_paths(args)
     assert args.out == str(tmp_path / "reports" / "load")
     assert args.workload == str(tmp_path / "mix.yaml") and args.trace == str(tmp_path / "t.jsonl")
-    assert parse().workload == str(cli.DEFAULT_WORKLOAD)  # already absolute
+    assert parse().workload == str(options.DEFAULT_WORKLOAD)  # already absolute
 
 
 def test_warmup_export_and_live_options_reach_the_locustfile(tmp_path: Path) -> None:
     args = parse("--warmup", "10s", "--export-calls", "--run-time", "30s")
-    cmd = cli.locust_command(
-        args, "h:1", cli.RunFiles.under(tmp_path, "locust", html=True, tasks="tasks.jsonl")
+    cmd = locust_run.locust_command(
+        args, "h:1", locust_run.RunFiles.under(tmp_path, "locust", html=True, tasks="tasks.jsonl")
     )
     assert option(cmd, "--agentic-warmup") == "10"
     assert option(cmd, "--agentic-tasks") == str(tmp_path / "tasks.jsonl")
     assert option(cmd, "--agentic-live") == str(tmp_path / "locust_live.json")
     assert "--agentic-export-calls" in cmd
-    plain = cli.locust_command(parse(), "h:1", files(tmp_path))
+    plain = locust_run.locust_command(parse(), "h:1", files(tmp_path))
     assert "--agentic-warmup" not in plain and "--agentic-export-calls" not in plain
 
 
@@ -276,7 +276,7 @@ def test_serve_config_is_two_sim_replicas_on_loopback() -> None:
 
     from orchestrator.config import Backend, DeploymentConfig
 
-    config = DeploymentConfig.model_validate(yaml.safe_load(cli.serve_config(4321)))
+    config = DeploymentConfig.model_validate(yaml.safe_load(local_server.serve_config(4321)))
     assert config.replicas.count == 2 and config.replicas.backend is Backend.SIM
     assert config.replicas.num_cpus == 0.5
     assert config.server.host == "127.0.0.1" and config.server.port == 4321
@@ -336,12 +336,14 @@ def test_importing_the_command_stays_light() -> None:
 def test_a_sweep_plan_goes_to_the_locustfile_in_one_run() -> None:
     args = parse("--sweep", "start=2,factor=2,step_s=5,max_rate=8", "--slo", "task_ttft=1s")
     assert is_sweep_plan(args.sweep) and not is_sweep_plan("1:1:3")
-    cmd = cli.locust_command(args, "h:1", None)
+    cmd = locust_run.locust_command(args, "h:1", None)
     assert option(cmd, "--sweep") == "start=2,factor=2,step_s=5,max_rate=8"
     assert "-t" not in cmd  # the in-run sweep ends the run itself
     assert option(cmd, "-u") == "1"  # open loop: one dispatcher
     # Ours (START:STEP:MAX) never reaches Locust as --sweep: each step is its own run.
-    ours = cli.locust_command(parse("--sweep", "1:1:3", "--slo", "task_ttft=1s"), "h:1", None)
+    ours = locust_run.locust_command(
+        parse("--sweep", "1:1:3", "--slo", "task_ttft=1s"), "h:1", None
+    )
     assert "--sweep" not in ours
 
 
@@ -351,13 +353,13 @@ def test_a_bad_sweep_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert err.count("\n") == 1 and err.startswith("inflection: --sweep"), err
 
 
-def output(fmt: TableFormat = TableFormat.TABLE, width: int = 80) -> cli.Output:
+def output(fmt: TableFormat = TableFormat.TABLE, width: int = 80) -> console.Output:
     """An Output writing to one string buffer, like a pipe (not a terminal)."""
-    console = Console(file=io.StringIO(), width=width, color_system=None)
-    return cli.Output(console, console, console, fmt)
+    buffer = Console(file=io.StringIO(), width=width, color_system=None)
+    return console.Output(buffer, buffer, buffer, fmt)
 
 
-def printed(out: cli.Output) -> str:
+def printed(out: console.Output) -> str:
     text = out.out.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(text, str)
     return text
@@ -367,10 +369,10 @@ def test_sweep_report_names_the_highest_rate(capsys: pytest.CaptureFixture[str])
     history = [point(1, 1.0), point(2, 0.97), point(3, 0.5)]
     args = parse("--sweep", "1:1:3", "--slo", "task_ttft=1s")
     out = output()
-    assert cli._report_sweep(args, history, out, None, None) == 0
+    assert sweep_run.report_sweep(args, history, out, None, None) == 0
     text = printed(out)
     assert "highest rate meeting the SLO: 2 tasks/s (broke at 3)" in text and "broke" in text
-    assert cli._report_sweep(args, history[2:], output(), None, None) == 1
+    assert sweep_run.report_sweep(args, history[2:], output(), None, None) == 1
     assert capsys.readouterr().err.startswith("inflection: no rate met the SLO")
 
 
@@ -378,7 +380,7 @@ def test_a_sweep_that_never_broke_does_not_call_max_the_answer(tmp_path: Path) -
     history = [point(2), point(4)]
     args = parse("--sweep", "2:2:4", "--slo", "task_latency=30s")
     out = output()
-    assert cli._report_sweep(args, history, out, tmp_path, None) == 0
+    assert sweep_run.report_sweep(args, history, out, tmp_path, None) == 0
     text = printed(out)
     assert "SLO never broke up to 4 tasks/s" in text
     assert "highest rate meeting the SLO" not in text
@@ -398,7 +400,7 @@ def test_the_sweep_curve_is_added_to_an_existing_report(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     report.write_text("<html><body><h1>run</h1></body></html>\n")
     args = parse("--sweep", "start=1,factor=2", "--slo", "task_latency=30s")
-    assert cli._report_sweep(args, [point(1), point(2, 0.5)], output(), tmp_path, report) == 0
+    assert sweep_run.report_sweep(args, [point(1), point(2, 0.5)], output(), tmp_path, report) == 0
     text = report.read_text()
     assert text.index("<h1>run</h1>") < text.index('id="sweep"') < text.index("</body>")
 
@@ -406,13 +408,13 @@ def test_the_sweep_curve_is_added_to_an_existing_report(tmp_path: Path) -> None:
 def test_summary_as_csv_and_json_keeps_every_figure_whole() -> None:
     snap = snapshot([sample(latency=123.456789), sample("react", latency=2)])
     out = output(TableFormat.CSV)
-    print_table(out.out, cli.summary_table(snap, split=True), out.fmt)
+    print_table(out.out, console.summary_table(snap, split=True), out.fmt)
     rows = list(csv.reader(io.StringIO(printed(out))))
     assert rows[0] == ["metric", "all", "plan_execute", "react"]
     latency = {r[0]: r[1:] for r in rows}["task latency (ms) p99"]
     assert latency[1] == "123457"  # plan_execute's p99 in ms, whole (not 1.23e+05, not cut)
     out = output(TableFormat.JSON)
-    print_table(out.out, cli.summary_table(snap, split=True), out.fmt)
+    print_table(out.out, console.summary_table(snap, split=True), out.fmt)
     doc = json.loads(printed(out))
     assert {r["metric"] for r in doc["rows"]} >= {"tasks/s", "task ttft (ms) mean"}
 
@@ -421,15 +423,15 @@ def test_the_summary_table_is_never_truncated_on_a_narrow_pipe() -> None:
     agents = ["plan_execute", "react", "reflexion", "tree_of_thought", "map_reduce"]
     snap = snapshot([sample(a, latency=1234.5678) for a in agents])
     out = output(width=80)
-    print_table(out.out, cli.summary_table(snap), out.fmt)
+    print_table(out.out, console.summary_table(snap), out.fmt)
     text = printed(out)
     assert "…" not in text and "1234568 / 1234568 / 1234568" in text
 
 
 def test_tls_flags_pass_through() -> None:
-    assert "--tls" not in cli.locust_command(parse(), "h:1", None)
-    assert "--tls" in cli.locust_command(parse("--tls"), "h:1", None)
-    cmd = cli.locust_command(parse("--tls", "--tls-ca", "ca.pem"), "h:1", None)
+    assert "--tls" not in locust_run.locust_command(parse(), "h:1", None)
+    assert "--tls" in locust_run.locust_command(parse("--tls"), "h:1", None)
+    cmd = locust_run.locust_command(parse("--tls", "--tls-ca", "ca.pem"), "h:1", None)
     assert option(cmd, "--tls-ca") == "ca.pem" and "--tls" not in cmd
-    worker = cli.locust_command(parse("--worker", "--tls-ca", "ca.pem"), None, None)
+    worker = locust_run.locust_command(parse("--worker", "--tls-ca", "ca.pem"), None, None)
     assert option(worker, "--tls-ca") == "ca.pem"

@@ -1,0 +1,207 @@
+"""The options of `inflection load`: their definitions (`add_arguments`), the checks run
+before anything starts (`validate`: one `LoadError` line), and the run's config as the
+reports record it (`config_of`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from orchestrator.tables import add_format_flag
+from orchestrator.workload.sweep import (
+    SweepPlan,
+    is_sweep_plan,
+    parse_sweep,
+)
+
+LOADTESTS = Path(__file__).resolve().parent
+DEFAULT_WORKLOAD = LOADTESTS / "examples" / "mix.yaml"
+PATH_OPTIONS = ("out", "workload", "trace", "tls_ca")  # resolved before anything starts
+
+
+class LoadError(Exception):
+    """Bad input or a failed start; the message is the one line the user sees."""
+
+
+_TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_timespan(text: str, option: str = "--run-time") -> int:
+    """Locust's timespan format (`90`, `45s`, `2m`, `1h30m`) -> whole seconds (> 0)."""
+    value = text.strip().lower()
+    if value.isdigit():
+        seconds = int(value)
+    else:
+        match = _TIMESPAN.match(value)
+        if not value or match is None:
+            raise LoadError(f"{option}: {text!r} is not a duration like 60s, 2m or 1h30m")
+        hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise LoadError(f"{option}: must be at least 1s, got {text!r}")
+    return seconds
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path option absolute (and `~` expanded) against the working folder we
+    were started in: the local orchestrator and Locust run in other folders."""
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+
+
+def parse_warmup(text: str | None) -> int:
+    """--warmup: 0 (none) or a timespan in whole seconds."""
+    if text is None or text.strip() in ("", "0", "0s"):
+        return 0
+    return parse_timespan(text, "--warmup")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check everything checkable without a server; raises LoadError with one line."""
+    from loadtests.workload import WorkloadError, load_workload
+    from orchestrator.workload.slo import parse_slo
+
+    if args.worker:
+        return  # a worker takes its orders (and its checks) from the master
+    warmup = parse_warmup(args.warmup)
+    try:
+        load_workload(args.workload)
+    except WorkloadError as exc:
+        raise LoadError(str(exc)) from None
+    except OSError as exc:
+        raise LoadError(f"--workload: cannot read {args.workload}: {exc.strerror}") from None
+    if args.slo:
+        try:
+            parse_slo(args.slo)
+        except ValueError as exc:
+            raise LoadError(str(exc)) from None
+    parse_timespan(args.run_time)
+    if args.users is not None and args.users < 1:
+        raise LoadError("--users: must be at least 1")
+    if args.spawn_rate is not None and not (args.spawn_rate > 0):
+        raise LoadError("--spawn-rate: must be positive")
+    if args.arrival_rate is not None and not (
+        math.isfinite(args.arrival_rate) and args.arrival_rate > 0
+    ):
+        raise LoadError("--arrival-rate: must be a positive number of tasks per second")
+    if args.processes is not None and args.processes < 1:
+        raise LoadError("--processes: must be at least 1")
+    if args.sweep:
+        if is_sweep_plan(args.sweep):
+            try:
+                SweepPlan.parse(args.sweep)
+            except ValueError as exc:
+                raise LoadError(str(exc)) from None
+        else:
+            try:
+                parse_sweep(args.sweep)
+            except ValueError as exc:
+                raise LoadError(str(exc)) from None
+            step_s = parse_timespan(args.step_time, "--step-time")
+            if warmup >= step_s:
+                raise LoadError(
+                    f"--warmup {args.warmup} covers each whole --step-time {args.step_time}: "
+                    "no task would be measured"
+                )
+        if not args.slo:
+            raise LoadError("--sweep needs --slo (the bound the sweep steps the rate up to)")
+        if args.arrival_rate is not None:
+            raise LoadError("--sweep sets the arrival rate itself; drop --arrival-rate")
+        if args.master and not is_sweep_plan(args.sweep):
+            raise LoadError("--sweep START:STEP:MAX runs locally; use --processes")
+    elif warmup >= parse_timespan(args.run_time):
+        raise LoadError(
+            f"--warmup {args.warmup} covers the whole --run-time {args.run_time}: "
+            "no task would be measured"
+        )
+
+
+def config_of(args: argparse.Namespace, host: str) -> dict[str, Any]:
+    return {
+        "host": host if args.host else f"{host} (local sim orchestrator)",
+        "workload": str(args.workload),
+        "users": args.users,
+        "run_time": args.run_time,
+        "warmup": args.warmup,
+        "arrival_rate": args.arrival_rate,
+        "arrival_process": args.arrival_process if args.arrival_rate else None,
+        "processes": args.processes,
+        "slo": args.slo or None,
+        "sweep": args.sweep,
+        "step_time": args.step_time if args.sweep else None,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `inflection load`."""
+    p.add_argument("--host", help="the orchestrator's HOST:PORT (default: start a local one)")
+    p.add_argument("--workload", default=str(DEFAULT_WORKLOAD), help="workload mix YAML")
+    p.add_argument("--users", type=int, help="closed loop: users (default 8; open loop: 1)")
+    p.add_argument("--spawn-rate", type=float, help="users started per second (default: all)")
+    p.add_argument("--run-time", default="60s", help="run time, e.g. 60s, 5m (default 60s)")
+    p.add_argument("--arrival-rate", type=float, help="open loop: tasks per second in total")
+    p.add_argument(
+        "--trace", help="replay a Mooncake-format JSONL trace (loadtests/data/sample_trace.jsonl)"
+    )
+    p.add_argument(
+        "--trace-speedup", type=float, default=1.0, help="divide the trace's timestamps by this"
+    )
+    p.add_argument(
+        "--arrival-process",
+        choices=("poisson", "gamma", "constant"),
+        default="poisson",
+        help="open loop: how tasks arrive (default poisson)",
+    )
+    p.add_argument("--arrival-cv", type=float, help="gamma arrivals: cv of the gaps")
+    p.add_argument(
+        "--shape", choices=("ramp", "steps", "spike", "diurnal"), help="user-count curve"
+    )
+    p.add_argument("--shape-args", default="", help="shape parameters, e.g. peak=20,ramp_s=30")
+    p.add_argument(
+        "--slo", default="", help="task SLO for goodput, e.g. task_ttft=5s,task_latency=30s"
+    )
+    p.add_argument(
+        "--sweep",
+        help="open-loop rate sweep START:STEP:MAX (one Locust run per --step-time step), "
+        "stopping at the first step that breaks --slo; prints offered vs achieved rate and "
+        "latency percentiles per step (with --out: sweep.json, sweep.csv, a plot in "
+        "report.html) and the highest rate meeting the SLO, or that it never broke up to "
+        "MAX; or the locustfile's in-run sweep "
+        "start=2,factor=1.5,step_s=20,max_rate=100 (orchestrator/workload/sweep.py SweepPlan)",
+    )
+    p.add_argument("--step-time", default="30s", help="sweep: run time of each step")
+    p.add_argument("--processes", type=int, help="Locust worker processes on this machine")
+    p.add_argument("--master", action="store_true", help="run as a Locust master")
+    p.add_argument("--expect-workers", type=int, help="master: wait for this many workers first")
+    p.add_argument("--master-bind-host", default="127.0.0.1", help="master: interface to bind")
+    p.add_argument("--worker", action="store_true", help="run as a Locust worker")
+    p.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
+    p.add_argument("--master-port", type=int, help="master's port (Locust's default 5557)")
+    p.add_argument(
+        "--out",
+        help="folder for the reports: report.html, summary.json/.csv, tasks.jsonl (one line "
+        "per task), Locust's CSV/HTML; a sweep adds sweep.json/.csv and its curve",
+    )
+    p.add_argument(
+        "--warmup",
+        help="leave tasks that start in the first N seconds (e.g. 10s) out of the agentic "
+        "figures (Locust's own stats keep them; tasks.jsonl marks them warmup); per step "
+        "with --sweep",
+    )
+    p.add_argument(
+        "--export-calls",
+        action="store_true",
+        help="add each task's LLM calls and tool steps to tasks.jsonl (a `calls` list per "
+        "line: step, replica or tool, tokens, engine timings)",
+    )
+    add_format_flag(p)
+    p.add_argument("--token", default="", help="bearer token, if the server wants one")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    p.add_argument("--tls-ca", help="connect with TLS trusting this CA bundle (PEM)")
