@@ -255,6 +255,12 @@ class LimitsConfig(_Strict):
     max_concurrent_calls_per_task: int = Field(
         default=32, ge=1, description="Calls of one task in flight at once."
     )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Times a call whose replica failed is sent again to another replica.",
+    )
 
 
 class RoutingConfig(_Strict):

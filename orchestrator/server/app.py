@@ -469,6 +469,7 @@ class Deployment:
                 tokenizer,
                 programs,
                 max_concurrent_calls_per_task=config.limits.max_concurrent_calls_per_task,
+                max_retries=config.limits.max_retries,
                 priority=config.routing.priority_settings(),
                 admission=config.admission,
             )

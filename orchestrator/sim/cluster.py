@@ -24,38 +24,33 @@ import numpy as np
 from agents.dsl import Program
 from agents.library import BUILTIN_PROGRAMS
 from orchestrator.blocks import BLOCK_TOKENS
-from orchestrator.config import (
-    ConfigError,
-    SchedulingPolicy,
-)
+from orchestrator.config import ConfigError, engine_for_routing
 from orchestrator.domain import (
-    CallRecord,
-    CallRequest,
+    CallResult,
     CallTimings,
     CallUsage,
+    ErrorCode,
     FinishReason,
     Mode,
     TaskResult,
     TaskSpec,
-    ToolRecord,
 )
-from orchestrator.executor.accounting import task_usage
-from orchestrator.executor.interpreter import (
-    Action,
-    ActionKind,
-    Encoder,
-    Interpreter,
-    Outcome,
-    TaskProgress,
+from orchestrator.executor.admission import AdmissionQueue, Verdict
+from orchestrator.executor.driver import (
+    Cancel,
+    Command,
+    Dispatch,
+    DriverLimits,
+    Finish,
+    RunTool,
+    TaskDriver,
+    filler_tokens,
+    simulated_tool_outcome,
 )
+from orchestrator.executor.interpreter import Action, Encoder, Interpreter
+from orchestrator.replicas.engine import EngineError
 from orchestrator.report import RunSummary, summarize
-from orchestrator.routing import (
-    PriorityPolicy,
-    ReplicaView,
-    Router,
-    TaskService,
-    make_router,
-)
+from orchestrator.routing import ReplicaView, Router, make_router
 from orchestrator.sim.build import build_replica
 from orchestrator.sim.catalog import load_catalog
 from orchestrator.sim.config import SimulationConfig
@@ -63,6 +58,7 @@ from orchestrator.sim.scheduler import Scheduler, SimRequest, StepResult
 from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
 from orchestrator.sim.tokens import SimTokenizer, output_token_ids
 from orchestrator.workload.arrivals import Arrival, ArrivalProcess, arrivals
+from orchestrator.workload.mix import WORDS
 from orchestrator.workload.slo import SloCheck, slo_checks
 from orchestrator.workload.traces import TraceError
 
@@ -71,24 +67,19 @@ from orchestrator.workload.traces import TraceError
 
 @dataclass(slots=True, eq=False)
 class _Task:
-    progress: TaskProgress
-    arrival: float
-    interpreter: Interpreter
-    calls: list[CallRecord] = field(default_factory=list)
-    tools: list[ToolRecord] = field(default_factory=list)
-    answer_first_token: float | None = None
-    measured: bool = True
-    failed: bool = False  # a call was refused (longer than the context); the rest drain
-    service: TaskService = field(default_factory=lambda: TaskService(0.0))
+    driver: TaskDriver
+    measured: bool
+    calls: dict[str, _Call] = field(default_factory=dict)  # dispatched, not ended
+    tools: set[str] = field(default_factory=set)  # tool steps running
 
 
 @dataclass(slots=True, eq=False)
 class _Call:
     task: _Task
-    action: Action
+    action_id: str
     replica: int
-    dispatched: float
     request: SimRequest
+    cancelled: bool = False  # its task ended; the engine dropped it
 
 
 class _Replica:
@@ -121,7 +112,7 @@ class SimulationResult:
     summary: RunSummary
     timeline: Timeline
     results: tuple[TaskResult, ...]
-    failed: int
+    failed: int  # tasks that failed, refused ones included
     simulated_s: float  # virtual time at the end (arrivals + drain)
     events: int
     calls: int
@@ -133,6 +124,7 @@ class SimulationResult:
     slo_checks: tuple[SloCheck, ...] = ()  # one per bound given, in SloConfig order
     agents: tuple[AgentBreakdown, ...] = ()  # per agent program, in the mix's order
     interrupted: bool = False  # cut short (Ctrl-C): the figures cover what ran
+    refused: int = 0  # tasks admission refused (its queue was full)
 
 
 class _Kind(enum.IntEnum):
@@ -153,8 +145,12 @@ class ClusterSimulation:
         *,
         programs: Mapping[str, Program] | None = None,
         router: Router | None = None,
+        tasks: Sequence[tuple[float, TaskSpec]] | None = None,
     ) -> None:
+        """`tasks`: run exactly these (arrival time, spec; its seed fixes its shape)
+        instead of drawing arrivals and tasks from the workload."""
         self.config = config
+        self._given = tasks
         catalog = load_catalog(config.engine.catalogs)
         model = catalog.model(config.engine.model)
         self._tokenizer = SimTokenizer(model.vocab)
@@ -170,33 +166,32 @@ class ClusterSimulation:
         self._interpreters = {
             name: Interpreter(program, encoder) for name, program in programs.items()
         }
+        unknown = sorted({spec.agent for _, spec in tasks or ()} - set(self._interpreters))
+        if unknown:
+            raise ConfigError(f"tasks: unknown agent(s) {unknown}")
         self._mix_names = list(config.workload.mix)
         weights = np.array([config.workload.mix[n] for n in self._mix_names], dtype=float)
         if weights.sum() <= 0:
             raise ConfigError("workload.mix: weights must add up to more than 0")
         self._mix_p = weights / weights.sum()
+        engine = engine_for_routing(config.routing, config.engine)
         self._replicas = [
-            _Replica(f"sim-{i}", build_replica(config.engine, catalog))
-            for i in range(config.replicas)
+            _Replica(f"sim-{i}", build_replica(engine, catalog)) for i in range(config.replicas)
         ]
-        self._priority = config.routing.priority_settings()
-        engine_priority = (
-            config.engine.scheduling_policy is SchedulingPolicy.PRIORITY
-            or self._priority.policy is PriorityPolicy.PROGRAM_AWARE
-        )
         for replica in self._replicas:
             # Inter-token gaps are not reported here: keeping every token's time would
             # cost more than the rest of the step.
-            replica.scheduler.config = replace(
-                replica.scheduler.config, record_token_times=False, priority=engine_priority
-            )
+            replica.scheduler.config = replace(replica.scheduler.config, record_token_times=False)
         self._by_name = {r.name: i for i, r in enumerate(self._replicas)}
         self._router: Router = router or make_router(config.routing.router_settings())
-        self._filler = encoder(" result row: value, source, note;" * 8)
-        # Input words the tokenizer encodes as one token each, so a task's input is as
-        # many tokens as the workload asks.
-        syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-        self._words = [f" {a}{b}{c}" for a in syllables[:8] for b in syllables for c in "ny"]
+        # The deployed orchestrator's per-task limits and admission control.
+        self._priority = config.routing.priority_settings()
+        self._limits = DriverLimits(
+            config.limits.max_concurrent_calls_per_task, config.limits.max_retries
+        )
+        self._admission: AdmissionQueue[_Task] = AdmissionQueue(config.admission, self._load)
+        self._refused = 0
+        self._filler = filler_tokens(encoder)
         pool_size = 1 << 20
         self._pool = output_token_ids(config.engine.seed, "pool", pool_size, model.vocab)
         self._heap: list[tuple[float, int, int, Any]] = []
@@ -225,7 +220,7 @@ class ClusterSimulation:
                     f"{config.arrival.trace}: unknown agent(s) {unknown}; known: {known}"
                 )
 
-    def _output(self, seed: int | None, n: int) -> tuple[int, ...]:
+    def call_output(self, seed: int | None, n: int) -> tuple[int, ...]:
         """A call's output tokens: a seeded slice of one shared random pool. Only their
         identity matters here (prefix-cache hashes); drawing a fresh generator per call,
         as the live engine does, would cost more than simulating the call."""
@@ -239,8 +234,9 @@ class ClusterSimulation:
         heapq.heappush(self._heap, (t, kind, next(self._seq), payload))
 
     def _input_text(self, rng: np.random.Generator, tokens: int) -> str:
-        words = rng.integers(0, len(self._words), tokens)
-        return "".join(self._words[w] for w in words.tolist())
+        """Input of `tokens` tokens: words the sim tokenizer encodes as one token each."""
+        words = rng.integers(0, len(WORDS), tokens)
+        return "".join(WORDS[w] for w in words.tolist())
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -255,9 +251,11 @@ class ClusterSimulation:
             else arrivals(config.arrival, config.duration_s, config.seed)
         )
         started = 0
-        next_arrival = next(arrival_iter, None)
+        next_arrival = next(arrival_iter, None) if self._given is None else None
         if next_arrival is not None:
             self._at(next_arrival.at, _Kind.TASK_ARRIVES, next_arrival)
+        for at, spec in self._given or ():
+            self._at(at, _Kind.TASK_ARRIVES, spec)
         self._at(config.sample_interval_s, _Kind.SAMPLE, None)
         now = 0.0
         while self._heap:
@@ -266,11 +264,16 @@ class ClusterSimulation:
             self.events += 1
             if kind is _Kind.STEP_END:
                 replica_index, result = payload
-                self._live -= self._step_end(replica_index, result, now)
+                self._step_end(replica_index, result, now)
             elif kind is _Kind.CALL_ARRIVES:
                 self._call_arrives(payload, now)
             elif kind is _Kind.TOOL_DONE:
-                self._live -= self._tool_done(payload, now)
+                self._tool_done(payload, now)
+            elif kind is _Kind.TASK_ARRIVES and isinstance(payload, TaskSpec):
+                interpreter = self._interpreters[payload.agent]
+                seed = payload.seed if payload.seed is not None else started
+                self._live += self._admit_task(interpreter, payload, seed, started, now)
+                started += 1
             elif kind is _Kind.TASK_ARRIVES:
                 arrival: Arrival = payload
                 agent = (
@@ -309,62 +312,106 @@ class ClusterSimulation:
             raise TraceError(f"arrival.trace: unknown agent {agent!r}; known: {known}")
         spec = TaskSpec(agent=agent, input=self._input_text(rng, n_in), mode=Mode.SYNTHETIC)
         seed = int(rng.integers(0, 2**48))
-        progress = interpreter.start(f"task-{index}", spec, seed)
-        task = _Task(
-            progress,
-            now,
+        return self._admit_task(interpreter, spec, seed, index, now)
+
+    def _admit_task(
+        self, interpreter: Interpreter, spec: TaskSpec, seed: int, index: int, now: float
+    ) -> int:
+        """A task arrives: admission starts it, queues it or refuses it; 1 unless refused."""
+        driver = TaskDriver(
             interpreter,
-            measured=now >= self.config.warmup_s,
-            service=TaskService(now),
+            interpreter.start(f"task-{index}", spec, seed),
+            self._router,
+            self._views,
+            accepted_at=now,
+            limits=self._limits,
+            priority=self._priority,
         )
-        self._advance(task, now)
+        task = _Task(driver, measured=now >= self.config.warmup_s)
+        verdict = self._admission.offer(task, driver.reservation, driver.deadline)
+        if verdict is Verdict.REFUSED:
+            self._refused += 1
+            self._failed += 1
+            return 0
+        if verdict is Verdict.ADMITTED:
+            self._start(task, driver.reservation, now)
         return 1
 
-    def _advance(self, task: _Task, now: float) -> None:
-        for action in task.interpreter.advance(task.progress, 1 << 20):
-            if action.kind is ActionKind.LLM:
-                self._dispatch(task, action, now)
-            else:
-                self._at(now + action.latency_s, _Kind.TOOL_DONE, (task, action, now))
+    def _start(self, task: _Task, reserved: int, now: float) -> None:
+        """An admitted task's first actions; its reservation ends once they are routed."""
+        commands = task.driver.start(now)
+        self._admission.release(reserved)
+        self._carry_out(task, commands, now)
 
-    def _dispatch(self, task: _Task, action: Action, now: float) -> None:
-        sampling = action.sampling
-        assert sampling is not None
-        priority = task.service.priority(self._priority, now)
-        request = CallRequest(
-            action.action_id,
-            action.prompt_token_ids,
-            sampling,
-            priority=priority,
-            task_id=task.progress.task_id,
-        )
-        views = [r.view() for r in self._replicas]
-        index = self._by_name[self._router.choose(request, views)]
-        output = self._output(sampling.seed, sampling.max_tokens)
+    def _views(self) -> list[ReplicaView]:
+        return [r.view() for r in self._replicas]
+
+    def _load(self) -> tuple[int, int]:
+        """What admission reads: (tokens outstanding, replicas); simulated ones never fail."""
+        return sum(self._router.outstanding_tokens().values()), len(self._replicas)
+
+    def _carry_out(self, task: _Task, commands: list[Command], now: float) -> None:
+        """Do what the task's driver asks, on the virtual clock."""
+        for command in commands:
+            if isinstance(command, Dispatch):
+                self._dispatch(task, command, now)
+            elif isinstance(command, RunTool):
+                action = command.action
+                task.tools.add(action.action_id)
+                self._at(now + action.latency_s, _Kind.TOOL_DONE, (task, action))
+            elif isinstance(command, Cancel):
+                for action_id in command.action_ids:
+                    task.tools.discard(action_id)
+                    call = task.calls.pop(action_id, None)
+                    if call is not None:
+                        self._cancel(call)
+            elif isinstance(command, Finish):
+                self._live -= 1
+                if command.result is not None:
+                    self._completed(task, command.result, now)
+                else:
+                    self._failed += 1
+
+    def _dispatch(self, task: _Task, dispatch: Dispatch, now: float) -> None:
+        sampling = dispatch.request.sampling
+        index = self._by_name[dispatch.replica]
         sim = SimRequest(
-            f"{task.progress.task_id}/{action.action_id}",
-            action.prompt_token_ids,
-            output,
+            f"{task.driver.task.task_id}/{dispatch.action.action_id}",
+            dispatch.request.prompt_token_ids,
+            self.call_output(sampling.seed, sampling.max_tokens),
             now + self.config.dispatch_overhead_s,
-            priority=priority,
+            priority=dispatch.request.priority,
         )
         self._replicas[index].in_flight += 1
         self._calls += 1
-        call = _Call(task, action, index, now, sim)
+        call = _Call(task, dispatch.action.action_id, index, sim)
+        task.calls[call.action_id] = call
         self._at(sim.arrival, _Kind.CALL_ARRIVES, call)
 
+    def _cancel(self, call: _Call) -> None:
+        """The call's task ended: the engine drops it (a call still on its way is dropped
+        when it arrives)."""
+        call.cancelled = True
+        replica = self._replicas[call.replica]
+        replica.in_flight -= 1
+        if call.request.owner is call:
+            replica.scheduler.abort(call.request)
+
     def _call_arrives(self, call: _Call, now: float) -> None:
+        if call.cancelled:
+            return
         replica = self._replicas[call.replica]
         try:
             replica.scheduler.add(call.request)
-        except ValueError:
-            # Longer than the model's context: the task fails, as the live server would.
+        except ValueError as exc:
+            # Longer than the model's context: the engine refuses it, as a live one would.
             replica.in_flight -= 1
-            self._router.finished(call.action.action_id)
-            if not call.task.failed:
-                call.task.failed = True
-                self._failed += 1
-                self._live -= 1
+            del call.task.calls[call.action_id]
+            error = EngineError(ErrorCode.INVALID_ARGUMENT, str(exc))
+            self._carry_out(
+                call.task, call.task.driver.call_failed(call.action_id, error, now), now
+            )
+            self._wake(now)
             return
         call.request.owner = call
         if not replica.busy:
@@ -379,110 +426,62 @@ class ClusterSimulation:
         replica.busy = True
         self._at(result.end, _Kind.STEP_END, (index, result))
 
-    def _step_end(self, index: int, result: StepResult, now: float) -> int:
+    def _step_end(self, index: int, result: StepResult, now: float) -> None:
         replica = self._replicas[index]
         produced = sum(n for _, n in result.produced)
         replica.output_tokens += produced
         self._window_output += produced
-        done = 0
         for request in result.finished:
-            replica.in_flight -= 1
             call = request.owner
             assert isinstance(call, _Call)
-            done += self._call_done(call, now)
+            if not call.cancelled:
+                replica.in_flight -= 1
+                self._call_done(call, now)
         self._start_step(index, now)
-        return done
+        self._wake(now)
 
-    def _call_done(self, call: _Call, now: float) -> int:
+    def _call_done(self, call: _Call, now: float) -> None:
         request = call.request
         task = call.task
+        del task.calls[call.action_id]
         first = request.first_token if request.first_token is not None else now
         n_out = request.target
         ttft = first - request.arrival
         e2e = now - request.arrival
-        itl: tuple[float, ...] = ()
         usage = CallUsage(len(request.prompt), request.cached_tokens or 0, n_out)
         timings = CallTimings(
             queue_time=(request.first_scheduled or request.arrival) - request.arrival,
             ttft=ttft,
             tpot=(e2e - ttft) / (n_out - 1) if n_out > 1 else None,
-            itl=itl,
+            itl=(),  # not kept here: every token's time would cost more than the step
             e2e=e2e,
         )
         self._window_prompt += usage.prompt_tokens
-        action = call.action
-        task.calls.append(
-            CallRecord(
-                call_id=action.action_id,
-                step=action.step,
-                branch=action.branch,
-                replica=self._replicas[call.replica].name,
-                usage=usage,
-                timings=timings,
-                finish_reason=FinishReason.LENGTH,
-                after=action.after,
-                dispatch_to_result=now - call.dispatched,
-            )
+        result = CallResult(
+            call.action_id, request.output_ids, "", FinishReason.LENGTH, usage, timings
         )
-        if action.answer:
-            task.answer_first_token = first
-        self._router.finished(action.action_id, request.output_ids)
-        task.service.finished(action.action_id, action.after, e2e)
-        task.interpreter.complete(task.progress, action.action_id, Outcome(request.output_ids, ""))
-        return self._progress(task, now)
+        commands = task.driver.call_done(call.action_id, result, now, first_token_at=first)
+        self._carry_out(task, commands, now)
 
-    def _tool_done(self, payload: tuple[_Task, Action, float], now: float) -> int:
-        task, action, started = payload
-        n = action.result_tokens
-        ids = (self._filler * (n // len(self._filler) + 1))[:n]
-        task.tools.append(
-            ToolRecord(
-                tool_id=action.action_id,
-                step=action.step,
-                branch=action.branch,
-                tool=action.tool or "simulated",
-                ok=True,
-                elapsed=now - started,
-                result_tokens=n,
-                after=action.after,
-            )
-        )
-        task.service.finished(action.action_id, action.after, 0.0)
-        task.interpreter.complete(task.progress, action.action_id, Outcome(ids, ""))
-        return self._progress(task, now)
+    def _tool_done(self, payload: tuple[_Task, Action], now: float) -> None:
+        task, action = payload
+        if action.action_id not in task.tools:
+            return  # its task ended
+        task.tools.discard(action.action_id)
+        outcome = simulated_tool_outcome(action, self._filler)
+        self._carry_out(task, task.driver.tool_done(action.action_id, outcome, True, now), now)
 
-    def _progress(self, task: _Task, now: float) -> int:
-        """Dispatch what the task can run next; 1 when the task has just finished."""
-        if task.failed:
-            return 0
-        if not task.progress.done:
-            self._advance(task, now)
-            if not task.progress.done:
-                return 0
-        answer = next((c for c in task.calls if c.call_id == task.progress.answer_id), None)
-        first = task.answer_first_token
-        usage = task_usage(
-            task.calls,
-            user_input_tokens=task.progress.user_input_tokens,
-            final_output_tokens=answer.usage.output_tokens if answer else 0,
-            task_ttft=(first - task.arrival) if first is not None else 0.0,
-            task_latency=now - task.arrival,
-            tools=task.tools,
-        )
-        result = TaskResult(
-            task_id=task.progress.task_id,
-            agent=task.progress.program.name,
-            answer="",
-            usage=usage,
-            calls=tuple(task.calls),
-            tools=tuple(task.tools),
-        )
+    def _wake(self, now: float) -> None:
+        """Start queued tasks while admission has room (after load dropped)."""
+        for task, reserved in self._admission.ready(now):
+            self._start(task, reserved, now)
+
+    def _completed(self, task: _Task, result: TaskResult, now: float) -> None:
         self._results.append(result)
         self._last_completion = now
         if task.measured:
             self._measured.append(result)
         self._window.append(result)
-        return 1
 
     def _sample(self, now: float) -> None:
         interval = self.config.sample_interval_s
@@ -563,6 +562,7 @@ class ClusterSimulation:
             slo_checks=checks,
             agents=agents,
             interrupted=interrupted,
+            refused=self._refused,
         )
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.config import RoutingConfig, SimEngineConfig, load_yaml_model
+from orchestrator.config import (
+    AdmissionConfig,
+    LimitsConfig,
+    RoutingConfig,
+    SimEngineConfig,
+    load_yaml_model,
+)
 from orchestrator.workload.arrivals import ArrivalConfig
 from orchestrator.workload.mix import WorkloadConfig
 from orchestrator.workload.slo import SloConfig
@@ -25,6 +31,15 @@ class SimulationConfig(_Strict):
     )
     routing: RoutingConfig = Field(
         default_factory=RoutingConfig, description="Routing policy and call priority."
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="The deployment's limits; the per-task ones (calls in flight, "
+        "retries) apply here as they do live.",
+    )
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig,
+        description="Task admission under saturation, as the deployment does it.",
     )
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
