@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from loadtests.metrics import Snapshot, TaskSample
 from loadtests.series import STEP_S, WINDOW_S, RollingPoint, from_buckets, rolling
 from orchestrator.report import PERCENTILES
-from orchestrator.reporting import CSS, json_default, new_figure, no_data, svg
+from orchestrator.reporting import CSS, dumps, new_figure, no_data, svg
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -103,19 +102,9 @@ def run_config(options: Any) -> dict[str, Any]:
 
 
 def _dumps(value: Any, *, indent: bool = True) -> bytes:
-    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    return orjson.dumps(
-        value, default=_lenient_default, option=option | (orjson.OPT_INDENT_2 if indent else 0)
-    )
-
-
-def _lenient_default(value: Any) -> Any:
     # Locust's parsed options hold a few objects (classes, file handles) with no JSON
     # form; the report keeps their text instead of failing the run's last step.
-    try:
-        return json_default(value)
-    except TypeError:
-        return str(value)
+    return dumps(value, indent=indent, lenient=True)
 
 
 def summary_json(snapshot: Snapshot, *, title: str, config: Mapping[str, Any]) -> bytes:

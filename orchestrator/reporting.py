@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -57,6 +58,24 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} to the report")
+
+
+def dumps(value: Any, *, indent: bool = True, lenient: bool = False) -> bytes:
+    """`value` as JSON (orjson; numpy values and configs via json_default). `lenient`:
+    values with no JSON form are written as their text instead of failing."""
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    return orjson.dumps(
+        value,
+        default=_lenient_default if lenient else json_default,
+        option=option | (orjson.OPT_INDENT_2 if indent else 0),
+    )
+
+
+def _lenient_default(value: Any) -> Any:
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
 
 
 def new_figure(xlabel: str = "simulated time (s)") -> tuple[Figure, Axes]:

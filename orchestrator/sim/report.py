@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from orchestrator.report import RunSummary, summary_table
-from orchestrator.reporting import CSS, json_default, new_figure, no_data, svg
+from orchestrator.reporting import CSS, dumps, new_figure, no_data, svg
 from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
 from orchestrator.workload.slo import SloCheck
 
@@ -40,7 +39,6 @@ MAX_POINTS = 600  # per plotted series: keeps the page small for long runs
 MAX_REPLICA_LINES = 8  # replicas drawn individually; more become a min/median/max band
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # Colours for individual replica lines: tab10 without the blue of the band and the grey.
 _LINE_COLOURS = ("C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
 
@@ -153,8 +151,7 @@ def write_json(
 
 
 def _dumps(value: Any, *, indent: bool) -> bytes:
-    option = _JSON_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0)
-    return orjson.dumps(value, default=json_default, option=option)
+    return dumps(value, indent=indent)
 
 
 def _write(path: ReportPath, data: bytes) -> None:
