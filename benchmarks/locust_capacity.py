@@ -151,7 +151,7 @@ def drive(
         # LLM calls of the tasks it recorded.
         agentic = getattr(env, "agentic", None)
         if kind == "agent" and agentic is not None:
-            steps = sum(sample.llm_calls for sample in agentic.samples)
+            steps = sum(sample.llm_calls for sample in agentic.stats.samples)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return steps, failures, usage.ru_utime + usage.ru_stime, time.perf_counter()
 

@@ -170,7 +170,7 @@ def test_plan_reports_a_model_that_does_not_fit(
     [
         (["--gpus", "h100,tpu9"], ["tpu9", "known", "h100", "b200"]),
         (["--gpus", "h100", "--slo", "latency=3s"], ["--slo", "task_latency_p99"]),
-        (["--gpus", "h100", "--slo", "task_latency_p99=fast"], ["--slo", "not a number"]),
+        (["--gpus", "h100", "--slo", "task_latency_p99=fast"], ["--slo", "not a duration"]),
         (["--gpus", "h100", "--workload", "nope"], ["nope", "plan_execute"]),
         (["--gpus", "h100", "--workload", "react:x"], ["--workload"]),
         (["--gpus", "h100", "--price", "h100"], ["--price"]),
