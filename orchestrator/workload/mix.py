@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import Mapping
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Words the orchestrator's tokenizers (and the simulator's) encode as one token each, so
@@ -15,9 +16,14 @@ _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 WORDS = tuple(f" {a}{b}{c}" for a in _SYLLABLES[:8] for b in _SYLLABLES for c in "ny")
 
 
-def input_text(rng: random.Random, tokens: int) -> str:
-    """A user input of `tokens` one-token words."""
-    return "".join(rng.choice(WORDS) for _ in range(tokens)).lstrip()
+def input_text(rng: random.Random | np.random.Generator, tokens: int) -> str:
+    """A user input of `tokens` one-token words (drawn with numpy's `integers` from a
+    Generator, as the simulator draws, or `choice` from a random.Random)."""
+    if isinstance(rng, np.random.Generator):
+        words = "".join(WORDS[w] for w in rng.integers(0, len(WORDS), tokens).tolist())
+    else:
+        words = "".join(rng.choice(WORDS) for _ in range(tokens))
+    return words.lstrip()
 
 
 def lognormal_mu(mean: float, sigma: float) -> float:
@@ -71,3 +77,10 @@ class WorkloadConfig(_Strict):
     programs: tuple[str, ...] = Field(
         default=(), description="YAML program files or folders beside the built-ins."
     )
+
+    def draw_input_tokens(self, rng: np.random.Generator) -> int:
+        """A task's input length: log-normal whose mean is input_tokens_mean (at least 1)."""
+        if not self.input_tokens_sigma:
+            return max(1, round(self.input_tokens_mean))
+        median = self.input_tokens_mean / math.exp(self.input_tokens_sigma**2 / 2.0)
+        return max(1, round(float(rng.lognormal(math.log(median), self.input_tokens_sigma))))
