@@ -135,6 +135,21 @@ class Warmup(TypedDict):
     excluded_tasks: int
 
 
+class SweepStepRow(TypedDict):
+    rate: float
+    tasks: int
+    good_fraction: float
+
+
+class SweepResult(TypedDict):
+    """The locustfile's in-run sweep (`--sweep start=...`), once it has run."""
+
+    steps: list[SweepStepRow]
+    highest_rate_meeting_slo: float | None
+    min_good: float
+    points: list[dict[str, Any]]  # loadtests.sweep_curve.SweepPoint.to_dict()
+
+
 class Snapshot(TypedDict):
     """`AgenticStats.snapshot()`; the locustfile's JSON adds `workers` and, after an
     in-run sweep, `sweep`; the web UI's JSON adds `rolling`."""
@@ -144,7 +159,7 @@ class Snapshot(TypedDict):
     timeseries: list[Bucket]
     warmup: NotRequired[Warmup]
     workers: NotRequired[dict[str, dict[str, int]]]
-    sweep: NotRequired[dict[str, Any]]
+    sweep: NotRequired[SweepResult]
     rolling: NotRequired[dict[str, Any]]  # the web UI's /agentic/stats.json: webui.rolling_json
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loadtests.metrics import AgenticStats
+from loadtests.metrics import AgenticStats, SweepResult
 from loadtests.workload import Workload, default_workload
 from orchestrator.workload.slo import SloConfig
 from orchestrator.workload.sweep import SweepPlan
@@ -29,7 +29,7 @@ class AgenticState:
     slo: SloConfig | None = None  # --slo: goodput's bounds
     checked: bool = False  # the target answered and serves every agent of the workload
     sweep_plan: SweepPlan | None = None  # --sweep start=...: the in-run sweep
-    sweep: dict[str, Any] | None = None  # the in-run sweep's result, once it has run
+    sweep: SweepResult | None = None  # the in-run sweep's result, once it has run
     rate: float | None = None  # open loop: the run's total arrival rate, tasks/s
     dispatchers: set[Dispatcher] = field(default_factory=set)  # this process's open loop
     trace: TraceConfig | None = None  # --trace: the parsed trace and its replay options
