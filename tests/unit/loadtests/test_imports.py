@@ -32,7 +32,8 @@ def test_locustfile_imports_no_ray_and_patches_first() -> None:
 def test_pure_modules_do_not_import_locust() -> None:
     code = (
         "import sys, loadtests.metrics, loadtests.workload, loadtests.arrivals, "
-        "loadtests.shapes; print('locust' in sys.modules)"
+        "loadtests.shapes, loadtests.state, loadtests.sweep_curve, loadtests.cli; "
+        "print('locust' in sys.modules or 'ray' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
