@@ -56,16 +56,14 @@ class SloConfig(BaseModel):
     @property
     def ttft_bound(self) -> float:
         """The tightest bound on one task's TTFT (inf: none)."""
-        return min(
-            (v for k, v in self.bounds().items() if k.startswith("task_ttft")), default=math.inf
-        )
+        given = (self.task_ttft_p90, self.task_ttft_p99, self.task_ttft)
+        return min((v for v in given if v is not None), default=math.inf)
 
     @property
     def latency_bound(self) -> float:
         """The tightest bound on one task's latency (inf: none)."""
-        return min(
-            (v for k, v in self.bounds().items() if k.startswith("task_latency")), default=math.inf
-        )
+        given = (self.task_latency_p90, self.task_latency_p99, self.task_latency)
+        return min((v for v in given if v is not None), default=math.inf)
 
     def met_by_task(
         self, task_ttft: float | None, task_latency: float, call_tpots: Sequence[float] = ()
