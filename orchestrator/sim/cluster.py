@@ -220,6 +220,11 @@ class ClusterSimulation:
                     f"{config.arrival.trace}: unknown agent(s) {unknown}; known: {known}"
                 )
 
+    @property
+    def tokenizer(self) -> SimTokenizer:
+        """The simulated model's tokenizer (prompts are built with it)."""
+        return self._tokenizer
+
     def call_output(self, seed: int | None, n: int) -> tuple[int, ...]:
         """A call's output tokens: a seeded slice of one shared random pool. Only their
         identity matters here (prefix-cache hashes); drawing a fresh generator per call,
