@@ -30,7 +30,12 @@ one seed for every policy, so each policy sees the same tasks at the same instan
 Tasks whose prompt outgrows the model's 16k context (coding_agent's tool outputs pile
 up) fail in every policy alike; they are counted, not measured, and do not fail the SLO.
 
-    .venv/bin/python benchmarks/routing.py [--part sim|vllm|all] [--quick]
+The simulator runs the deployment's admission control (it queues new tasks while the
+replicas' outstanding tokens reach the bound); `--no-admission` turns it off, as the
+simulator ran before it drove tasks with the live orchestrator's driver, to compare
+with figures recorded then (same seeds, same results).
+
+    .venv/bin/python benchmarks/routing.py [--part sim|vllm|all] [--quick] [--no-admission]
 
 `--part vllm` runs benchmarks/routing_vllm.py (real engines; about 10 minutes).
 """
@@ -45,7 +50,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.config import RoutingConfig
+from orchestrator.config import AdmissionConfig, RoutingConfig
 from orchestrator.routing import RoutingPolicy
 from orchestrator.sim.cluster import SimulationResult, simulate
 from orchestrator.sim.config import SimulationConfig
@@ -102,6 +107,7 @@ def sim_config(
         sample_interval_s=SAMPLE_S,
         slo=slo or SloConfig(),
         seed=args.seed,
+        admission=AdmissionConfig(enabled=not args.no_admission),
     )
 
 
@@ -342,6 +348,11 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
     parser.add_argument(
         "--probe-rate", type=float, default=12.0, help="tasks/s of the first overload probe"
+    )
+    parser.add_argument(
+        "--no-admission",
+        action="store_true",
+        help="simulate without admission control (as before the shared task driver)",
     )
     parser.add_argument("--slo-factor", type=float, default=3.0)
     parser.add_argument("--slo-p99", type=float, default=None, help="seconds; overrides the factor")
