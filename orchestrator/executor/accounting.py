@@ -1,4 +1,4 @@
-"""Per-task accounting, exactly as METRICS.md defines each figure (pure functions)."""
+"""Per-task accounting, exactly as docs/metrics.md defines each figure (pure functions)."""
 
 from __future__ import annotations
 

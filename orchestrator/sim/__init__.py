@@ -1,3 +1,3 @@
 """The simulated GPU engine: catalogs, the roofline step-time model, a continuous-batching
 scheduler modelled on vLLM V1, the fast-forward cluster simulation and the capacity
-planner (../shared/SIMULATION.md has the model and its sources)."""
+planner (docs/simulation.md has the model and its sources)."""

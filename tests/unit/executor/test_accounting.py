@@ -1,4 +1,4 @@
-"""Per-task accounting, checked against the definitions in METRICS.md."""
+"""Per-task accounting, checked against the definitions in docs/metrics.md."""
 
 from __future__ import annotations
 
