@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from agents.dsl import Program
-    from orchestrator.domain import AgentInfo, TaskResult
+    from orchestrator.domain import AgentInfo, TaskResult, TaskUsage
     from orchestrator.executor.interpreter import Encoder
 
 _T = TypeVar("_T")
@@ -241,6 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 class _BurstOutcome:
     results: list[TaskResult]
     failures: list[str]
+    failed_usage: list[TaskUsage | None]  # each failure's partial usage
     duration_s: float
 
 
@@ -253,6 +254,7 @@ async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
     rng = random.Random(args.seed)
     results: list[TaskResult] = []
     failures: list[str] = []
+    failed_usage: list[TaskUsage | None] = []
     started = time.monotonic()
     async with AsyncClient(address) as client:
         gate = asyncio.Semaphore(args.concurrency)
@@ -268,12 +270,13 @@ async def _burst(args: argparse.Namespace, address: str) -> _BurstOutcome:
                         results.append(result)
                     except InflectionError as exc:
                         failures.append(str(exc))
+                        failed_usage.append(exc.usage)
                     progress.advance(bar)
 
             # Interrupted (cancelled by a stop signal): what finished still makes a summary.
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*(one(i) for i in range(args.tasks)))
-    return _BurstOutcome(results, failures, time.monotonic() - started)
+    return _BurstOutcome(results, failures, failed_usage, time.monotonic() - started)
 
 
 @dataclass(slots=True, frozen=True)
@@ -313,7 +316,7 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunO
         # The burst returns what finished even when cancelled; None only if the signal
         # came before it began.
         if outcome is None:
-            outcome = _BurstOutcome([], [], 0.0)
+            outcome = _BurstOutcome([], [], [], 0.0)
         if stop.received is not None:
             done = len(outcome.results) + len(outcome.failures)
             err_console.print(
@@ -321,7 +324,7 @@ async def _run_burst(args: argparse.Namespace, config: DeploymentConfig) -> RunO
                 "tasks; the summary covers those",
                 highlight=False,
             )
-        summary = summarize(outcome.results, outcome.duration_s, failed=len(outcome.failures))
+        summary = summarize(outcome.results, outcome.duration_s, failed=outcome.failed_usage)
         table = summary_table(summary, title=f"inflection run: {args.agent}")
         _print_table(table, args)
         for failure in outcome.failures[:5]:

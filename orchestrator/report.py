@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.domain import TaskResult
+from orchestrator.domain import TaskResult, TaskUsage
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -57,15 +57,24 @@ class RunSummary:
     call_tpot: Distribution  # over every call with more than one output token
 
 
-def summarize(results: Sequence[TaskResult], duration_s: float, failed: int = 0) -> RunSummary:
+def summarize(
+    results: Sequence[TaskResult],
+    duration_s: float,
+    failed: Sequence[TaskUsage | None] = (),
+) -> RunSummary:
+    """`failed`: the partial usage of each failed task (None where it ran no call); the
+    token rates and the prefix hit rate count their calls too ("all calls")."""
     calls = [c for r in results for c in r.calls]
-    output = sum(c.usage.output_tokens for c in calls)
-    prompt = sum(c.usage.prompt_tokens for c in calls)
-    cached = sum(c.usage.cached_prompt_tokens for c in calls)
+    partial = [u for u in failed if u is not None]
+    output = sum(c.usage.output_tokens for c in calls) + sum(u.output_tokens_total for u in partial)
+    prompt = sum(c.usage.prompt_tokens for c in calls) + sum(u.prompt_tokens_total for u in partial)
+    cached = sum(c.usage.cached_prompt_tokens for c in calls) + sum(
+        u.cached_tokens_total for u in partial
+    )
     span = duration_s if duration_s > 0 else float("inf")
     return RunSummary(
         tasks=len(results),
-        failed_tasks=failed,
+        failed_tasks=len(failed),
         duration_s=duration_s,
         tasks_per_s=len(results) / span,
         llm_calls_per_task=(len(calls) / len(results)) if results else 0.0,

@@ -12,6 +12,8 @@ from typing import Any
 
 import grpc
 
+from orchestrator.protocol import AUTHORIZATION
+
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
@@ -31,7 +33,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        given = metadata.get("authorization", "")
+        given = metadata.get(AUTHORIZATION, "")
         given_bytes = given.encode() if isinstance(given, str) else bytes(given)
         if hmac.compare_digest(given_bytes, self._expected):
             return handler

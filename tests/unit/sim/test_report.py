@@ -12,10 +12,13 @@ import numpy as np
 import orjson
 import pytest
 
-from orchestrator.report import Distribution, RunSummary
+from orchestrator.domain import TaskResult, TaskUsage
+from orchestrator.report import Distribution, RunSummary, summarize
 from orchestrator.sim.report import MAX_POINTS, RunOutcome, span_text, write_html, write_json
 from orchestrator.sim.timeline import AgentBreakdown, Percentiles, Sample, Timeline
 from orchestrator.workload.slo import SloCheck
+
+from ..factories import call_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLOTS = ("latency", "throughput", "kv", "queue")
@@ -340,3 +343,20 @@ def test_html_renders_four_plots_in_headless_chromium(tmp_path: Path, replicas: 
         finally:
             browser.close()
     assert [u for u in requests if not u.startswith("file://")] == []
+
+
+def test_token_rates_count_the_calls_of_failed_tasks_too() -> None:
+    # docs/metrics.md: output and processed tokens/s and the prefix hit rate are over all
+    # calls of the run; a failed task's calls consumed the GPUs as much as anyone's.
+    call = call_record("c1", prompt=100, cached=50, output=20)
+    done = TaskResult("t1", "a", "", _usage(prompt=100, cached=50, output=20), (call,))
+    partial = _usage(prompt=300, cached=0, output=10)
+    summary = summarize([done], 10.0, failed=[partial, None])
+    assert summary.tasks == 1 and summary.failed_tasks == 2
+    assert summary.output_tps == 3.0  # (20 + 10) / 10 s
+    assert summary.processed_tps == 43.0  # (100 + 20 + 300 + 10) / 10 s
+    assert summary.prefix_hit_rate == 50 / 400
+
+
+def _usage(*, prompt: int, cached: int, output: int) -> TaskUsage:
+    return TaskUsage(4, 8, 1, 0, 0, prompt, cached, output, 1.0, 1.0, 0.0, 1, 0.5, 1.0, 0.0)
