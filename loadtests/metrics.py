@@ -2,7 +2,7 @@
 
 Pure: no locust, gevent or grpc import (protobuf messages only, for `TaskRecorder`), so
 the master, the workers, the web UI, the reports and the tests all share one definition
-of every figure (../shared/METRICS.md).
+of every figure (docs/metrics.md).
 
 Workers never ship averages: each worker `drain()`s the raw `TaskSample`s it recorded since
 its last report (a compact list of lists, msgpack/JSON-able) and the master `merge()`s
@@ -246,7 +246,7 @@ class CallSample:
 
 @dataclass(slots=True, frozen=True)
 class TaskSample:
-    """One task as a load-generating user saw it (METRICS.md per-task definitions)."""
+    """One task as a load-generating user saw it (docs/metrics.md per-task definitions)."""
 
     completed_at: float  # unix seconds when the task ended (ok or not)
     agent: str
@@ -728,7 +728,7 @@ class TaskRecorder:
             final_output_tokens=u.final_output_tokens,
             token_amplification=u.token_amplification,
             task_ttft=self.ttft,
-            # METRICS.md: accepted -> completed, as the client saw both.
+            # docs/metrics.md: accepted -> completed, as the client saw both.
             task_latency=now - (self.accepted_at or self.sent_at),
             call_tpots=tuple(self.tpots),
             calls=tuple(self.calls),

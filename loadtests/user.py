@@ -1,7 +1,7 @@
 """Locust users that run agent tasks over gRPC: `AgentUser` (closed loop, think time) and
 `OpenLoopUser` (tasks arrive at a rate, loadtests.arrivals), over a shared `TaskRunner`.
 
-Per ../shared/REFERENCE.md: locust is imported before anything that may import ssl, gRPC
+Per docs/reference.md: locust is imported before anything that may import ssl, gRPC
 runs its synchronous stubs on gevent (`init_gevent`), and each user makes its own channel
 in `on_start`, after any fork. Each task fires one Locust request event, so Locust's own
 RPS and "Aggregated" row count tasks and nothing else:

@@ -1,4 +1,4 @@
-"""Run-level aggregates (METRICS.md "Aggregates over a run") and their table.
+"""Run-level aggregates (docs/metrics.md "Aggregates over a run") and their table.
 
 Pure functions over finished `TaskResult`s, shared by `inflection run`, the simulator and
 the benchmarks; the load generator's figures (`loadtests.metrics.figures`) take their

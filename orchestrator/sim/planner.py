@@ -5,7 +5,7 @@ Each candidate rate is a fast-forward simulation of a few replicas under Poisson
 arrivals of the workload; a doubling search brackets the highest rate that meets the SLO
 and bisection narrows it. The fleet is sized to run each replica at `headroom` of that
 rate; power and price turn the result into tokens per joule, the fleet's dollars per hour,
-per thousand tasks and per million output tokens (SIMULATION.md, "Power and cost").
+per thousand tasks and per million output tokens (docs/simulation.md, "Power and cost").
 """
 
 from __future__ import annotations

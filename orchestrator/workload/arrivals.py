@@ -1,4 +1,4 @@
-"""Task arrival processes: when tasks reach the cluster (METRICS.md "offered load")."""
+"""Task arrival processes: when tasks reach the cluster (the offered load)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task-level service-level objectives (METRICS.md goodput): one grammar and one meaning
+"""Task-level service-level objectives (docs/metrics.md, goodput): one grammar and one meaning
 for `inflection simulate` (the config's `slo:`), `inflection plan --slo` and
 `inflection load --slo`.
 

@@ -1,5 +1,5 @@
 """The fast-forward cluster simulation as a user of `inflection simulate` sees it: every
-task that arrives completes with METRICS.md accounting, runs repeat exactly, arrival
+task that arrives completes with docs/metrics.md accounting, runs repeat exactly, arrival
 processes have the documented shapes, overload shows in the latency and the SLO verdict,
 prefix caching and the timeline report what happened, and bad input fails with a message
 that says what is wrong."""
@@ -98,7 +98,7 @@ def light_run() -> SimulationResult:
     )
 
 
-# ---- every task completes, with METRICS.md accounting --------------------------------------
+# ---- every task completes, with docs/metrics.md accounting --------------------------------------
 
 
 def test_every_arriving_task_completes_under_light_load() -> None:

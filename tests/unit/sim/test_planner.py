@@ -1,6 +1,6 @@
 """The capacity planner: the rate search finds a threshold wherever it starts, the
 command-line parsers reject what they cannot use, and `plan()` rows add up the way
-SIMULATION.md ("Power and cost") says: a faster GPU sustains more tasks per replica,
+docs/simulation.md ("Power and cost") says: a faster GPU sustains more tasks per replica,
 GPUs needed, $ per million tokens and tokens per joule follow from the row's own numbers,
 and a model that does not fit says why."""
 

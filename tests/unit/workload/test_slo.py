@@ -55,7 +55,7 @@ def test_run_checks_use_the_percentile_or_every_task() -> None:
 
 
 def test_task_ttft_leaves_out_tasks_with_no_answer_token() -> None:
-    # TaskUsage.task_ttft is 0.0 without an answer token: not a TTFT of 0 (METRICS.md).
+    # TaskUsage.task_ttft is 0.0 without an answer token: not a TTFT of 0 (docs/metrics.md).
     summary = summarize([result(2.0, 3.0), result(0.0, 3.0, answer_tokens=0)], 10.0)
     assert summary.task_ttft.p50 == 2.0 and summary.task_latency.p50 == 3.0
 
