@@ -1,12 +1,14 @@
 """Fast-forward cluster simulation: tasks, the router and many simulated replicas on one
 virtual clock, in one process.
 
-The same pure parts as the live orchestrator decide everything: the agent-program
-`Interpreter` plans each task's calls and builds their prompts, a `Router` picks each
-call's replica, and every replica is the `Scheduler` + `PerfModel` the sim engine runs.
-Only the driver differs: instead of asyncio tasks and Ray calls, a discrete-event loop
-jumps from one event (a task arriving, an engine step ending, a simulated tool
-returning) to the next, so hours of traffic on a large cluster take seconds.
+The same code as the live orchestrator decides everything: one `TaskDriver` per task
+(orchestrator/executor/driver.py: its calls, budget, priority, retries, records and
+usage), the agent-program `Interpreter` that builds the prompts, the `Router`, the
+`AdmissionQueue`, and on every replica the `Scheduler` + `PerfModel` the sim engine
+runs. This module is only the driver's second shell: where the live executor awaits
+asyncio tasks and Ray calls, a discrete-event loop jumps from one event (a task
+arriving, an engine step ending, a simulated tool returning) to the next, so hours of
+traffic on a large cluster take seconds.
 """
 
 from __future__ import annotations
