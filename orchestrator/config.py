@@ -214,6 +214,14 @@ class ServerConfig(_Strict):
     auth_token: str | None = Field(
         default=None, description="If set, clients must send 'authorization: Bearer TOKEN'."
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the OpenAI-compatible HTTP front door (/v1/models, "
+        "/v1/chat/completions, /v1/completions) on the same host; None: off. 0: an "
+        "ephemeral port. Same auth_token and request size limit as gRPC.",
+    )
     max_concurrent_streams: int = Field(
         default=1024,
         ge=1,

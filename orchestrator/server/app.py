@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -47,6 +47,9 @@ from orchestrator.routing import make_router
 from orchestrator.server.auth import BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
 from orchestrator.server.servicer import OrchestratorServicer
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -368,9 +371,50 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def check_port(config: ServerConfig) -> None:
-    """Refuse a port another process listens on (StartupError), before anything slow."""
+    """Refuse a port another process listens on (StartupError), before anything slow:
+    the gRPC port, and the HTTP front door's when it is on."""
     if _port_in_use(config.host, config.port):
         raise StartupError(f"port {config.host}:{config.port} is in use")
+    if config.http_port is not None and _port_in_use(config.host, config.http_port):
+        raise StartupError(f"port {config.host}:{config.http_port} (server.http_port) is in use")
+
+
+def http_max_body_bytes(config: DeploymentConfig) -> int:
+    """The HTTP front door's body limit: gRPC's, doubled, since JSON spends more bytes
+    than protobuf on the same request (decimal token ids, escaped characters)."""
+    return 2 * max_request_bytes(config)
+
+
+async def start_http(
+    config: DeploymentConfig,
+    executor: Executor,
+    model: str,
+    vocab_size: int,
+) -> tuple[web.AppRunner, int]:
+    """Start the OpenAI-compatible front door on server.host:server.http_port. Raises
+    StartupError for a port in use."""
+    from orchestrator.server.http import FrontDoor, serve_http
+
+    server = config.server
+    assert server.http_port is not None
+    door = FrontDoor(
+        executor,
+        model,
+        config.limits,
+        vocab_size,
+        auth_token=server.auth_token,
+        max_body_bytes=http_max_body_bytes(config),
+    )
+    try:
+        return await serve_http(door, server.host, server.http_port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {server.host}:{server.http_port} (server.http_port) is in use"
+            ) from None
+        raise StartupError(
+            f"cannot serve HTTP on {server.host}:{server.http_port}: {exc.strerror or exc}"
+        ) from None
 
 
 def bind_grpc_server(config: DeploymentConfig) -> tuple[grpc.aio.Server, int]:
@@ -426,10 +470,19 @@ class Deployment:
     server: grpc.aio.Server
     port: int
     owns_ray: bool
+    http: web.AppRunner | None = None  # the OpenAI-compatible front door, when on
+    http_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.config.server.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the OpenAI-compatible API (`.../v1`), None when it is off."""
+        if self.http_port is None:
+            return None
+        return f"http://{self.config.server.host}:{self.http_port}/v1"
 
     @classmethod
     async def start(cls, config: DeploymentConfig) -> Deployment:
@@ -447,6 +500,8 @@ class Deployment:
         owns_ray = False
         server: grpc.aio.Server | None = None
         pool: ReplicaPool | None = None
+        http: web.AppRunner | None = None
+        http_port: int | None = None
         try:
             tokenizer: ServingTokenizer
             if config.replicas.backend is Backend.SIM:
@@ -475,7 +530,11 @@ class Deployment:
             )
             servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
             await serve_grpc(server, servicer)
+            if config.server.http_port is not None:
+                http, http_port = await start_http(config, executor, model, tokenizer.vocab_size)
         except BaseException:
+            if http is not None:
+                await http.cleanup()
             if server is not None:
                 await server.stop(None)
             if pool is not None:
@@ -484,9 +543,13 @@ class Deployment:
                 await leave_ray()
             raise
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
-        return cls(config, pool, server, port, owns_ray)
+        if http_port is not None:
+            log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
+        return cls(config, pool, server, port, owns_ray, http, http_port)
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.cleanup()
         await self.server.stop(grace=2.0)
         await self.pool.shutdown()
         if self.owns_ray:
