@@ -58,6 +58,19 @@ _SAMPLE_INPUTS = (
 )
 
 
+def _http_port(text: str) -> int | str:
+    """--http-port: a port number, or `off`."""
+    if text == "off":
+        return text
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number or 'off'") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
 def _config(args: argparse.Namespace, *, replicas_default: bool = False) -> DeploymentConfig:
     """The deployment: the --config file (or the defaults) with the flags applied, then
     validated once, simulated replica included. `replicas_default`: without --config or
@@ -69,6 +82,9 @@ def _config(args: argparse.Namespace, *, replicas_default: bool = False) -> Depl
         server = server.model_copy(update={"port": args.port})
     if getattr(args, "host", None) is not None:
         server = server.model_copy(update={"host": args.host})
+    http_port = getattr(args, "http_port", None)
+    if http_port is not None:
+        server = server.model_copy(update={"http_port": None if http_port == "off" else http_port})
     updates["server"] = server
     replicas = config.replicas
     if getattr(args, "backend", None) is not None:
@@ -224,6 +240,8 @@ async def _serve(config: DeploymentConfig) -> int:
         return stop.exit_code
     # Tests and scripts wait for this exact line.
     print(f"inflection: serving on {deployment.address}", flush=True)
+    if deployment.http_url is not None:
+        print(f"inflection: OpenAI-compatible API on {deployment.http_url}", flush=True)
     await stop.event.wait()
     await deployment.stop()
     return stop.exit_code
@@ -569,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--host", help="interface for the gRPC server (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="gRPC port (0: any free port)")
+        p.add_argument(
+            "--http-port",
+            type=_http_port,
+            metavar="PORT|off",
+            help="the OpenAI-compatible HTTP front door's port (0: any free port; off: "
+            "none); default: the config's server.http_port",
+        )
 
     serve = sub.add_parser("serve", help="start replicas and the gRPC server until stopped")
     deployment_flags(serve)

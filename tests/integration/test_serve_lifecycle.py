@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -235,8 +236,14 @@ def test_a_signal_during_start_up_stops_everything(tmp_path: Path, sig: signal.S
 def test_a_signal_while_serving_stops_everything(tmp_path: Path, sig: signal.Signals) -> None:
     port = _free_port()
     config = _config(tmp_path, port)
-    with inflection("serve", "--config", str(config)) as serve:
+    with inflection("serve", "--config", str(config), "--http-port", "0") as serve:
         serve.wait_for(lambda: serve.line("inflection: serving on"), START_TIMEOUT_S, "serving")
+        # The front door's URL is printed beside the gRPC address, and it answers.
+        serve.wait_for(lambda: serve.line("OpenAI-compatible API on http://"), 10, "the URL")
+        url = next(line for line in serve.out if "OpenAI-compatible API on" in line).split()[-1]
+        with urllib.request.urlopen(f"{url}/models", timeout=30) as response:
+            models = [m["id"] for m in json.load(response)["data"]]
+        assert "plan_execute" in models
         if sig is signal.SIGTERM:
             # A second server on the same port is refused, before it starts anything.
             started = time.monotonic()
