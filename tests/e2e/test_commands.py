@@ -171,7 +171,7 @@ def test_serve_as_a_ray_job(ray_head: str, config: str, engine: str) -> None:
     command = (
         "job", "submit", "--address", ray_head, "--no-wait", "--working-dir", str(REPO),
         "--submission-id", "inflection-e2e", "--",
-        "inflection", "serve", "--config", config, "--port", str(port),
+        "inflection", "serve", "--config", config, "--port", str(port), "--http-port", "0",
     )  # fmt: skip
     # The head answers before its job agent is up ("No available agent to submit job"),
     # so submission is retried until it is accepted or the deadline passes (on a loaded
