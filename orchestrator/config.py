@@ -11,9 +11,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 # The routing knobs are plain data owned here: `orchestrator.routing` reads them, and
@@ -113,6 +114,7 @@ class Backend(enum.Enum):
 
     SIM = "sim"  # the simulated GPU engine (orchestrator/sim): runs anywhere, in seconds
     VLLM = "vllm"  # a real vLLM engine (CUDA, or vLLM's CPU build)
+    OPENAI = "openai"  # existing OpenAI-compatible servers, one replica per endpoint
 
 
 class SpeculativeConfig(_Strict):
@@ -168,10 +170,83 @@ class SimEngineConfig(_Strict):
     seed: int = Field(default=0, description="Seed of the simulated model's output tokens.")
 
 
+class OpenAIReplicasConfig(_Strict):
+    """Existing OpenAI-compatible servers (e.g. `vllm serve`) as the replicas (backend:
+    openai): one replica per endpoint, called over HTTP from the orchestrator process."""
+
+    endpoints: tuple[str, ...] = Field(
+        default=(),
+        description="Base URLs of the servers, e.g. http://10.0.0.5:8000 (a trailing /v1 "
+        "is dropped); one replica each, named host:port.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="The served model every endpoint must list in /v1/models; None: the "
+        "first model the first endpoint lists.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the servers' API key (sent "
+        "as 'Authorization: Bearer KEY'); None: no key.",
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Local directory of the model's tokenizer, for the orchestrator's own "
+        "prompt building; None: the model name, when it is a local directory.",
+    )
+    request_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest one completion may take; beyond it the call fails UNAVAILABLE "
+        "and is retried on another endpoint.",
+    )
+    start_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long every endpoint may take to answer /v1/models at start.",
+    )
+    max_model_len: int = Field(
+        default=4096,
+        ge=16,
+        description="Context length assumed for a server whose /v1/models does not report "
+        "max_model_len (vLLM reports it).",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for url in endpoints:
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s) URL like http://host:8000")
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+            clean = url.strip().rstrip("/")
+            clean = clean.removesuffix("/v1")
+            if clean in out:
+                raise ValueError(f"{url!r} is listed twice")
+            out.append(clean)
+        return tuple(out)
+
+
 class ReplicasConfig(_Strict):
-    count: int = Field(default=1, ge=1, description="Number of replicas (Ray actors).")
+    count: int = Field(
+        default=1,
+        ge=1,
+        description="Number of replicas (Ray actors). Ignored by backend openai: one "
+        "replica per endpoint.",
+    )
     backend: Backend = Field(
-        default=Backend.SIM, description="'sim' (simulated GPU) or 'vllm' (a real engine)."
+        default=Backend.SIM,
+        description="'sim' (simulated GPU), 'vllm' (a real engine) or 'openai' (existing "
+        "servers, replicas.openai).",
+    )
+    openai: OpenAIReplicasConfig = Field(
+        default_factory=OpenAIReplicasConfig,
+        description="Existing OpenAI-compatible servers (backend: openai).",
     )
     sim: SimEngineConfig = Field(
         default_factory=SimEngineConfig, description="The simulated engine (backend: sim)."
@@ -197,6 +272,12 @@ class ReplicasConfig(_Strict):
         description="Seconds between refreshes of each engine's load statistics (queue "
         "depth, KV usage, prefix hits), which routing reads locally.",
     )
+
+    @model_validator(mode="after")
+    def _openai_endpoints(self) -> ReplicasConfig:
+        if self.backend is Backend.OPENAI and not self.openai.endpoints:
+            raise ValueError("backend openai needs replicas.openai.endpoints (one URL or more)")
+        return self
 
 
 class ServerConfig(_Strict):

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +34,7 @@ from orchestrator.config import (
     Backend,
     DeploymentConfig,
     LimitsConfig,
+    PriorityPolicy,
     RayConfig,
     ReplicasConfig,
     ServerConfig,
@@ -41,6 +42,7 @@ from orchestrator.config import (
     engine_for_routing,
 )
 from orchestrator.executor.executor import Executor, Tokenizer
+from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 from orchestrator.routing import make_router
@@ -317,6 +319,34 @@ def resolve_model(config: DeploymentConfig) -> str:
     return str(build_tiny_model(default_tiny_model_dir()))
 
 
+async def start_openai_pool(config: DeploymentConfig) -> OpenAIPool:
+    """The pool of existing OpenAI-compatible servers, started (each endpoint answered
+    /v1/models with the model). Raises StartupError naming the endpoint that cannot."""
+    pool = OpenAIPool(
+        config.replicas, send_priority=config.routing.priority is PriorityPolicy.PROGRAM_AWARE
+    )
+    try:
+        await pool.start()  # closes its session itself if cancelled or failed
+    except EndpointStartError as exc:
+        raise StartupError(str(exc)) from None
+    return pool
+
+
+def openai_tokenizer(config: DeploymentConfig, model: str) -> ServingTokenizer:
+    """The served model's tokenizer for backend openai: replicas.openai.tokenizer, else
+    the model name when it is a local directory. Raises StartupError."""
+    source = config.replicas.openai.tokenizer or model
+    if config.replicas.openai.tokenizer is None and not Path(model).is_dir():
+        raise StartupError(
+            f"the endpoints serve {model!r}, which is not a local directory: set "
+            "replicas.openai.tokenizer to a directory holding its tokenizer"
+        )
+    try:
+        return HfTokenizer(source)
+    except Exception as exc:  # noqa: BLE001 - whatever transformers raises, in one line
+        raise StartupError(f"cannot load the tokenizer from {source!r}: {exc}") from None
+
+
 def max_request_bytes(config: DeploymentConfig) -> int:
     """The largest request the server accepts: the configured one, else room for the
     longest input `limits` allows in UTF-8's worst case (4 bytes a character) or a prompt
@@ -466,6 +496,9 @@ class Deployment:
     """A running orchestrator: replicas in Ray plus the gRPC server in front of them."""
 
     config: DeploymentConfig
+    # Backend openai: an OpenAIPool, which has ReplicaPool's public interface (model,
+    # max_model_len, views, call, stream, status, shutdown); typed as ReplicaPool so the
+    # code written against the Ray pool (benchmarks/dispatch.py) stays as it is.
     pool: ReplicaPool
     server: grpc.aio.Server
     port: int
@@ -499,12 +532,19 @@ class Deployment:
         check_port(config.server)
         owns_ray = False
         server: grpc.aio.Server | None = None
-        pool: ReplicaPool | None = None
+        pool: ReplicaPool | OpenAIPool | None = None
         http: web.AppRunner | None = None
         http_port: int | None = None
         try:
             tokenizer: ServingTokenizer
-            if config.replicas.backend is Backend.SIM:
+            if config.replicas.backend is Backend.OPENAI:
+                # Existing servers: no Ray and no replica actors; the endpoints are
+                # called from this process (README "Existing OpenAI-compatible servers").
+                server, port = bind_grpc_server(config)
+                pool = await start_openai_pool(config)
+                model = pool.model
+                tokenizer = await asyncio.to_thread(openai_tokenizer, config, model)
+            elif config.replicas.backend is Backend.SIM:
                 tokenizer = sim_tokenizer(config.replicas.sim)
                 model = resolve_model(config)
                 owns_ray = await join_ray(config.ray)
@@ -515,9 +555,11 @@ class Deployment:
             # Bound only once Ray runs: a process with gRPC's threads running forks Ray's
             # processes (GCS, raylet) badly (a start that stalled on the GCS's port file).
             # Still before the replicas, so a port taken meanwhile costs no engine start.
-            server, port = bind_grpc_server(config)
-            pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
-            await pool.start()  # stops its replicas itself if cancelled or failed
+            if pool is None:
+                server, port = bind_grpc_server(config)
+                pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
+                await pool.start()  # stops its replicas itself if cancelled or failed
+            assert server is not None  # bound in either branch
             executor = Executor(
                 pool,
                 make_router(config.routing.router_settings()),
@@ -545,7 +587,8 @@ class Deployment:
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         if http_port is not None:
             log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
-        return cls(config, pool, server, port, owns_ray, http, http_port)
+        as_pool = pool if isinstance(pool, ReplicaPool) else cast(ReplicaPool, pool)
+        return cls(config, as_pool, server, port, owns_ray, http, http_port)
 
     async def stop(self) -> None:
         if self.http is not None:
