@@ -4,6 +4,7 @@
     inflection load --host 127.0.0.1:50051 --arrival-rate 4 --slo task_latency=30s
     inflection load --host H:P --sweep 1:1:10 --step-time 30s --slo task_ttft=5s
     inflection load --host H:P --processes 2 --out reports/load
+    inflection load --target openai --host http://H:8000 --model M --users 8    # any vLLM
 
 Locust runs in a subprocess (`python -m locust -f loadtests/locustfile.py --headless`), so
 that process imports locust (and gevent's patches) first and never imports Ray; this
@@ -32,9 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from loadtests.console import (
@@ -51,6 +53,7 @@ from loadtests.options import (
     LoadError,
     add_arguments,
     config_of,
+    openai_env,
     parse_timespan,
     resolve_paths,
     validate,
@@ -72,6 +75,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_environment(openai_env(args)))
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
                 folder = out
@@ -92,6 +96,22 @@ def cmd_load(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables (Locust's processes inherit them) for the run,
+    and put the old values back after it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _single_run(

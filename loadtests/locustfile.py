@@ -47,6 +47,13 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import figures
+from loadtests.openai_user import (
+    OpenAIAgentUser,
+    OpenAIOpenLoopUser,
+    OpenAIOptions,
+    TargetError,
+    connect,
+)
 from loadtests.report import run_config, write_reports
 from loadtests.shapes import Curve, curve_from_options
 from loadtests.state import state_of
@@ -76,7 +83,7 @@ _ = locust
 events: Any = locust_events  # locust's hooks are untyped
 log = logging.getLogger("inflection.loadtests")
 
-__all__ = ["AgentUser", "OpenLoopUser"]
+__all__ = ["AgentUser", "OpenAIAgentUser", "OpenAIOpenLoopUser", "OpenLoopUser"]
 
 CHECK_TIMEOUT_S = 10.0  # a loaded server still answers within this
 
@@ -132,6 +139,48 @@ def _options(parser: Any) -> None:
         help="Open-loop rate sweep until the SLO breaks: start=2,factor=1.5,step_s=20,"
         "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see "
         "orchestrator.workload.sweep.SweepPlan).",
+    )
+    # `inflection load` passes these through INFLECTION_LOAD_* (loadtests.cli).
+    group.add_argument(
+        "--target",
+        default="grpc",
+        choices=("grpc", "openai"),
+        env_var="INFLECTION_LOAD_TARGET",
+        help="grpc: an Inflection orchestrator; openai: any OpenAI-compatible server "
+        "(--host http://H:P), each user running the agent programs itself.",
+    )
+    group.add_argument(
+        "--model",
+        default="",
+        env_var="INFLECTION_LOAD_MODEL",
+        help="openai: the model (default: the first the server lists).",
+    )
+    group.add_argument(
+        "--api",
+        default="completions",
+        choices=("completions", "chat"),
+        env_var="INFLECTION_LOAD_API",
+        help="openai: /v1/completions with token-id prompts, or /v1/chat/completions.",
+    )
+    group.add_argument(
+        "--tokenizer",
+        default="",
+        env_var="INFLECTION_LOAD_TOKENIZER",
+        help="openai: tokenizer directory (default: --model).",
+    )
+    group.add_argument(
+        "--affinity-header",
+        default="",
+        env_var="INFLECTION_LOAD_AFFINITY_HEADER",
+        help="openai: session-affinity headers carrying the task id, comma-separated "
+        "(default: x-session-token, X-Dynamo-Session-ID, x-smg-routing-key, x-session-id; "
+        "none: no header).",
+    )
+    group.add_argument(
+        "--priority",
+        action="store_true",
+        env_var="INFLECTION_LOAD_PRIORITY",
+        help="openai: send each call's priority in vLLM's `priority` field.",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")
     group.add_argument(
@@ -239,6 +288,8 @@ def _init(environment: Any, **_kwargs: Any) -> None:
             raise ValueError("--sweep and --shape cannot be combined (the sweep sets the rate)")
         # A bad trace ends the run here, its bad lines named, before any load.
         trace = trace_user.install(environment)
+        if trace is not None and _openai(environment):
+            raise ValueError("--trace replays over gRPC only; drop --target openai")
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -256,9 +307,19 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         set_total_rate(environment, options.arrival_rate or (sweep.start if sweep else 0.0))
     # One user class per run: open loop when a rate is given, else closed loop. Workers
     # keep both: the master picks, and a remote worker may not have been given the options.
-    wanted = trace_user.TraceUser if trace else OpenLoopUser if open_loop else AgentUser
+    wanted: type[Any]
+    if _openai(environment):
+        wanted = OpenAIOpenLoopUser if open_loop else OpenAIAgentUser
+    else:
+        wanted = trace_user.TraceUser if trace else OpenLoopUser if open_loop else AgentUser
     if isinstance(environment.runner, WorkerRunner):
-        environment.user_classes = [AgentUser, OpenLoopUser, trace_user.TraceUser]
+        environment.user_classes = [
+            AgentUser,
+            OpenLoopUser,
+            trace_user.TraceUser,
+            OpenAIAgentUser,
+            OpenAIOpenLoopUser,
+        ]
     else:
         environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
         # Custom options travel to workers with each spawn; -u does not, so send it along.
@@ -306,14 +367,28 @@ def _init(environment: Any, **_kwargs: Any) -> None:
         _check_or_fail(environment)
 
 
+def _openai(environment: Any) -> bool:
+    return getattr(environment.parsed_options, "target", "grpc") == "openai"
+
+
+def check_any_target(environment: Any) -> None:
+    """check_target for the gRPC target; for the OpenAI target, `/v1/models` must list
+    the model (and the tokenizer load). Raises CheckFailed with a one-line reason."""
+    agents = list(state_of(environment).workload.agents)
+    if not _openai(environment):
+        check_target(
+            environment.host, environment.parsed_options.token or None, agents, tls_of(environment)
+        )
+        return
+    try:
+        connect(OpenAIOptions.of(environment), agents)
+    except TargetError as exc:
+        raise CheckFailed(str(exc)) from None
+
+
 def _check_or_fail(environment: Any) -> None:
     try:
-        check_target(
-            environment.host,
-            environment.parsed_options.token or None,
-            list(state_of(environment).workload.agents),
-            tls_of(environment),
-        )
+        check_any_target(environment)
     except CheckFailed as exc:
         _fail(str(exc))
     state_of(environment).checked = True
@@ -356,12 +431,7 @@ def _test_start(environment: Any, **_kwargs: Any) -> None:
         return
     # Web UI runs get their host from the start form: check it now, stop if it fails.
     try:
-        check_target(
-            environment.host,
-            environment.parsed_options.token or None,
-            list(state_of(environment).workload.agents),
-            tls_of(environment),
-        )
+        check_any_target(environment)
         state_of(environment).checked = True
     except CheckFailed as exc:
         log.error("inflection: %s", exc)

@@ -22,6 +22,8 @@ from orchestrator.workload.sweep import (
 LOADTESTS = Path(__file__).resolve().parent
 DEFAULT_WORKLOAD = LOADTESTS / "examples" / "mix.yaml"
 PATH_OPTIONS = ("out", "workload", "trace", "tls_ca")  # resolved before anything starts
+# The OpenAI target's options, passed to the locustfile as INFLECTION_LOAD_* variables.
+OPENAI_OPTIONS = ("target", "model", "api", "tokenizer", "affinity_header", "priority")
 
 
 class LoadError(Exception):
@@ -54,6 +56,22 @@ def resolve_paths(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+    tokenizer = getattr(args, "tokenizer", "")
+    if tokenizer and os.path.isdir(os.path.expanduser(tokenizer)):
+        args.tokenizer = os.path.abspath(os.path.expanduser(tokenizer))
+
+
+def openai_env(args: argparse.Namespace) -> dict[str, str]:
+    """The OpenAI target's options as the locustfile's INFLECTION_LOAD_* variables (the
+    Locust command line itself is built by loadtests.locust_run)."""
+    env: dict[str, str] = {}
+    for name in OPENAI_OPTIONS:
+        value = getattr(args, name, None)
+        if value is True:
+            env[f"INFLECTION_LOAD_{name.upper()}"] = "true"
+        elif value:
+            env[f"INFLECTION_LOAD_{name.upper()}"] = str(value)
+    return env
 
 
 def parse_warmup(text: str | None) -> int:
@@ -70,6 +88,18 @@ def validate(args: argparse.Namespace) -> None:
 
     if args.worker:
         return  # a worker takes its orders (and its checks) from the master
+    target = getattr(args, "target", "grpc")
+    if target == "openai":
+        if not args.host:
+            raise LoadError("--target openai needs --host: the server's URL, e.g. http://H:8000")
+        if args.trace:
+            raise LoadError("--trace replays over gRPC only; drop --target openai")
+    elif (
+        getattr(args, "model", "")
+        or getattr(args, "tokenizer", "")
+        or getattr(args, "priority", False)
+    ):
+        raise LoadError("--model, --tokenizer and --priority go with --target openai")
     warmup = parse_warmup(args.warmup)
     try:
         load_workload(args.workload)
@@ -124,8 +154,12 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def config_of(args: argparse.Namespace, host: str) -> dict[str, Any]:
+    openai = getattr(args, "target", "grpc") == "openai"
     return {
         "host": host if args.host else f"{host} (local sim orchestrator)",
+        "target": getattr(args, "target", "grpc"),
+        "model": (args.model or None) if openai else None,
+        "api": args.api if openai else None,
         "workload": str(args.workload),
         "users": args.users,
         "run_time": args.run_time,
@@ -141,7 +175,46 @@ def config_of(args: argparse.Namespace, host: str) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `inflection load`."""
-    p.add_argument("--host", help="the orchestrator's HOST:PORT (default: start a local one)")
+    p.add_argument(
+        "--host",
+        help="the orchestrator's HOST:PORT (default: start a local one); with --target "
+        "openai, the server's URL http://HOST:PORT",
+    )
+    p.add_argument(
+        "--target",
+        choices=("grpc", "openai"),
+        default="grpc",
+        help="grpc: an Inflection orchestrator (default); openai: any OpenAI-compatible "
+        "server (vLLM, SGLang, llm-d, Dynamo), each Locust user running the agent programs "
+        "itself and streaming every call",
+    )
+    p.add_argument("--model", default="", help="openai: the model (default: the first listed)")
+    p.add_argument(
+        "--api",
+        choices=("completions", "chat"),
+        default="completions",
+        help="openai: /v1/completions with token-id prompts (exact counts; default) or "
+        "/v1/chat/completions with messages",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default="",
+        help="openai: tokenizer directory for token-id prompts (default: --model, when it "
+        "is a directory)",
+    )
+    p.add_argument(
+        "--affinity-header",
+        default="",
+        help="openai: session-affinity headers carrying the task id, comma-separated "
+        "(default: x-session-token,X-Dynamo-Session-ID,x-smg-routing-key,x-session-id; "
+        "none: no header)",
+    )
+    p.add_argument(
+        "--priority",
+        action="store_true",
+        help="openai: send each call's priority in vLLM's `priority` field (a server "
+        "started with --scheduling-policy priority)",
+    )
     p.add_argument("--workload", default=str(DEFAULT_WORKLOAD), help="workload mix YAML")
     p.add_argument("--users", type=int, help="closed loop: users (default 8; open loop: 1)")
     p.add_argument("--spawn-rate", type=float, help="users started per second (default: all)")

@@ -1,0 +1,364 @@
+"""Streaming calls to an OpenAI-compatible server (vLLM, SGLang, llm-d, Dynamo, ...) for
+the load generator's OpenAI target (loadtests.openai_user).
+
+Two layers:
+
+- pure: request bodies (`completions_body`, `chat_body`), the SSE line parser and the
+  fold of one stream into a `CallResult` (`StreamFold`), failure causes (`CallFailure`);
+  unit-tested without a server;
+- `OpenAIClient`: geventhttpclient (what Locust's FastHttpUser uses: C parser, gevent
+  sockets, a connection pool), one per Locust user, `stream_call` reading the SSE stream
+  line by line as it arrives, so TTFT and inter-token gaps are measured client-side.
+
+Every way a server can misbehave ends in `CallFailure(cause, message)`, cause one of
+CAUSES: an HTTP 4xx or 5xx status, a connection that could not be made or dropped, an
+event stream that is not JSON or ends before its last chunk (`bad_sse`), a stream without
+the `usage` chunk that `stream_options.include_usage` asks for (`no_usage`), and a model
+the server does not serve (`unknown_model`). Nothing else escapes `stream_call`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrator.domain import CallResult, CallTimings, CallUsage, FinishReason, Sampling
+
+CAUSES = ("http_4xx", "http_5xx", "connection", "bad_sse", "no_usage", "unknown_model")
+
+# Session-affinity headers sent with every call of a task (value: the task id), so a
+# router in front of several engines keeps a task's calls together.
+DEFAULT_AFFINITY_HEADERS = (
+    "x-session-token",  # llm-d
+    "X-Dynamo-Session-ID",  # NVIDIA Dynamo
+    "x-smg-routing-key",  # SGLang model gateway
+    "x-session-id",  # generic
+)
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 300.0  # between two reads of a stream (a loaded server still sends)
+
+
+class CallFailure(Exception):
+    """A call that failed; `cause` is one of CAUSES, the message one line."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(cause, message)
+        self.cause = cause
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.cause}: {self.message}"
+
+
+@dataclass(slots=True, frozen=True)
+class Endpoint:
+    """Where the server is: `--host http://H:P` (an optional /v1 suffix is dropped)."""
+
+    host: str
+    port: int
+    tls: bool
+    prefix: str  # path before /v1, usually ""
+
+    @classmethod
+    def parse(cls, url: str | None) -> Endpoint:
+        if not url:
+            raise ValueError("--host is required: the server's URL, e.g. http://127.0.0.1:8000")
+        if "://" not in url:
+            url = f"http://{url}"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--host {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        tls = parts.scheme == "https"
+        try:
+            port = parts.port or (443 if tls else 80)
+        except ValueError:
+            raise ValueError(f"--host {url!r}: bad port") from None
+        prefix = parts.path.rstrip("/")
+        if prefix.endswith("/v1"):
+            prefix = prefix[: -len("/v1")]
+        return cls(parts.hostname, port, tls, prefix)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{self.prefix}"
+
+    def path(self, api_path: str) -> str:
+        return f"{self.prefix}{api_path}"
+
+
+# ---- request bodies ---------------------------------------------------------------------
+
+
+def _sampling_fields(sampling: Sampling, priority: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if sampling.ignore_eos:
+        body["ignore_eos"] = True  # vLLM / SGLang: exactly max_tokens (synthetic mode)
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    if priority is not None:
+        body["priority"] = priority  # vLLM's priority scheduler: lower is served first
+    return body
+
+
+def completions_body(
+    model: str, prompt_ids: Sequence[int], sampling: Sampling, priority: int | None = None
+) -> dict[str, Any]:
+    """A streaming /v1/completions request with a token-id prompt; vLLM returns each
+    delta's token ids (`return_token_ids`), so the next step's context is exact."""
+    return {
+        "model": model,
+        "prompt": list(prompt_ids),
+        "return_token_ids": True,
+        **_sampling_fields(sampling, priority),
+    }
+
+
+def chat_body(
+    model: str,
+    messages: Sequence[Mapping[str, str]],
+    sampling: Sampling,
+    priority: int | None = None,
+) -> dict[str, Any]:
+    """A streaming /v1/chat/completions request."""
+    return {"model": model, "messages": list(messages), **_sampling_fields(sampling, priority)}
+
+
+# ---- the stream -------------------------------------------------------------------------
+
+
+def sse_data(line: bytes) -> str | None:
+    """The payload of one SSE line (`data: ...`), None for blank lines, comments and other
+    fields (event:, id:, retry:)."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    if not text.startswith("data:"):
+        return None
+    return text[5:].lstrip(" ")
+
+
+def error_message(body: bytes) -> str:
+    """The server's error text from an error response (OpenAI's {"error": {...}} shape,
+    vLLM's {"message": ...}), else the body's first line."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return (text.splitlines() or ["(empty body)"])[0][:200]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and "message" in error:
+            return str(error["message"])[:200]
+        if isinstance(error, str):
+            return error[:200]
+    return text[:200]
+
+
+def classify_status(status: int, body: bytes, model: str) -> CallFailure:
+    """The failure of a non-200 reply; a 404 (or 400) naming the model is unknown_model."""
+    message = error_message(body)
+    lowered = message.lower()
+    if (
+        status in (400, 404)
+        and "model" in lowered
+        and ("not exist" in lowered or "not found" in lowered or model.lower() in lowered)
+    ):
+        return CallFailure("unknown_model", f"HTTP {status}: {message}")
+    cause = "http_5xx" if status >= 500 else "http_4xx"
+    return CallFailure(cause, f"HTTP {status}: {message}")
+
+
+@dataclass(slots=True)
+class StreamFold:
+    """Folds one call's SSE chunks into a CallResult. Times are passed in (seconds on one
+    clock), so tests feed chunks and clocks directly."""
+
+    call_id: str
+    sent_at: float
+    chat: bool = False
+    token_ids: list[int] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    delta_times: list[float] = field(default_factory=list)  # when each delta arrived
+    usage: dict[str, Any] | None = None
+    finish: str | None = None
+    done: bool = False  # data: [DONE] seen
+
+    def feed(self, data: str, now: float) -> None:
+        """One `data:` payload; raises CallFailure(bad_sse) for one that is not a chunk."""
+        if data == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise CallFailure("bad_sse", f"not JSON: {data[:80]!r}") from None
+        if not isinstance(chunk, dict):
+            raise CallFailure("bad_sse", f"not a JSON object: {data[:80]!r}")
+        if "error" in chunk:  # vLLM reports an error mid-stream as a data chunk
+            error = chunk["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise CallFailure("http_5xx", f"error in stream: {str(message)[:200]}")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            raise CallFailure("bad_sse", f"chunk without choices: {data[:80]!r}")
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise CallFailure("bad_sse", f"bad choice in chunk: {data[:80]!r}")
+            piece = (choice.get("delta") or {}).get("content") if self.chat else choice.get("text")
+            ids = choice.get("token_ids")
+            if piece or ids:
+                self.delta_times.append(now)
+            if piece:
+                self.text.append(str(piece))
+            if isinstance(ids, list):
+                self.token_ids.extend(int(i) for i in ids)
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+
+    def result(self) -> CallResult:
+        """The call's result; raises CallFailure for a stream that ended early or left out
+        its usage."""
+        if self.finish is None:
+            raise CallFailure("bad_sse", "the stream ended before its last chunk")
+        if self.usage is None:
+            raise CallFailure("no_usage", "the stream carried no usage (stream_options)")
+        try:
+            prompt = int(self.usage["prompt_tokens"])
+            output = int(self.usage["completion_tokens"])
+            details = self.usage.get("prompt_tokens_details") or {}
+            cached = int(details.get("cached_tokens") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise CallFailure("no_usage", f"usage without token counts: {self.usage}") from None
+        times = self.delta_times
+        first = times[0] if times else None
+        last = times[-1] if times else None
+        ttft = (first - self.sent_at) if first is not None else 0.0
+        e2e = (last - self.sent_at) if last is not None else 0.0
+        tpot = (e2e - ttft) / (output - 1) if output > 1 and first is not None else None
+        itl = tuple(b - a for a, b in itertools.pairwise(times))
+        return CallResult(
+            call_id=self.call_id,
+            token_ids=tuple(self.token_ids),
+            text="".join(self.text),
+            finish_reason=FinishReason.LENGTH if self.finish == "length" else FinishReason.STOP,
+            usage=CallUsage(prompt, cached, output),
+            timings=CallTimings(queue_time=0.0, ttft=ttft, tpot=tpot, itl=itl, e2e=e2e),
+        )
+
+    @property
+    def first_token_at(self) -> float | None:
+        return self.delta_times[0] if self.delta_times else None
+
+
+# ---- the client -------------------------------------------------------------------------
+
+
+class OpenAIClient:
+    """A pooled geventhttpclient connection to one server (one per Locust user)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        token: str | None = None,
+        concurrency: int = 64,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
+        from geventhttpclient import HTTPClient
+
+        self.endpoint = endpoint
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._http = HTTPClient(
+            endpoint.host,
+            endpoint.port,
+            ssl=endpoint.tls,
+            concurrency=concurrency,
+            connection_timeout=CONNECT_TIMEOUT_S,
+            network_timeout=read_timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get_json(self, api_path: str) -> Any:
+        """GET a JSON document; raises CallFailure."""
+        try:
+            response = self._http.get(self.endpoint.path(api_path), headers=self._headers)
+            try:
+                body = response.read()
+            finally:
+                response.release()
+        except Exception as exc:  # noqa: BLE001 (socket, DNS, TLS, timeout: all one cause)
+            raise CallFailure("connection", _describe(exc)) from None
+        if response.status_code != 200:
+            raise classify_status(response.status_code, body, "")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise CallFailure("bad_sse", f"{api_path}: not JSON") from None
+
+    def stream_call(
+        self,
+        api_path: str,
+        body: Mapping[str, Any],
+        fold: StreamFold,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallResult:
+        """POST one streaming request and fold its SSE stream; raises CallFailure. A
+        greenlet kill closes the connection (the server aborts the request)."""
+        payload = json.dumps(body).encode()
+        all_headers = {**self._headers, **(headers or {})}
+        model = str(body.get("model", ""))
+        fold.sent_at = time.perf_counter()
+        try:
+            response = self._http.post(
+                self.endpoint.path(api_path), body=payload, headers=all_headers
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise CallFailure("connection", _describe(exc)) from None
+        try:
+            if response.status_code != 200:
+                raise classify_status(response.status_code, _read_all(response), model)
+            while True:
+                try:
+                    line = response.readline(b"\n")
+                except Exception as exc:  # noqa: BLE001 (the connection dropped mid-stream)
+                    raise CallFailure("connection", f"mid-stream: {_describe(exc)}") from None
+                if not line:
+                    break
+                data = sse_data(line)
+                if data is None:
+                    continue
+                if not fold.done:  # read on to the end of the message: the connection
+                    fold.feed(data, time.perf_counter())  # goes back to the pool
+            return fold.result()
+        finally:
+            response.release()
+
+
+def _read_all(response: Any) -> bytes:
+    try:
+        body: bytes = response.read()
+        return body
+    except Exception:  # noqa: BLE001
+        return b""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,155 @@
+"""The OpenAI target's pure parts: request bodies, SSE lines, folding a stream into a
+CallResult, failure causes, the host URL, /v1/models and the affinity headers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadtests.openai_http import (
+    DEFAULT_AFFINITY_HEADERS,
+    CallFailure,
+    Endpoint,
+    StreamFold,
+    chat_body,
+    classify_status,
+    completions_body,
+    sse_data,
+)
+from loadtests.openai_user import TargetError, check_models, parse_affinity_headers
+from orchestrator.domain import FinishReason, Sampling
+
+
+def _chunk(text: str = "", ids: list[int] | None = None, finish: str | None = None) -> str:
+    choice = {"index": 0, "text": text, "token_ids": ids, "finish_reason": finish}
+    return json.dumps({"choices": [choice]})
+
+
+USAGE = json.dumps(
+    {
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 3,
+            "prompt_tokens_details": {"cached_tokens": 8},
+        },
+    }
+)
+
+
+def test_completions_body_streams_token_ids_with_usage() -> None:
+    body = completions_body("m", (1, 2, 3), Sampling(max_tokens=7, ignore_eos=True), priority=4)
+    assert body["prompt"] == [1, 2, 3] and body["max_tokens"] == 7
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["ignore_eos"] is True and body["return_token_ids"] is True
+    assert body["priority"] == 4
+    plain = completions_body("m", (1,), Sampling(max_tokens=2))
+    assert "ignore_eos" not in plain and "priority" not in plain
+
+
+def test_chat_body() -> None:
+    body = chat_body("m", [{"role": "user", "content": "hi"}], Sampling(max_tokens=2))
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["stream_options"] == {"include_usage": True} and "prompt" not in body
+
+
+def test_sse_lines() -> None:
+    assert sse_data(b"data: {}\n") == "{}"
+    assert sse_data(b"data:[DONE]\r\n") == "[DONE]"
+    assert sse_data(b"\n") is None
+    assert sse_data(b": keep-alive\n") is None
+    assert sse_data(b"event: message\n") is None
+
+
+def test_fold_completions_stream() -> None:
+    fold = StreamFold("c1", sent_at=10.0)
+    fold.feed(_chunk("a", [5]), 10.5)
+    fold.feed(_chunk("b", [6]), 10.7)
+    fold.feed(_chunk("", [7], finish="length"), 11.0)
+    fold.feed(USAGE, 11.0)
+    fold.feed("[DONE]", 11.0)
+    result = fold.result()
+    assert result.token_ids == (5, 6, 7) and result.text == "ab"
+    assert result.finish_reason is FinishReason.LENGTH
+    assert (result.usage.prompt_tokens, result.usage.cached_prompt_tokens) == (10, 8)
+    assert result.usage.output_tokens == 3
+    t = result.timings
+    assert t.queue_time == 0.0 and t.ttft == pytest.approx(0.5) and t.e2e == pytest.approx(1.0)
+    assert t.tpot == pytest.approx(0.25) and t.itl == pytest.approx((0.2, 0.3))
+    assert fold.first_token_at == 10.5
+
+
+def test_fold_chat_stream_without_cached_details() -> None:
+    fold = StreamFold("c1", sent_at=0.0, chat=True)
+    fold.feed(json.dumps({"choices": [{"delta": {"role": "assistant", "content": ""}}]}), 0.1)
+    fold.feed(json.dumps({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}), 0.2)
+    usage = {"prompt_tokens": 4, "completion_tokens": 1}
+    fold.feed(json.dumps({"choices": [], "usage": usage}), 0.2)
+    result = fold.result()
+    assert result.text == "hi" and result.token_ids == ()
+    assert result.finish_reason is FinishReason.STOP
+    assert result.usage.cached_prompt_tokens == 0 and result.timings.tpot is None
+    assert result.timings.ttft == pytest.approx(0.2)  # the empty role chunk is no token
+
+
+@pytest.mark.parametrize(
+    ("chunks", "cause"),
+    [
+        (["not json"], "bad_sse"),
+        (["[1, 2]"], "bad_sse"),
+        ([json.dumps({"id": "x"})], "bad_sse"),
+        ([_chunk("a", [1])], "bad_sse"),  # truncated: no finish_reason
+        ([_chunk("a", [1], finish="length")], "no_usage"),
+        ([_chunk("a", [1], finish="length"), json.dumps({"choices": [], "usage": {}})], "no_usage"),
+        ([json.dumps({"error": {"message": "engine died"}})], "http_5xx"),
+    ],
+)
+def test_fold_failures(chunks: list[str], cause: str) -> None:
+    fold = StreamFold("c1", sent_at=0.0)
+    with pytest.raises(CallFailure) as raised:
+        for chunk in chunks:
+            fold.feed(chunk, 1.0)
+        fold.result()
+    assert raised.value.cause == cause
+    assert str(raised.value).startswith(f"{cause}: ")
+
+
+def test_classify_status() -> None:
+    missing = b'{"error": {"message": "The model `x` does not exist.", "code": 404}}'
+    assert classify_status(404, missing, "x").cause == "unknown_model"
+    assert classify_status(404, b"Not Found", "x").cause == "http_4xx"
+    assert classify_status(400, b'{"message": "max_tokens too big"}', "m").cause == "http_4xx"
+    failure = classify_status(503, b"<html>busy</html>\nmore", "m")
+    assert failure.cause == "http_5xx" and failure.message == "HTTP 503: <html>busy</html>"
+
+
+def test_endpoint() -> None:
+    e = Endpoint.parse("http://127.0.0.1:8000/v1/")
+    assert (e.host, e.port, e.tls, e.prefix) == ("127.0.0.1", 8000, False, "")
+    assert e.path("/v1/models") == "/v1/models"
+    assert Endpoint.parse("127.0.0.1:9").url == "http://127.0.0.1:9"
+    gateway = Endpoint.parse("https://gw.example/llm/v1")
+    assert (gateway.port, gateway.tls, gateway.path("/v1/models")) == (
+        443,
+        True,
+        "/llm/v1/models",
+    )
+    for bad in ("", "ftp://h:1", "http://h:x"):
+        with pytest.raises(ValueError):
+            Endpoint.parse(bad)
+
+
+def test_models_and_headers() -> None:
+    listing = {"data": [{"id": "a", "max_model_len": 2048}, {"id": "b"}]}
+    assert check_models(listing, None) == ("a", 2048)
+    assert check_models(listing, "b") == ("b", None)
+    with pytest.raises(TargetError, match="'c' is not served; the server has: a, b") as raised:
+        check_models(listing, "c")
+    assert raised.value.cause == "unknown_model"
+    with pytest.raises(TargetError):
+        check_models({"data": []}, None)
+    assert parse_affinity_headers("") == DEFAULT_AFFINITY_HEADERS
+    assert "x-session-token" in DEFAULT_AFFINITY_HEADERS
+    assert parse_affinity_headers("none") == ()
+    assert parse_affinity_headers("x-a, x-b") == ("x-a", "x-b")
