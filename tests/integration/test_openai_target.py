@@ -12,6 +12,8 @@ import locust
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -90,41 +92,39 @@ def test_chat_mode(openai_server: OpenAIServer) -> None:
     runner.close()
 
 
+def _readme_example() -> list[str]:
+    """The `inflection load` command of the README's OpenAI subsection, as argv."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Against any OpenAI-compatible server", 1)[1]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    command = block.replace("\\\n", " ").split("inflection load", 1)[1].splitlines()[0]
+    return shlex.split(command)
+
+
 def test_inflection_load_against_the_server(openai_server: OpenAIServer, tmp_path: Path) -> None:
-    """The README's example (`Against any OpenAI-compatible server`), a short run."""
-    workload = tmp_path / "mix.yaml"
-    workload.write_text("agents: {plan_execute: 2, self_consistency: 1}\ninput_tokens: 32\n")
+    """The README's example (`Against any OpenAI-compatible server`), verbatim but for the
+    server's address, its model directory and the output folder."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "loadtests.cli",
-        "load",
-        "--target",
-        "openai",
-        "--host",
-        openai_server.url,
-        "--model",
-        openai_server.model,
-        "--workload",
-        str(workload),
-        "--users",
-        "4",
-        "--run-time",
-        "8s",
-        "--out",
-        str(out),
-        "--export-calls",
+    argv = [
+        {
+            "http://127.0.0.1:8000": openai_server.url,
+            "/models/tiny": openai_server.model,
+            "reports/openai": str(out),
+        }.get(arg, arg)
+        for arg in _readme_example()
     ]
+    assert argv[:2] == ["--target", "openai"] and "--users" in argv
+    command = [sys.executable, "-m", "loadtests.cli", "load", *argv, "--export-calls"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads((out / "locust_agentic.json").read_text())["summary"]
-    assert json.loads((out / "summary.json").read_text())["config"]["target"] == "openai"
     assert figures["ok"] > 0 and figures["failed"] == 0, figures
     assert figures["prefix_hit_rate"] and figures["prefix_hit_rate"] > 0
+    assert json.loads((out / "summary.json").read_text())["config"]["target"] == "openai"
     task = json.loads((out / "tasks.jsonl").read_text().splitlines()[0])
     assert task["calls"] and task["calls"][0]["replica"] == "openai"
+    assert "tasks measured" in done.stderr + done.stdout
 
 
 def test_unknown_model_is_one_line(openai_server: OpenAIServer, tmp_path: Path) -> None:
