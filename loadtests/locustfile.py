@@ -47,12 +47,14 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import trace_user, webui
 from loadtests.arrivals import parse_arrival_process
 from loadtests.metrics import figures
+from loadtests.openai_trace import OpenAITraceUser
 from loadtests.openai_user import (
     OpenAIAgentUser,
     OpenAIOpenLoopUser,
     OpenAIOptions,
     TargetError,
     connect,
+    served_model,
 )
 from loadtests.report import run_config, write_reports
 from loadtests.shapes import Curve, curve_from_options
@@ -83,7 +85,13 @@ _ = locust
 events: Any = locust_events  # locust's hooks are untyped
 log = logging.getLogger("inflection.loadtests")
 
-__all__ = ["AgentUser", "OpenAIAgentUser", "OpenAIOpenLoopUser", "OpenLoopUser"]
+__all__ = [
+    "AgentUser",
+    "OpenAIAgentUser",
+    "OpenAIOpenLoopUser",
+    "OpenAITraceUser",
+    "OpenLoopUser",
+]
 
 CHECK_TIMEOUT_S = 10.0  # a loaded server still answers within this
 
@@ -288,8 +296,6 @@ def _init(environment: Any, **_kwargs: Any) -> None:
             raise ValueError("--sweep and --shape cannot be combined (the sweep sets the rate)")
         # A bad trace ends the run here, its bad lines named, before any load.
         trace = trace_user.install(environment)
-        if trace is not None and _openai(environment):
-            raise ValueError("--trace replays over gRPC only; drop --target openai")
     except (WorkloadError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -309,7 +315,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
     # keep both: the master picks, and a remote worker may not have been given the options.
     wanted: type[Any]
     if _openai(environment):
-        wanted = OpenAIOpenLoopUser if open_loop else OpenAIAgentUser
+        wanted = OpenAITraceUser if trace else OpenAIOpenLoopUser if open_loop else OpenAIAgentUser
     else:
         wanted = trace_user.TraceUser if trace else OpenLoopUser if open_loop else AgentUser
     if isinstance(environment.runner, WorkerRunner):
@@ -319,6 +325,7 @@ def _init(environment: Any, **_kwargs: Any) -> None:
             trace_user.TraceUser,
             OpenAIAgentUser,
             OpenAIOpenLoopUser,
+            OpenAITraceUser,
         ]
     else:
         environment.user_classes = [u for u in environment.user_classes if u is wanted] or [wanted]
@@ -381,7 +388,11 @@ def check_any_target(environment: Any) -> None:
         )
         return
     try:
-        connect(OpenAIOptions.of(environment), agents)
+        options = OpenAIOptions.of(environment)
+        if state_of(environment).trace is not None:
+            served_model(options)  # a replay sends token ids: no tokenizer, no agents
+        else:
+            connect(options, agents)
     except TargetError as exc:
         raise CheckFailed(str(exc)) from None
 

@@ -239,23 +239,28 @@ def load_tokenizer(path: str) -> Any:
 _TARGETS: dict[tuple[Any, ...], Target] = {}
 
 
+def served_model(options: OpenAIOptions) -> tuple[str, int | None]:
+    """(the model to use, its max_model_len when listed), from the server's `/v1/models`;
+    raises TargetError with one line."""
+    client = OpenAIClient(options.endpoint, token=options.token, concurrency=1)
+    try:
+        listing = client.get_json("/v1/models")
+    except CallFailure as exc:
+        raise TargetError(
+            f"cannot list the models of {options.endpoint.url} (/v1/models): {exc}", exc.cause
+        ) from None
+    finally:
+        client.close()
+    return check_models(listing, options.model)
+
+
 def connect(options: OpenAIOptions, agents: list[str] | None = None) -> Target:
     """Ask the server which models it serves (`/v1/models`), load the tokenizer and build
     the interpreters; cached per process. Raises TargetError with one line."""
     key = (options.endpoint, options.model, options.tokenizer, options.token)
     target = _TARGETS.get(key)
     if target is None:
-        client = OpenAIClient(options.endpoint, token=options.token, concurrency=1)
-        try:
-            listing = client.get_json("/v1/models")
-        except CallFailure as exc:
-            raise TargetError(
-                f"cannot list the models of {options.endpoint.url} (/v1/models): {exc}",
-                exc.cause,
-            ) from None
-        finally:
-            client.close()
-        model, length = check_models(listing, options.model)
+        model, length = served_model(options)
         path = options.tokenizer or model
         tokenizer = load_tokenizer(path)
         encoder = Encoder(

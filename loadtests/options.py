@@ -92,8 +92,6 @@ def validate(args: argparse.Namespace) -> None:
     if target == "openai":
         if not args.host:
             raise LoadError("--target openai needs --host: the server's URL, e.g. http://H:8000")
-        if args.trace:
-            raise LoadError("--trace replays over gRPC only; drop --target openai")
     elif (
         getattr(args, "model", "")
         or getattr(args, "tokenizer", "")

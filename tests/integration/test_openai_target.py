@@ -127,6 +127,29 @@ def test_inflection_load_against_the_server(openai_server: OpenAIServer, tmp_pat
     assert "tasks measured" in done.stderr + done.stdout
 
 
+def test_trace_replay(openai_server: OpenAIServer, tmp_path: Path) -> None:
+    """`--trace` with `--target openai`: lines sharing hash_ids blocks hit the cache."""
+    trace = tmp_path / "trace.jsonl"
+    lines = [
+        {"timestamp": 100 * i, "input_length": 600, "output_length": 8, "hash_ids": [i % 2, 9 + i]}
+        for i in range(8)
+    ]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "agentic.json"
+    command = [
+        *(sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py")),
+        *("--headless", "-u", "1", "-t", "6s", "--stop-timeout", "0", "--only-summary"),
+        *("--host", openai_server.url, "--target", "openai", "--trace", str(trace)),
+        *("--trace-vocab", "500", "--agentic-json", str(out)),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())["summary"]
+    assert figures["ok"] == 8 and figures["failed"] == 0, figures
+    assert figures["prefix_hit_rate"] is not None and figures["prefix_hit_rate"] > 0.4
+
+
 def test_unknown_model_is_one_line(openai_server: OpenAIServer, tmp_path: Path) -> None:
     command = [
         sys.executable,

@@ -210,3 +210,30 @@ def test_runner_counts_tasks_and_failures_by_cause(server: str) -> None:
         assert not failed.ok and failed.status == cause
         assert str(events[-1]["exception"]).startswith(f"{cause}: ")
         assert runner.stats.snapshot()["summary"]["failures"] == {cause: 1}
+
+
+def _collect(events: list[dict[str, Any]]) -> Any:
+    return lambda **kw: events.append(kw)
+
+
+def test_trace_replay_over_openai(server: str) -> None:
+    from loadtests.openai_trace import OpenAITraceReplayer
+    from loadtests.trace_user import TraceConfig
+    from orchestrator.workload.traces import TraceRequest
+
+    requests = [TraceRequest(i + 1, 0.01 * i, 20, 3, ()) for i in range(3)]
+    results = {}
+    for model in ("ok", "status500"):
+        events: list[dict[str, Any]] = []
+        env = Environment(host=server)
+        env.parsed_options = argparse.Namespace(
+            api="completions", model=model, tokenizer="", affinity_header="", priority=False
+        )
+        env.events.request.add_listener(_collect(events))  # type: ignore[no-untyped-call]
+        replayer = OpenAITraceReplayer(env, server, TraceConfig(requests, vocab_size=100))
+        replayer.replay(0, 1)
+        replayer.close()
+        results[model] = state_of(env).stats.snapshot()["summary"]
+        assert [e["request_type"] for e in events] == ["generate"] * 3
+    assert results["ok"]["ok"] == 3 and results["ok"]["prefix_hit_rate"] == 0.1  # 2 of 20
+    assert results["status500"]["failures"] == {"http_5xx": 3}
