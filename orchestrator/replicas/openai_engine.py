@@ -118,6 +118,17 @@ def _error_message(body: str) -> str:
     return ""
 
 
+def stream_error(error: object) -> EngineError:
+    """The EngineError for an error chunk in the middle of a stream (vLLM sends one with
+    the HTTP code it would have answered): 4xx is the call's fault; a 5xx or no code is
+    the server's (its engine died, say), so the call is retried on another replica."""
+    message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and 400 <= code < 500:
+        return EngineError(ErrorCode.INVALID_ARGUMENT, f"the server refused the call: {message}")
+    return EngineError(ErrorCode.UNAVAILABLE, f"the server failed the call: {message}")
+
+
 def sse_data(line: bytes) -> bytes | None:
     """The payload of one SSE line (`data: ...`), None for any other line."""
     line = line.strip()
@@ -144,8 +155,7 @@ class _Collector:
         """Fold one SSE chunk in; the delta it carries, if any."""
         error = chunk.get("error")
         if error is not None:
-            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-            raise EngineError(ErrorCode.INTERNAL, f"the server failed the call: {message}")
+            raise stream_error(error)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.prompt_tokens = usage.get("prompt_tokens")

@@ -36,6 +36,7 @@ from orchestrator.replicas.openai_engine import (
     make_session,
     sse_data,
     stats_from_metrics,
+    stream_error,
 )
 from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.server.app import StartupError, openai_tokenizer
@@ -328,7 +329,10 @@ async def test_errors_mid_stream(fake: FakeServer, endpoint: OpenAIEndpoint) -> 
     fake.mid_stream_error = True
     with pytest.raises(EngineError) as failed:
         await _collect(endpoint, _call())
-    assert failed.value.code is ErrorCode.INTERNAL and "engine died" in failed.value.message
+    # A 5xx error chunk (vLLM's when its engine core died): retried elsewhere.
+    assert failed.value.code is ErrorCode.UNAVAILABLE and "engine died" in failed.value.message
+    assert stream_error({"message": "bad", "code": 400}).code is ErrorCode.INVALID_ARGUMENT
+    assert stream_error("no code").code is ErrorCode.UNAVAILABLE
     fake.mid_stream_error = False
     fake.drop_mid_stream = True
     with pytest.raises(EngineError) as dropped:
@@ -425,3 +429,14 @@ def test_tokenizer_needs_a_local_directory() -> None:
     )
     with pytest.raises(StartupError, match=r"replicas\.openai\.tokenizer"):
         openai_tokenizer(config, "meta-llama/Llama-3.1-8B-Instruct")
+
+
+def test_the_shipped_example_config_loads() -> None:
+    from pathlib import Path
+
+    from orchestrator.config import Backend, load_config
+
+    repo = Path(__file__).resolve().parents[3]
+    config = load_config(repo / "cluster" / "openai-example.yaml")
+    assert config.replicas.backend is Backend.OPENAI
+    assert config.replicas.openai.endpoints == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
