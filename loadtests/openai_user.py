@@ -13,8 +13,9 @@ distributed run works unchanged. Parallel branches are concurrent requests.
 - `--api completions` (default): token-id prompts (exact token counts; vLLM returns the
   output's token ids with `return_token_ids`, so each context is an exact prefix of the
   next and prefix caching sees what the orchestrator would send);
-- `--api chat`: each step's context becomes messages (the program's system prompt, then
-  the decoded rest of the context as the user's turn); token counts are the server's.
+- `--api chat`: each step's context becomes the message history (the program's system
+  prompt; the task's earlier outputs found in the context as assistant turns, the text
+  between them as user turns); token counts are the server's.
 
 Every call carries the task id in the session-affinity headers (`--affinity-header`) and,
 with `--priority`, the driver's priority in vLLM's `priority` field. Locust's request
@@ -35,7 +36,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,13 +403,20 @@ class OpenAIRunner:
         running: dict[str, gevent.Greenlet] = {}
         headers = dict.fromkeys(self.options.affinity_headers, task_id)
         cause: str | None = None  # the call failure that ended the task
+        outputs: list[tuple[int, ...]] = []  # chat: the task's outputs, for its messages
         try:
             commands = driver.start(time.perf_counter())
             while True:
                 for command in commands:
                     if isinstance(command, Dispatch):
                         running[command.action.action_id] = gevent.spawn(
-                            self._call, target, interpreter.program, command, headers, queue
+                            self._call,
+                            target,
+                            interpreter.program,
+                            command,
+                            headers,
+                            queue,
+                            outputs,
                         )
                     elif isinstance(command, RunTool):
                         running[command.action.action_id] = gevent.spawn(
@@ -458,6 +466,7 @@ class OpenAIRunner:
         dispatch: Dispatch,
         headers: Mapping[str, str],
         queue: gevent.queue.Queue[_Message],
+        outputs: list[tuple[int, ...]],
     ) -> None:
         """One streaming call; its outcome goes to the task's queue."""
         request = dispatch.request
@@ -467,7 +476,9 @@ class OpenAIRunner:
         fold = StreamFold(call_id, time.perf_counter(), chat=chat)
         try:
             if chat:
-                messages = chat_messages(target.tokenizer, program, request.prompt_token_ids)
+                messages = chat_messages(
+                    target.tokenizer, program, request.prompt_token_ids, outputs
+                )
                 body = chat_body(target.model, messages, request.sampling, priority)
                 result = self.client.stream_call(CHAT, body, fold, headers)
                 # The context goes on in token ids: the local tokenizer's, of the text.
@@ -481,6 +492,7 @@ class OpenAIRunner:
                         result.usage,
                         result.timings,
                     )
+                outputs.append(result.token_ids)
             else:
                 body = completions_body(
                     target.model, request.prompt_token_ids, request.sampling, priority
@@ -519,16 +531,59 @@ class OpenAIRunner:
             queue.put(_ToolDone(action.action_id, Outcome(target.encoder(text), text), False))
 
 
+def assistant_spans(
+    ids: Sequence[int], outputs: Iterable[tuple[int, ...]]
+) -> list[tuple[int, int]]:
+    """Where earlier outputs of the task (two tokens or more) sit in a context, as sorted,
+    non-overlapping (start, end) spans; the longest outputs are placed first."""
+    taken = [False] * len(ids)
+    spans: list[tuple[int, int]] = []
+    for out in sorted({o for o in outputs if len(o) >= 2}, key=len, reverse=True):
+        n, i = len(out), 0
+        while i <= len(ids) - n:
+            if ids[i] == out[0] and tuple(ids[i : i + n]) == out and not any(taken[i : i + n]):
+                spans.append((i, i + n))
+                taken[i : i + n] = [True] * n
+                i += n
+            else:
+                i += 1
+    return sorted(spans)
+
+
 def chat_messages(
-    tokenizer: Any, program: Program, prompt_ids: tuple[int, ...]
+    tokenizer: Any,
+    program: Program,
+    prompt_ids: Sequence[int],
+    outputs: Iterable[tuple[int, ...]] = (),
 ) -> list[dict[str, str]]:
-    """A step's context as chat messages: the program's system prompt, then the rest of
-    the context (the user's input and every earlier step) as the user's turn."""
-    text = str(tokenizer.decode(list(prompt_ids), skip_special_tokens=True))
+    """A step's context as the message history: the program's system prompt, then user
+    turns (the input, step instructions, tool results) and assistant turns (the task's
+    earlier outputs found in the context), ending with a user turn."""
+    ids = list(prompt_ids)
+    messages: list[dict[str, str]] = []
+
+    def add(role: str, segment: Sequence[int]) -> None:
+        text = str(tokenizer.decode(list(segment), skip_special_tokens=True))
+        if not text:
+            return
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += text
+        else:
+            messages.append({"role": role, "content": text})
+
+    position = 0
+    for start, end in assistant_spans(ids, outputs):
+        add("user", ids[position:start])
+        add("assistant", ids[start:end])
+        position = end
+    add("user", ids[position:])
     head = program.system + "\nUser: "
-    rest = text[len(head) :] if text.startswith(head) else text
-    messages = [{"role": "system", "content": program.system}] if program.system else []
-    return [*messages, {"role": "user", "content": rest}]
+    if messages and messages[0]["role"] == "user" and messages[0]["content"].startswith(head):
+        messages[0]["content"] = messages[0]["content"][len(head) :]
+    if not messages or messages[-1]["role"] != "user":
+        messages.append({"role": "user", "content": "Continue."})
+    system = [{"role": "system", "content": program.system}] if program.system else []
+    return [*system, *messages]
 
 
 def _kill(running: dict[str, gevent.Greenlet]) -> None:

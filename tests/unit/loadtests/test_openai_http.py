@@ -153,3 +153,44 @@ def test_models_and_headers() -> None:
     assert "x-session-token" in DEFAULT_AFFINITY_HEADERS
     assert parse_affinity_headers("none") == ()
     assert parse_affinity_headers("x-a, x-b") == ("x-a", "x-b")
+
+
+class _Chars:
+    """One token per character (ids from 3), bos 1."""
+
+    bos_token_id = 1
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) + 3 for c in text]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(chr(i - 3) for i in ids if i >= 3)
+
+
+def test_chat_messages_from_a_context() -> None:
+    from agents.library import plan_execute
+    from loadtests.openai_user import assistant_spans, chat_messages
+
+    program = plan_execute()
+    t = _Chars()
+    plan, done = tuple(t.encode("1. look 2. write")), tuple(t.encode("found it"))
+    context = [
+        1,
+        *t.encode(program.system + "\nUser: how?\nPlan:"),
+        *plan,
+        *t.encode("\nWork on step 1:"),
+        *done,
+        *t.encode("\nAnswer:"),
+    ]
+    assert len(assistant_spans(context, [plan, done, (5,)])) == 2
+    messages = chat_messages(t, program, context, [plan, done])
+    assert messages == [
+        {"role": "system", "content": program.system},
+        {"role": "user", "content": "how?\nPlan:"},
+        {"role": "assistant", "content": "1. look 2. write"},
+        {"role": "user", "content": "\nWork on step 1:"},
+        {"role": "assistant", "content": "found it"},
+        {"role": "user", "content": "\nAnswer:"},
+    ]
+    first = chat_messages(t, program, context[: context.index(plan[0], 2)], [])
+    assert first[1:] == [{"role": "user", "content": "how?\nPlan:"}]
