@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -360,7 +360,7 @@ class OpenAIEndpoint:
 
     async def generate(
         self, call: CallRequest, *, stream: bool = True
-    ) -> AsyncIterator[CallDelta | CallResult]:
+    ) -> AsyncGenerator[CallDelta | CallResult, None]:
         """Deltas as the server streams them (none when `stream` is False), then one
         CallResult. Cancelling the consumer closes the connection, which makes vLLM
         abort the request."""

@@ -182,9 +182,10 @@ class OpenAIPool:
         record = self._record(replica_name)
         record.in_flight += 1
         try:
-            async for item in record.endpoint.generate(call, stream=False):
-                if isinstance(item, CallResult):
-                    return item
+            async with contextlib.aclosing(record.endpoint.generate(call, stream=False)) as items:
+                async for item in items:
+                    if isinstance(item, CallResult):
+                        return item
             raise EngineError(ErrorCode.INTERNAL, "the call ended without a result")
         except EngineError as exc:
             self._failed(record, exc)
@@ -199,8 +200,11 @@ class OpenAIPool:
         record = self._record(replica_name)
         record.in_flight += 1
         try:
-            async for item in record.endpoint.generate(call, stream=True):
-                yield item
+            # Closed however this generator ends, so the HTTP stream (and the request in
+            # the server) ends with it.
+            async with contextlib.aclosing(record.endpoint.generate(call, stream=True)) as items:
+                async for item in items:
+                    yield item
         except EngineError as exc:
             self._failed(record, exc)
             raise
