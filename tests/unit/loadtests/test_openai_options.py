@@ -1,0 +1,113 @@
+"""`inflection load --target openai`: its options, their checks, and how they reach the
+locustfile (INFLECTION_LOAD_* variables, which the locustfile's options read)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtests import cli, options
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="inflection")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["load", *argv])
+
+
+def test_defaults_are_the_grpc_target() -> None:
+    args = parse()
+    assert (args.target, args.api, args.model, args.priority) == ("grpc", "completions", "", False)
+    assert options.openai_env(args) == {
+        "INFLECTION_LOAD_TARGET": "grpc",
+        "INFLECTION_LOAD_API": "completions",
+    }
+    assert options.config_of(args, "h:1")["target"] == "grpc"
+
+
+def test_openai_options_become_variables(tmp_path: Path) -> None:
+    args = parse(
+        *("--target", "openai", "--host", "http://h:8000", "--model", "m", "--api", "chat"),
+        *("--tokenizer", str(tmp_path), "--affinity-header", "x-a", "--priority"),
+    )
+    options.validate(args)
+    assert options.openai_env(args) == {
+        "INFLECTION_LOAD_TARGET": "openai",
+        "INFLECTION_LOAD_MODEL": "m",
+        "INFLECTION_LOAD_API": "chat",
+        "INFLECTION_LOAD_TOKENIZER": str(tmp_path),
+        "INFLECTION_LOAD_AFFINITY_HEADER": "x-a",
+        "INFLECTION_LOAD_PRIORITY": "true",
+    }
+    config = options.config_of(args, "http://h:8000")
+    assert (config["target"], config["model"], config["api"]) == ("openai", "m", "chat")
+
+
+def test_relative_tokenizer_directory_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tok").mkdir()
+    monkeypatch.chdir(tmp_path)
+    args = parse("--target", "openai", "--host", "http://h:1", "--tokenizer", "tok")
+    options.resolve_paths(args)
+    assert args.tokenizer == str(tmp_path / "tok")
+    named = parse("--target", "openai", "--host", "http://h:1", "--tokenizer", "org/name")
+    options.resolve_paths(named)
+    assert named.tokenizer == "org/name"  # not a directory here: left as given
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--target", "openai"), "--target openai needs --host"),
+        (("--model", "m"), "go with --target openai"),
+        (("--priority",), "go with --target openai"),
+    ],
+)
+def test_bad_combinations(argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(options.LoadError, match=message):
+        options.validate(parse(*argv))
+
+
+def test_the_variables_are_set_for_the_run_only() -> None:
+    name = "INFLECTION_LOAD_MODEL"
+    assert name not in os.environ
+    with cli._environment({name: "m"}):
+        assert os.environ[name] == "m"
+    assert name not in os.environ
+
+
+def test_the_locustfile_reads_the_variables() -> None:
+    code = (
+        "import locust, sys\n"
+        "from locust.argument_parser import parse_options\n"
+        "import loadtests.locustfile\n"
+        "o = parse_options(['-f', 'loadtests/locustfile.py'])\n"
+        "print(o.target, o.model, o.api, o.priority, o.affinity_header)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "INFLECTION_LOAD_TARGET": "openai",
+        "INFLECTION_LOAD_MODEL": "m",
+        "INFLECTION_LOAD_API": "chat",
+        "INFLECTION_LOAD_PRIORITY": "true",
+        "INFLECTION_LOAD_AFFINITY_HEADER": "none",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+    assert out.stdout.splitlines()[-1].split() == ["openai", "m", "chat", "True", "none"]
