@@ -370,6 +370,8 @@ class OpenAIRunner:
             outcome = (exc.cause, str(exc), None)
         except TaskFailed as exc:  # prepare_task: the agent or the context length
             outcome = (exc.code.name, exc.message, exc.usage)
+        except Exception as exc:  # noqa: BLE001 (a bug here still never crashes the user)
+            outcome = ("INTERNAL", f"client-side: {exc!r}"[:300], None)
         status, error, usage = outcome
         now = time.perf_counter()
         sample = recorder.sample(now, time.time(), status, usage)
