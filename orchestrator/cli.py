@@ -229,12 +229,17 @@ async def _serve(config: DeploymentConfig) -> int:
 
     check_port(config.server)  # a port in use is the only line, before anything starts
     replicas = config.replicas
-    err_console.print(
-        f"inflection: starting {replicas.count} {replicas.backend.value} replica(s) on "
-        f"{describe_ray_target(config.ray)}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if replicas.backend is Backend.OPENAI:
+        # Existing servers: no Ray, no replica actors (README "Existing ... as replicas").
+        endpoints = ", ".join(replicas.openai.endpoints)
+        starting = f"inflection: connecting to {len(replicas.openai.endpoints)} "
+        starting += f"OpenAI-compatible server(s): {endpoints}"
+    else:
+        starting = (
+            f"inflection: starting {replicas.count} {replicas.backend.value} replica(s) on "
+            f"{describe_ray_target(config.ray)}"
+        )
+    err_console.print(starting, highlight=False, soft_wrap=True)
     deployment = await stop.run(Deployment.start(config))
     if deployment is None:
         return stop.exit_code
