@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.console import (
@@ -53,7 +52,6 @@ from loadtests.options import (
     LoadError,
     add_arguments,
     config_of,
-    openai_env,
     parse_timespan,
     resolve_paths,
     validate,
@@ -75,7 +73,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_environment(openai_env(args)))
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
                 folder = out
@@ -96,22 +93,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set these environment variables (Locust's processes inherit them) for the run,
-    and put the old values back after it."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
 
 
 def _single_run(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from loadtests.console import live_line
 from loadtests.local_server import error_line, last_line, stop_process
 from loadtests.metrics import LiveFigures, Snapshot
-from loadtests.options import parse_timespan, parse_warmup
+from loadtests.options import openai_flags, parse_timespan, parse_warmup
 from orchestrator.workload.sweep import is_sweep_plan
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def locust_command(
         cmd += ["--workload", str(args.workload)]  # workers load their own copy
         if args.token:
             cmd += ["--token", args.token]
-        return cmd + _tls_flags(args)
+        return cmd + openai_flags(args) + _tls_flags(args)
     rate = arrival_rate if arrival_rate is not None else args.arrival_rate
     open_loop = bool(rate) or bool(args.sweep)
     users = args.users if args.users is not None else (1 if open_loop else 8)
@@ -99,6 +99,7 @@ def locust_command(
         cmd += ["--slo", args.slo]
     if args.token:
         cmd += ["--token", args.token]
+    cmd += openai_flags(args)
     cmd += _tls_flags(args)
     if rate:
         cmd += ["--arrival-rate", f"{rate:g}", "--arrival-process", args.arrival_process]

@@ -148,38 +148,33 @@ def _options(parser: Any) -> None:
         "max_rate=100,min_good=0.95,warmup_s=2 (any subset; see "
         "orchestrator.workload.sweep.SweepPlan).",
     )
-    # `inflection load` passes these through INFLECTION_LOAD_* (loadtests.cli).
+    # `inflection load` passes these on as the same flags (loadtests.locust_run).
     group.add_argument(
         "--target",
         default="grpc",
         choices=("grpc", "openai"),
-        env_var="INFLECTION_LOAD_TARGET",
         help="grpc: an Inflection orchestrator; openai: any OpenAI-compatible server "
         "(--host http://H:P), each user running the agent programs itself.",
     )
     group.add_argument(
         "--model",
         default="",
-        env_var="INFLECTION_LOAD_MODEL",
         help="openai: the model (default: the first the server lists).",
     )
     group.add_argument(
         "--api",
         default="completions",
         choices=("completions", "chat"),
-        env_var="INFLECTION_LOAD_API",
         help="openai: /v1/completions with token-id prompts, or /v1/chat/completions.",
     )
     group.add_argument(
         "--tokenizer",
         default="",
-        env_var="INFLECTION_LOAD_TOKENIZER",
         help="openai: tokenizer directory (default: --model).",
     )
     group.add_argument(
         "--affinity-header",
         default="",
-        env_var="INFLECTION_LOAD_AFFINITY_HEADER",
         help="openai: session-affinity headers carrying the task id, comma-separated "
         "(default: x-session-token, X-Dynamo-Session-ID, x-smg-routing-key, x-session-id; "
         "none: no header).",
@@ -187,7 +182,6 @@ def _options(parser: Any) -> None:
     group.add_argument(
         "--priority",
         action="store_true",
-        env_var="INFLECTION_LOAD_PRIORITY",
         help="openai: send each call's priority in vLLM's `priority` field.",
     )
     group.add_argument("--agentic-json", default="", help="Write the agentic figures here.")

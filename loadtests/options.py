@@ -22,7 +22,7 @@ from orchestrator.workload.sweep import (
 LOADTESTS = Path(__file__).resolve().parent
 DEFAULT_WORKLOAD = LOADTESTS / "examples" / "mix.yaml"
 PATH_OPTIONS = ("out", "workload", "trace", "tls_ca")  # resolved before anything starts
-# The OpenAI target's options, passed to the locustfile as INFLECTION_LOAD_* variables.
+# The OpenAI target's options, passed on to the locustfile as the same flags.
 OPENAI_OPTIONS = ("target", "model", "api", "tokenizer", "affinity_header", "priority")
 
 
@@ -61,17 +61,20 @@ def resolve_paths(args: argparse.Namespace) -> None:
         args.tokenizer = os.path.abspath(os.path.expanduser(tokenizer))
 
 
-def openai_env(args: argparse.Namespace) -> dict[str, str]:
-    """The OpenAI target's options as the locustfile's INFLECTION_LOAD_* variables (the
-    Locust command line itself is built by loadtests.locust_run)."""
-    env: dict[str, str] = {}
+def openai_flags(args: argparse.Namespace) -> list[str]:
+    """The OpenAI target's options as the locustfile's flags (none for the gRPC target's
+    defaults); loadtests.locust_run puts them on every Locust process's command line."""
+    if getattr(args, "target", "grpc") != "openai":
+        return []
+    flags: list[str] = []
     for name in OPENAI_OPTIONS:
         value = getattr(args, name, None)
+        flag = "--" + name.replace("_", "-")
         if value is True:
-            env[f"INFLECTION_LOAD_{name.upper()}"] = "true"
+            flags.append(flag)
         elif value:
-            env[f"INFLECTION_LOAD_{name.upper()}"] = str(value)
-    return env
+            flags += [flag, str(value)]
+    return flags
 
 
 def parse_warmup(text: str | None) -> int:

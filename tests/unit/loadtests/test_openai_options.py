@@ -1,5 +1,5 @@
 """`inflection load --target openai`: its options, their checks, and how they reach the
-locustfile (INFLECTION_LOAD_* variables, which the locustfile's options read)."""
+locustfile (the same flags on every Locust process's command line)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import cli, options
+from loadtests.locust_run import locust_command
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -25,27 +26,28 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_defaults_are_the_grpc_target() -> None:
     args = parse()
     assert (args.target, args.api, args.model, args.priority) == ("grpc", "completions", "", False)
-    assert options.openai_env(args) == {
-        "INFLECTION_LOAD_TARGET": "grpc",
-        "INFLECTION_LOAD_API": "completions",
-    }
+    assert options.openai_flags(args) == []
+    assert "--target" not in locust_command(args, "h:1", None)
     assert options.config_of(args, "h:1")["target"] == "grpc"
 
 
-def test_openai_options_become_variables(tmp_path: Path) -> None:
-    args = parse(
+def test_openai_options_become_locust_flags_for_every_process(tmp_path: Path) -> None:
+    argv = (
         *("--target", "openai", "--host", "http://h:8000", "--model", "m", "--api", "chat"),
         *("--tokenizer", str(tmp_path), "--affinity-header", "x-a", "--priority"),
     )
+    args = parse(*argv)
     options.validate(args)
-    assert options.openai_env(args) == {
-        "INFLECTION_LOAD_TARGET": "openai",
-        "INFLECTION_LOAD_MODEL": "m",
-        "INFLECTION_LOAD_API": "chat",
-        "INFLECTION_LOAD_TOKENIZER": str(tmp_path),
-        "INFLECTION_LOAD_AFFINITY_HEADER": "x-a",
-        "INFLECTION_LOAD_PRIORITY": "true",
-    }
+    flags = [
+        *("--target", "openai", "--model", "m", "--api", "chat", "--tokenizer", str(tmp_path)),
+        *("--affinity-header", "x-a", "--priority"),
+    ]
+    assert options.openai_flags(args) == flags
+    command = locust_command(args, "http://h:8000", None)
+    assert command[command.index("--target") :][: len(flags)] == flags
+    worker = parse(*argv, "--worker")
+    assert options.openai_flags(worker) == flags
+    assert set(flags) <= set(locust_command(worker, None, None))
     config = options.config_of(args, "http://h:8000")
     assert (config["target"], config["model"], config["api"]) == ("openai", "m", "chat")
 
@@ -76,38 +78,22 @@ def test_bad_combinations(argv: tuple[str, ...], message: str) -> None:
         options.validate(parse(*argv))
 
 
-def test_the_variables_are_set_for_the_run_only() -> None:
-    name = "INFLECTION_LOAD_MODEL"
-    assert name not in os.environ
-    with cli._environment({name: "m"}):
-        assert os.environ[name] == "m"
-    assert name not in os.environ
-
-
-def test_the_locustfile_reads_the_variables() -> None:
+def test_the_locustfile_takes_the_flags() -> None:
     code = (
         "import locust, sys\n"
         "from locust.argument_parser import parse_options\n"
         "import loadtests.locustfile\n"
-        "o = parse_options(['-f', 'loadtests/locustfile.py'])\n"
+        "o = parse_options(['-f', 'loadtests/locustfile.py', '--target', 'openai', '--model',\n"
+        "    'm', '--api', 'chat', '--priority', '--affinity-header', 'none'])\n"
         "print(o.target, o.model, o.api, o.priority, o.affinity_header)\n"
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "INFLECTION_LOAD_TARGET": "openai",
-        "INFLECTION_LOAD_MODEL": "m",
-        "INFLECTION_LOAD_API": "chat",
-        "INFLECTION_LOAD_PRIORITY": "true",
-        "INFLECTION_LOAD_AFFINITY_HEADER": "none",
-    }
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
         check=True,
     )
     assert out.stdout.splitlines()[-1].split() == ["openai", "m", "chat", "True", "none"]
