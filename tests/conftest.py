@@ -20,6 +20,36 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("INFLECTION_CACHE_DIR", str(REPO / "build" / "cache"))
 
 
+# Suites that run Locust users in this very process: importing locust applies gevent's
+# monkey patches, which turn threads into greenlets and hang this session's Ray driver
+# and live server. They run in a pytest process of their own (tests/unit/loadtests/
+# test_gevent_suites.py, tests/integration/test_gevent_suites.py), never here.
+GEVENT_SUITES = {
+    "unit": ["unit/loadtests/test_openai_http.py", "unit/loadtests/test_openai_faults.py"],
+    "integration": ["integration/test_openai_target.py"],
+}
+GEVENT_SUITE_ENV = "INFLECTION_GEVENT_SUITE"
+if not os.environ.get(GEVENT_SUITE_ENV):
+    collect_ignore = [path for paths in GEVENT_SUITES.values() for path in paths]
+
+
+def run_gevent_suite(kind: str, timeout_s: float) -> None:
+    """Run one kind of gevent suite in its own pytest process; fail with its output."""
+    import subprocess
+    import sys
+
+    paths = [str(REPO / "tests" / path) for path in GEVENT_SUITES[kind]]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths],
+        cwd=REPO,
+        env={**os.environ, GEVENT_SUITE_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+
 @dataclass
 class LiveServer:
     address: str

@@ -39,3 +39,18 @@ def test_pure_modules_do_not_import_locust() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.strip() == "False"
+
+
+def test_collecting_the_suite_applies_no_gevent_patches() -> None:
+    # A test module importing locust at collection would patch threads into greenlets
+    # for the whole session and hang Ray and the live server (tests/conftest.py).
+    code = (
+        "import pytest, sys; "
+        "pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests']); "
+        "from gevent import monkey; "
+        "print(monkey.is_module_patched('threading'), 'locust' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout[-3000:]
