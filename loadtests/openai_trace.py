@@ -14,6 +14,7 @@ from __future__ import annotations
 import locust
 
 # isort: split
+import itertools
 import logging
 import time
 from typing import Any
@@ -43,15 +44,18 @@ class OpenAITraceReplayer:
         self.config = config
         self.stats = state_of(environment).stats
         self.options = OpenAIOptions.of(environment, host)
-        self.client = OpenAIClient(
-            self.options.endpoint, token=self.options.token, concurrency=config.max_outstanding
-        )
+        self.clients = [
+            OpenAIClient(e, token=self.options.token, concurrency=config.max_outstanding)
+            for e in self.options.endpoints
+        ]
+        self._turn = itertools.cycle(self.clients)  # several servers: each call the next
         self.calls = Group()
         self.model: str | None = None
 
     def close(self) -> None:
         self.calls.kill(block=True, timeout=5)
-        self.client.close()
+        for client in self.clients:
+            client.close()
 
     def replay(self, index: int, users: int) -> None:
         """Send lines index, index + users, ... at their offsets; return once all ended."""
@@ -80,7 +84,7 @@ class OpenAITraceReplayer:
                 prompt_tokens(request, self.config.vocab_size),
                 Sampling(max_tokens=request.output_length, ignore_eos=True),
             )
-            result = self.client.stream_call(COMPLETIONS, body, fold)
+            result = next(self._turn).stream_call(COMPLETIONS, body, fold)
         except (CallFailure, TargetError) as exc:
             status, error = exc.cause, str(exc)
         now = time.perf_counter()

@@ -58,6 +58,7 @@ from loadtests.openai_http import (
     chat_body,
     completions_body,
 )
+from loadtests.options import parse_hosts
 from loadtests.state import state_of
 from loadtests.user import TaskFailed as LocustTaskFailed
 from loadtests.user import open_loop_users, token_of
@@ -113,7 +114,7 @@ class TargetError(Exception):
 class OpenAIOptions:
     """The OpenAI target's options, read from Locust's parsed options."""
 
-    endpoint: Endpoint
+    endpoints: tuple[Endpoint, ...]  # --host A,B,...: the calls go round robin over them
     model: str | None  # None: the first model the server lists
     api: str  # "completions" | "chat"
     tokenizer: str | None  # a tokenizer directory (default: --model when it is one)
@@ -128,7 +129,7 @@ class OpenAIOptions:
         if api not in ("completions", "chat"):
             raise TargetError(f"--api: {api!r} is not completions or chat")
         return cls(
-            endpoint=_endpoint(host if host is not None else environment.host),
+            endpoints=_endpoints(host if host is not None else environment.host),
             model=getattr(options, "model", "") or None,
             api=api,
             tokenizer=getattr(options, "tokenizer", "") or None,
@@ -139,10 +140,15 @@ class OpenAIOptions:
             token=token_of(environment),
         )
 
+    @property
+    def endpoint(self) -> Endpoint:
+        """The first server: the one a trace replay and the start-up checks talk to first."""
+        return self.endpoints[0]
 
-def _endpoint(host: str | None) -> Endpoint:
+
+def _endpoints(host: str | None) -> tuple[Endpoint, ...]:
     try:
-        return Endpoint.parse(host)
+        return parse_hosts(host)
     except ValueError as exc:
         raise TargetError(str(exc)) from None
 
@@ -241,24 +247,36 @@ _TARGETS: dict[tuple[Any, ...], Target] = {}
 
 
 def served_model(options: OpenAIOptions) -> tuple[str, int | None]:
-    """(the model to use, its max_model_len when listed), from the server's `/v1/models`;
-    raises TargetError with one line."""
-    client = OpenAIClient(options.endpoint, token=options.token, concurrency=1)
-    try:
-        listing = client.get_json("/v1/models")
-    except CallFailure as exc:
-        raise TargetError(
-            f"cannot list the models of {options.endpoint.url} (/v1/models): {exc}", exc.cause
-        ) from None
-    finally:
-        client.close()
-    return check_models(listing, options.model)
+    """(the model to use, its max_model_len when listed), from every server's
+    `/v1/models`: with several servers, each must serve that model (the shortest context
+    of theirs is the one a task must fit). Raises TargetError with one line."""
+    model = options.model
+    lengths: list[int] = []
+    for endpoint in options.endpoints:
+        client = OpenAIClient(endpoint, token=options.token, concurrency=1)
+        try:
+            listing = client.get_json("/v1/models")
+        except CallFailure as exc:
+            raise TargetError(
+                f"cannot list the models of {endpoint.url} (/v1/models): {exc}", exc.cause
+            ) from None
+        finally:
+            client.close()
+        try:
+            model, length = check_models(listing, model)
+        except TargetError as exc:
+            where = f"{endpoint.url}: " if len(options.endpoints) > 1 else ""
+            raise TargetError(f"{where}{exc}", exc.cause) from None
+        if length is not None:
+            lengths.append(length)
+    assert model is not None
+    return model, min(lengths) if lengths else None
 
 
 def connect(options: OpenAIOptions, agents: list[str] | None = None) -> Target:
     """Ask the server which models it serves (`/v1/models`), load the tokenizer and build
     the interpreters; cached per process. Raises TargetError with one line."""
-    key = (options.endpoint, options.model, options.tokenizer, options.token)
+    key = (options.endpoints, options.model, options.tokenizer, options.token)
     target = _TARGETS.get(key)
     if target is None:
         model, length = served_model(options)
@@ -315,10 +333,16 @@ class _ToolDone:
 _Message = _Done | _CallFailed | _ToolDone
 
 
-class OpenAIRunner:
-    """Runs tasks of the workload against one server; shared by a user's greenlets."""
+# One round robin per process and set of servers, shared by every user: the calls of all
+# tasks take the servers in turn, as behind a round-robin load balancer.
+_ROUTERS: dict[tuple[Endpoint, ...], RoundRobinRouter] = {}
 
-    REPLICA = "openai"  # the one routing target: the server (its own router spreads)
+
+class OpenAIRunner:
+    """Runs tasks of the workload against the servers of --host; shared by a user's
+    greenlets. A server's URL is its replica name in the driver's routing, so each call
+    goes to the next server in turn (one server: every call goes to it, and its own
+    router, if any, spreads them)."""
 
     def __init__(self, environment: Any, host: str | None) -> None:
         self.environment = environment
@@ -326,13 +350,17 @@ class OpenAIRunner:
         self.stats = state_of(environment).stats
         self.options = OpenAIOptions.of(environment, host)
         self.rng = random.Random()
-        self.client = OpenAIClient(self.options.endpoint, token=self.options.token, concurrency=256)
-        self.router = RoundRobinRouter()
-        self._views = (ReplicaView(self.REPLICA, True, 0),)
+        self.clients = {
+            e.url: OpenAIClient(e, token=self.options.token, concurrency=256)
+            for e in self.options.endpoints
+        }
+        self.router = _ROUTERS.setdefault(self.options.endpoints, RoundRobinRouter())
+        self._views = tuple(ReplicaView(url, True, 0) for url in self.clients)
         self._target: Target | None = None
 
     def close(self) -> None:
-        self.client.close()
+        for client in self.clients.values():
+            client.close()
 
     def target(self) -> Target:
         if self._target is None:
@@ -473,6 +501,7 @@ class OpenAIRunner:
         """One streaming call; its outcome goes to the task's queue."""
         request = dispatch.request
         call_id = request.call_id
+        client = self.clients[dispatch.replica]
         priority = request.priority if self.options.priority else None
         chat = self.options.api == "chat"
         fold = StreamFold(call_id, time.perf_counter(), chat=chat)
@@ -482,7 +511,7 @@ class OpenAIRunner:
                     target.tokenizer, program, request.prompt_token_ids, outputs
                 )
                 body = chat_body(target.model, messages, request.sampling, priority)
-                result = self.client.stream_call(CHAT, body, fold, headers)
+                result = client.stream_call(CHAT, body, fold, headers)
                 # The context goes on in token ids: the local tokenizer's, of the text.
                 if not result.token_ids:
                     ids = tuple(target.encoder(result.text))
@@ -499,7 +528,7 @@ class OpenAIRunner:
                 body = completions_body(
                     target.model, request.prompt_token_ids, request.sampling, priority
                 )
-                result = self.client.stream_call(COMPLETIONS, body, fold, headers)
+                result = client.stream_call(COMPLETIONS, body, fold, headers)
                 if len(result.token_ids) != result.usage.output_tokens:
                     raise CallFailure(
                         "bad_sse",

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from loadtests.openai_http import Endpoint
 from orchestrator.tables import add_format_flag
 from orchestrator.workload.sweep import (
     SweepPlan,
@@ -84,6 +85,17 @@ def parse_warmup(text: str | None) -> int:
     return parse_timespan(text, "--warmup")
 
 
+def parse_hosts(text: str | None) -> tuple[Endpoint, ...]:
+    """--host with --target openai: one server's URL, or several separated by commas
+    (each call goes to the next in turn, as a round-robin load balancer in front of them
+    would send it). Raises ValueError with one line."""
+    urls = [u.strip() for u in (text or "").split(",") if u.strip()]
+    endpoints = tuple(Endpoint.parse(u) for u in urls) if urls else (Endpoint.parse(text),)
+    if len(set(endpoints)) != len(endpoints):
+        raise ValueError(f"--host {text!r}: a server is listed twice")
+    return endpoints
+
+
 def validate(args: argparse.Namespace) -> None:
     """Check everything checkable without a server; raises LoadError with one line."""
     from loadtests.workload import WorkloadError, load_workload
@@ -95,6 +107,10 @@ def validate(args: argparse.Namespace) -> None:
     if target == "openai":
         if not args.host:
             raise LoadError("--target openai needs --host: the server's URL, e.g. http://H:8000")
+        try:
+            parse_hosts(args.host)
+        except ValueError as exc:
+            raise LoadError(str(exc)) from None
     elif (
         getattr(args, "model", "")
         or getattr(args, "tokenizer", "")
@@ -179,7 +195,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host",
         help="the orchestrator's HOST:PORT (default: start a local one); with --target "
-        "openai, the server's URL http://HOST:PORT",
+        "openai, the server's URL http://HOST:PORT, or several URLs separated by commas "
+        "(the calls take them in turn: round robin)",
     )
     p.add_argument(
         "--target",

@@ -60,6 +60,7 @@ def _reply(status: str, body: bytes, content_type: str = "text/event-stream") ->
 class _Handler(socketserver.StreamRequestHandler):
     seen_headers: ClassVar[list[dict[str, str]]] = []
     seen_bodies: ClassVar[list[dict[str, Any]]] = []
+    seen_ports: ClassVar[list[int]] = []  # the server port of each completion
 
     def handle(self) -> None:
         request_line = self.rfile.readline().decode()
@@ -76,6 +77,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         body = json.loads(raw)
         _Handler.seen_bodies.append(body)
+        _Handler.seen_ports.append(self.server.server_address[1])
         model = body["model"]
         out = self.wfile
         if model == "ok":
@@ -100,8 +102,7 @@ class _Handler(socketserver.StreamRequestHandler):
             out.write(_reply("404 Not Found", message.encode(), "application/json"))
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def _serve() -> Iterator[str]:
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
@@ -112,6 +113,16 @@ def server() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def second_server() -> Iterator[str]:
+    yield from _serve()
 
 
 @pytest.mark.parametrize(
@@ -210,6 +221,48 @@ def test_runner_counts_tasks_and_failures_by_cause(server: str) -> None:
         assert not failed.ok and failed.status == cause
         assert str(events[-1]["exception"]).startswith(f"{cause}: ")
         assert runner.stats.snapshot()["summary"]["failures"] == {cause: 1}
+
+
+def test_several_hosts_take_the_calls_in_turn(server: str, second_server: str) -> None:
+    """--host A,B: each call goes to the next server, as behind a round-robin balancer,
+    across tasks; every call's sample names the server it went to."""
+    events: list[dict[str, Any]] = []
+    runner = _runner(f"{server},{second_server}", "ok", events)
+    runner.stats.keep_calls = True
+    _Handler.seen_ports.clear()
+    samples = [runner.run_one("react", seed=s) for s in (1, 2)]
+    assert all(s.ok for s in samples)
+    ports = [int(u.rsplit(":", 1)[1]) for u in (server, second_server)]
+    calls = len(_Handler.seen_ports)
+    assert calls == sum(s.llm_calls for s in samples) >= 4
+    assert sorted(set(_Handler.seen_ports)) == sorted(ports)
+    # Strict alternation where calls are sequential (react's steps are).
+    assert all(a != b for a, b in zip(_Handler.seen_ports, _Handler.seen_ports[1:]))
+    replicas = [c.target for s in samples for c in s.calls if c.kind == "llm"]
+    assert set(replicas) == {server, second_server}
+    runner.close()
+
+
+def test_several_hosts_must_all_serve_the_model(server: str) -> None:
+    from loadtests.openai_user import OpenAIOptions, TargetError, served_model
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    env = Environment(host=f"{server},{dead}")
+    env.parsed_options = argparse.Namespace(
+        api="completions", model="ok", tokenizer="", affinity_header="", priority=False
+    )
+    options = OpenAIOptions.of(env)
+    assert [e.url for e in options.endpoints] == [server, dead]
+    with pytest.raises(TargetError) as raised:
+        served_model(options)
+    assert raised.value.cause == "connection" and dead in str(raised.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _collect(events: list[dict[str, Any]]) -> Any:

@@ -71,11 +71,19 @@ def test_relative_tokenizer_directory_is_made_absolute(
         (("--target", "openai"), "--target openai needs --host"),
         (("--model", "m"), "go with --target openai"),
         (("--priority",), "go with --target openai"),
+        (("--target", "openai", "--host", "http://a:1,ftp://b:2"), "expected http://HOST:PORT"),
+        (("--target", "openai", "--host", "http://a:1, http://a:1/v1"), "listed twice"),
     ],
 )
 def test_bad_combinations(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(options.LoadError, match=message):
         options.validate(parse(*argv))
+
+
+def test_several_hosts_are_the_servers_in_turn() -> None:
+    hosts = options.parse_hosts("http://a:8000, b:8001/v1,")
+    assert [e.url for e in hosts] == ["http://a:8000", "http://b:8001"]
+    options.validate(parse("--target", "openai", "--host", "http://a:8000,http://b:8001"))
 
 
 def test_the_locustfile_takes_the_flags() -> None:
