@@ -50,6 +50,14 @@ def run_gevent_suite(kind: str, timeout_s: float) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
 
 
+# vLLM's OpenAI server with priority scheduling and an API key, shared by every module
+# that asks for it (one start, ~30-60 s): defined once here, not imported per module,
+# which would start one per module.
+from tests.integration.openai_server import guarded_openai_server  # noqa: E402
+
+_ = guarded_openai_server
+
+
 @dataclass
 class LiveServer:
     address: str

@@ -8,6 +8,10 @@ subprocess on 127.0.0.1, for the load generator's OpenAI target.
 (~30 s to start here). Use it from a test module with
 `from tests.integration.openai_server import openai_server  # noqa: F401`. It is stopped
 by its process group at the end of the session, or earlier by a test (`stop()`).
+
+`guarded_openai_server` is a second one, started as a user would for `--priority` and
+keys: `--scheduling-policy priority --api-key KEY` (every /v1 request needs
+`Authorization: Bearer KEY`; /health and /metrics do not).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT_S = 240.0
+API_KEY = "inflection-test-key"
 
 
 def free_port() -> int:
@@ -41,6 +46,7 @@ class OpenAIServer:
     model: str  # the served model's name: the model directory
     process: subprocess.Popen[bytes]
     log: Path
+    api_key: str | None = None
 
     def stop(self) -> None:
         """Stop the server (its process group) and wait for it."""
@@ -65,13 +71,12 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+def start_server(log: Path, *extra: str, api_key: str | None = None) -> Iterator[OpenAIServer]:
+    """Start the server with `extra` arguments, wait for /health, yield it, stop it."""
     from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 
     model = build_tiny_model(default_tiny_model_dir())
     port = free_port()
-    log = tmp_path_factory.mktemp("openai-server") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     command = [
         sys.executable,
@@ -90,12 +95,14 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAISe
         "bfloat16",
         "--enable-prefix-caching",
         "--enable-prompt-tokens-details",
+        *extra,
+        *(("--api-key", api_key) if api_key else ()),
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    server = OpenAIServer(f"http://127.0.0.1:{port}", str(model), process, log)
+    server = OpenAIServer(f"http://127.0.0.1:{port}", str(model), process, log, api_key)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _healthy(server.url):
@@ -108,3 +115,15 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAISe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+    yield from start_server(tmp_path_factory.mktemp("openai-server") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def guarded_openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+    """Priority scheduling and an API key, as a user starts vLLM for `--priority`."""
+    log = tmp_path_factory.mktemp("guarded-openai-server") / "server.log"
+    yield from start_server(log, "--scheduling-policy", "priority", api_key=API_KEY)
