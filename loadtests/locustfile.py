@@ -388,7 +388,17 @@ def check_any_target(environment: Any) -> None:
         else:
             connect(options, agents)
     except TargetError as exc:
-        raise CheckFailed(str(exc)) from None
+        raise CheckFailed(f"{exc}{_key_hint(str(exc), environment)}") from None
+
+
+def _key_hint(message: str, environment: Any) -> str:
+    """What to do about a 401/403 from an OpenAI server: it wants an API key (vLLM's
+    `--api-key`) that `--token` gives, or a different one."""
+    if "HTTP 401" not in message and "HTTP 403" not in message:
+        return ""
+    if getattr(environment.parsed_options, "token", ""):
+        return " (check --token: the server refused this key)"
+    return " (the server wants an API key: give it with --token)"
 
 
 def _check_or_fail(environment: Any) -> None:
