@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _runner(server: OpenAIServer, api: str = "completions", **workload: object) -> OpenAIRunner:
+def _runner(
+    server: OpenAIServer, api: str = "completions", priority: bool = False, **workload: object
+) -> OpenAIRunner:
     env = Environment(host=server.url)
     env.parsed_options = argparse.Namespace(
         target="openai",
@@ -41,7 +44,7 @@ def _runner(server: OpenAIServer, api: str = "completions", **workload: object) 
         model="",
         tokenizer="",  # the served model is a directory: its tokenizer is used
         affinity_header="",
-        priority=False,
+        priority=priority,
         token="",
     )
     state_of(env).workload = Workload.model_validate(
@@ -123,7 +126,7 @@ def test_inflection_load_against_the_server(openai_server: OpenAIServer, tmp_pat
     assert figures["prefix_hit_rate"] and figures["prefix_hit_rate"] > 0
     assert json.loads((out / "summary.json").read_text())["config"]["target"] == "openai"
     task = json.loads((out / "tasks.jsonl").read_text().splitlines()[0])
-    assert task["calls"] and task["calls"][0]["replica"] == "openai"
+    assert task["calls"] and task["calls"][0]["replica"] == openai_server.url
     assert "tasks measured" in done.stderr + done.stdout
 
 
@@ -148,6 +151,26 @@ def test_trace_replay(openai_server: OpenAIServer, tmp_path: Path) -> None:
     figures = json.loads(out.read_text())["summary"]
     assert figures["ok"] == 8 and figures["failed"] == 0, figures
     assert figures["prefix_hit_rate"] is not None and figures["prefix_hit_rate"] > 0.4
+
+
+def test_priority_on_a_server_without_priority_scheduling(openai_server: OpenAIServer) -> None:
+    """vLLM 0.32 started without `--scheduling-policy priority` (FCFS) takes the
+    `priority` field of any value and ignores it: `--priority` against it runs as
+    without, with no error to show (its protocol's "will raise an error" is not so)."""
+    runner = _runner(openai_server, priority=True)
+    sample = runner.run_one("plan_execute", seed=7)
+    assert sample.status == "OK" and sample.llm_calls == 5, sample
+    runner.close()
+    for level in (3, -1):
+        body = {"model": openai_server.model, "prompt": [1, 2, 3], "max_tokens": 2}
+        request = urllib.request.Request(
+            f"{openai_server.url}/v1/completions",
+            data=json.dumps({**body, "priority": level}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 200
+            assert json.loads(reply.read())["usage"]["completion_tokens"] == 2
 
 
 def test_unknown_model_is_one_line(openai_server: OpenAIServer, tmp_path: Path) -> None:
