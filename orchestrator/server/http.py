@@ -216,6 +216,8 @@ def _sampling(body: Mapping[str, Any], limits: LimitsConfig) -> pb.SamplingOptio
             raise bad_request("top_p: must be in (0, 1], got 0", "top_p")
         sampling.top_p = top_p
     ignore_eos = _bool(_extension(body), "ignore_eos", "inflection.ignore_eos")
+    if ignore_eos is None:  # vLLM's and SGLang's top-level extension, as their clients send it
+        ignore_eos = _bool(body, "ignore_eos", "ignore_eos")
     if ignore_eos is not None:
         sampling.ignore_eos = ignore_eos
     return sampling
@@ -230,6 +232,13 @@ def _seed_and_deadline(
     deadline = _int(_extension(body), "deadline_ms", 1, _UINT32 - 1, "inflection.deadline_ms")
     if deadline is not None:
         request.deadline_ms = deadline
+
+
+def return_token_ids(body: Mapping[str, Any]) -> bool:
+    """vLLM's extension to /v1/completions: each choice carries its output token ids, so
+    a client (the load generator's OpenAI target) can grow an agent's context by exact
+    ids."""
+    return bool(_bool(body, "return_token_ids", "return_token_ids"))
 
 
 def stream_options(body: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -656,16 +665,19 @@ class FrontDoor:
             body, self.model, self.limits, self.vocab_size, self.executor.max_model_len
         )
         stream, include_usage = stream_options(body)
+        token_ids = return_token_ids(body)
         created = int(self.clock())
         completion_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         outputs = self.executor.generate(spec)
         try:
             if not stream:
                 texts: list[str] = []
+                ids: list[int] = []
                 record: CallRecord | None = None
                 try:
                     async for output in outputs:
                         texts.append(output.text)
+                        ids.extend(output.token_ids)
                         record = output.call or record
                 except TaskFailed as exc:
                     raise error_from(exc) from None
@@ -675,6 +687,8 @@ class FrontDoor:
                     completion_id, self.model, created, "".join(texts),
                     finish_reason(record.finish_reason),
                 )  # fmt: skip
+                if token_ids:
+                    whole["choices"][0]["token_ids"] = ids
                 whole["usage"] = call_openai_usage(record.usage)
                 whole["inflection"] = {"call": record}
                 return _json(whole)
@@ -682,16 +696,20 @@ class FrontDoor:
             response = await _start_stream(request)
             try:
                 async for output in _chain(first, outputs):
-                    if output.text:
+                    if output.text or (token_ids and output.token_ids):
                         piece = completion_object(
                             completion_id, self.model, created, output.text, None
                         )
+                        if token_ids:
+                            piece["choices"][0]["token_ids"] = list(output.token_ids)
                         await response.write(sse(piece))
                     if output.call is not None:
                         last = completion_object(
                             completion_id, self.model, created, "",
                             finish_reason(output.call.finish_reason),
                         )  # fmt: skip
+                        if token_ids:
+                            last["choices"][0]["token_ids"] = []
                         last["inflection"] = {"call": output.call}
                         await response.write(sse(last))
                         if include_usage:

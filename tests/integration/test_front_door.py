@@ -296,3 +296,37 @@ def test_the_readme_examples_run_verbatim(open_door: Any) -> None:
     assert "'plan_execute'" in printed
     assert re.search(r"^\d+ tokens over 5 calls$", printed, flags=re.M), printed
     assert re.search(r"^streamed; \d+ tokens$", printed, flags=re.M), printed
+
+
+def test_the_openai_target_drives_the_front_door(
+    client: openai.OpenAI, open_door: Any, tmp_path: Path
+) -> None:
+    """`inflection load --target openai` at Inflection's own front door (simulated
+    replicas, no vLLM): every call a streaming token-id completion, the task driver in
+    the client. Nothing fails, the token ids come back (`return_token_ids`), and the
+    calls are exact: synthetic mode's `ignore_eos` holds every output to its max_tokens."""
+    import sys
+
+    from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
+
+    kind = {"inflection": {"kind": "model"}}
+    served = [m.id for m in client.models.list() if m.model_extra == kind]
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "loadtests.cli", "load", "--target", "openai",
+        "--host", open_door.http_url.removesuffix("/v1"), "--model", served[0],
+        "--tokenizer", str(build_tiny_model(default_tiny_model_dir())),
+        "--workload", "loadtests/examples/plan_execute.yaml",
+        "--users", "2", "--run-time", "5s", "--out", str(out), "--export-calls",
+    ]  # fmt: skip
+    root = README.parent
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((out / "locust_agentic.json").read_text())["summary"]
+    assert figures["ok"] > 0 and figures["failed"] == 0, figures
+    tasks = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    calls = [c for t in tasks for c in t["calls"] if c["kind"] == "llm"]
+    assert calls and all(c["replica"] == open_door.http_url.removesuffix("/v1") for c in calls)
+    assert all(t["usage"]["llm_calls"] == 5 for t in tasks if t["ok"])
+    # ignore_eos: each call ran to its max_tokens, as synthetic mode asks.
+    assert {c["finish_reason"] for c in calls} == {"length"}

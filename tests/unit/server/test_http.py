@@ -23,6 +23,7 @@ from orchestrator.server.http import (
     completion_generate_spec,
     error_from,
     models_list,
+    return_token_ids,
     sse,
     stream_options,
     task_openai_usage,
@@ -133,7 +134,12 @@ def test_a_completion_request_maps_to_a_generation() -> None:
     assert spec(prompt="Hello").sampling.max_tokens == 16  # OpenAI's default
     assert spec(prompt=[[1, 2, 3]]).prompt_token_ids == (1, 2, 3)  # a batch of one
     assert spec(prompt=["Hi"]).prompt == "Hi"
+    # vLLM's and SGLang's top-level ignore_eos, as their clients send it; ours wins.
+    assert spec(prompt="Hi", ignore_eos=True).sampling.ignore_eos is True
+    both = spec(prompt="Hi", ignore_eos=True, inflection={"ignore_eos": False})
+    assert both.sampling.ignore_eos is False
     for bad, words in [
+        ({"prompt": "hi", "ignore_eos": "yes"}, "ignore_eos"),
         ({"prompt": [1, 1000]}, "prompt[1]: 1000 is outside the vocabulary"),
         ({"prompt": [1, -1]}, "prompt[1]: -1"),
         ({"prompt": ["a", "b"]}, "one prompt per request"),
@@ -147,6 +153,14 @@ def test_a_completion_request_maps_to_a_generation() -> None:
     with pytest.raises(HttpError) as other:
         spec(model="plan_execute", prompt="hi")
     assert other.value.status == 404 and "'m'" in other.value.message
+
+
+def test_return_token_ids() -> None:
+    assert return_token_ids({"return_token_ids": True}) is True
+    assert return_token_ids({}) is False
+    with pytest.raises(HttpError) as info:
+        return_token_ids({"return_token_ids": 1})
+    assert info.value.status == 400 and "return_token_ids" in info.value.message
 
 
 def test_stream_options() -> None:
