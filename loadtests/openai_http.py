@@ -3,8 +3,10 @@ the load generator's OpenAI target (loadtests.openai_user).
 
 Two layers:
 
-- pure: request bodies (`completions_body`, `chat_body`), the SSE line parser and the
-  fold of one stream into a `CallResult` (`StreamFold`), failure causes (`CallFailure`);
+- pure: request bodies (`completions_body`, `chat_body`), failure causes (`CallFailure`,
+  `stream_failure` for what the fold of a stream refused); the SSE line parser and the
+  fold of one stream into a `CallResult` (`sse_data`, `StreamFold`) are the orchestrator's
+  (orchestrator.openai_stream, which its `backend: openai` reads streams with too);
   unit-tested without a server;
 - `OpenAIClient`: geventhttpclient (what Locust's FastHttpUser uses: C parser, gevent
   sockets, a connection pool), one per Locust user, `stream_call` reading the SSE stream
@@ -19,15 +21,16 @@ the server does not serve (`unknown_model`). Nothing else escapes `stream_call`.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.domain import CallResult, CallTimings, CallUsage, FinishReason, Sampling
+from orchestrator.domain import CallResult, Sampling
+from orchestrator.openai_stream import StreamError, StreamFault, sse_data
+from orchestrator.openai_stream import StreamFold as StreamFold
 
 CAUSES = ("http_4xx", "http_5xx", "connection", "bad_sse", "no_usage", "unknown_model")
 
@@ -138,15 +141,6 @@ def chat_body(
 # ---- the stream -------------------------------------------------------------------------
 
 
-def sse_data(line: bytes) -> str | None:
-    """The payload of one SSE line (`data: ...`), None for blank lines, comments and other
-    fields (event:, id:, retry:)."""
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    if not text.startswith("data:"):
-        return None
-    return text[5:].lstrip(" ")
-
-
 def error_message(body: bytes) -> str:
     """The server's error text from an error response (OpenAI's {"error": {...}} shape,
     vLLM's {"message": ...}), else the body's first line."""
@@ -178,89 +172,20 @@ def classify_status(status: int, body: bytes, model: str) -> CallFailure:
     return CallFailure(cause, f"HTTP {status}: {message}")
 
 
-@dataclass(slots=True)
-class StreamFold:
-    """Folds one call's SSE chunks into a CallResult. Times are passed in (seconds on one
-    clock), so tests feed chunks and clocks directly."""
+# What the fold of a stream refused, as a cause: an error the server put in the stream
+# (vLLM's when its engine failed) counts as a 5xx.
+_FAULT_CAUSES = {
+    StreamFault.NOT_JSON: "bad_sse",
+    StreamFault.NOT_A_CHUNK: "bad_sse",
+    StreamFault.UNFINISHED: "bad_sse",
+    StreamFault.ERROR: "http_5xx",
+    StreamFault.NO_USAGE: "no_usage",
+}
 
-    call_id: str
-    sent_at: float
-    chat: bool = False
-    token_ids: list[int] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    delta_times: list[float] = field(default_factory=list)  # when each delta arrived
-    usage: dict[str, Any] | None = None
-    finish: str | None = None
-    done: bool = False  # data: [DONE] seen
 
-    def feed(self, data: str, now: float) -> None:
-        """One `data:` payload; raises CallFailure(bad_sse) for one that is not a chunk."""
-        if data == "[DONE]":
-            self.done = True
-            return
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise CallFailure("bad_sse", f"not JSON: {data[:80]!r}") from None
-        if not isinstance(chunk, dict):
-            raise CallFailure("bad_sse", f"not a JSON object: {data[:80]!r}")
-        if "error" in chunk:  # vLLM reports an error mid-stream as a data chunk
-            error = chunk["error"]
-            message = error.get("message", error) if isinstance(error, dict) else error
-            raise CallFailure("http_5xx", f"error in stream: {str(message)[:200]}")
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            raise CallFailure("bad_sse", f"chunk without choices: {data[:80]!r}")
-        for choice in choices:
-            if not isinstance(choice, dict):
-                raise CallFailure("bad_sse", f"bad choice in chunk: {data[:80]!r}")
-            piece = (choice.get("delta") or {}).get("content") if self.chat else choice.get("text")
-            ids = choice.get("token_ids")
-            if piece or ids:
-                self.delta_times.append(now)
-            if piece:
-                self.text.append(str(piece))
-            if isinstance(ids, list):
-                self.token_ids.extend(int(i) for i in ids)
-            if choice.get("finish_reason"):
-                self.finish = str(choice["finish_reason"])
-
-    def result(self) -> CallResult:
-        """The call's result; raises CallFailure for a stream that ended early or left out
-        its usage."""
-        if self.finish is None:
-            raise CallFailure("bad_sse", "the stream ended before its last chunk")
-        if self.usage is None:
-            raise CallFailure("no_usage", "the stream carried no usage (stream_options)")
-        try:
-            prompt = int(self.usage["prompt_tokens"])
-            output = int(self.usage["completion_tokens"])
-            details = self.usage.get("prompt_tokens_details") or {}
-            cached = int(details.get("cached_tokens") or 0)
-        except (KeyError, TypeError, ValueError):
-            raise CallFailure("no_usage", f"usage without token counts: {self.usage}") from None
-        times = self.delta_times
-        first = times[0] if times else None
-        last = times[-1] if times else None
-        ttft = (first - self.sent_at) if first is not None else 0.0
-        e2e = (last - self.sent_at) if last is not None else 0.0
-        tpot = (e2e - ttft) / (output - 1) if output > 1 and first is not None else None
-        itl = tuple(b - a for a, b in itertools.pairwise(times))
-        return CallResult(
-            call_id=self.call_id,
-            token_ids=tuple(self.token_ids),
-            text="".join(self.text),
-            finish_reason=FinishReason.LENGTH if self.finish == "length" else FinishReason.STOP,
-            usage=CallUsage(prompt, cached, output),
-            timings=CallTimings(queue_time=0.0, ttft=ttft, tpot=tpot, itl=itl, e2e=e2e),
-        )
-
-    @property
-    def first_token_at(self) -> float | None:
-        return self.delta_times[0] if self.delta_times else None
+def stream_failure(error: StreamError) -> CallFailure:
+    """The failure of a stream that `StreamFold` refused."""
+    return CallFailure(_FAULT_CAUSES[error.fault], error.message)
 
 
 # ---- the client -------------------------------------------------------------------------
@@ -347,6 +272,8 @@ class OpenAIClient:
                 if not fold.done:  # read on to the end of the message: the connection
                     fold.feed(data, time.perf_counter())  # goes back to the pool
             return fold.result()
+        except StreamError as error:
+            raise stream_failure(error) from None
         finally:
             response.release()
 

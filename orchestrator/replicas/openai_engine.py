@@ -4,7 +4,8 @@ process.
 
 A `CallRequest` becomes one streamed POST `/v1/completions` with the token-id prompt;
 the SSE stream becomes `CallDelta`s and one `CallResult` whose timings are measured by
-this client (the server reports none). Load statistics come from the server's
+this client (the server reports none), folded by orchestrator.openai_stream (which the
+load generator's OpenAI target reads its streams with too). Load statistics come from the server's
 Prometheus `/metrics` (vLLM's metric names), health from `/health`.
 
 HTTP failures map to `EngineError` codes the executor acts on: a refused or dropped
@@ -16,7 +17,6 @@ DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -26,16 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from orchestrator.domain import (
-    CallDelta,
-    CallRequest,
-    CallResult,
-    CallTimings,
-    CallUsage,
-    EngineStats,
-    ErrorCode,
-    FinishReason,
-)
+from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
+from orchestrator.openai_stream import StreamError, StreamFault, StreamFold, sse_data
 from orchestrator.replicas.engine import EngineError
 
 # vLLM's Prometheus sample names (v1 engine) that routing reads.
@@ -47,12 +39,6 @@ PREFIX_HITS = "vllm:prefix_cache_hits_total"
 REQUESTS_DONE = "vllm:request_success_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 CACHE_CONFIG = "vllm:cache_config_info"
-
-_FINISH = {
-    "length": FinishReason.LENGTH,
-    "stop": FinishReason.STOP,
-    "abort": FinishReason.ABORT,
-}
 
 
 def endpoint_name(url: str) -> str:
@@ -129,78 +115,15 @@ def stream_error(error: object) -> EngineError:
     return EngineError(ErrorCode.UNAVAILABLE, f"the server failed the call: {message}")
 
 
-def sse_data(line: bytes) -> bytes | None:
-    """The payload of one SSE line (`data: ...`), None for any other line."""
-    line = line.strip()
-    if not line.startswith(b"data:"):
-        return None
-    return line[5:].strip()
-
-
-@dataclass(slots=True)
-class _Collector:
-    """The streamed chunks of one call folded into its result."""
-
-    call_id: str
-    started: float
-    token_ids: list[int]
-    text: list[str]
-    token_times: list[float]
-    finish: FinishReason | None = None
-    prompt_tokens: int | None = None
-    cached_tokens: int = 0
-    completion_tokens: int | None = None
-
-    def feed(self, chunk: dict[str, Any], now: float) -> CallDelta | None:
-        """Fold one SSE chunk in; the delta it carries, if any."""
-        error = chunk.get("error")
-        if error is not None:
-            raise stream_error(error)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.prompt_tokens = usage.get("prompt_tokens")
-            self.completion_tokens = usage.get("completion_tokens")
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict):
-                self.cached_tokens = int(details.get("cached_tokens") or 0)
-        delta: CallDelta | None = None
-        for choice in chunk.get("choices") or ():
-            ids = tuple(int(t) for t in choice.get("token_ids") or ())
-            text = choice.get("text") or ""
-            if ids or text:
-                self.token_ids.extend(ids)
-                self.text.append(text)
-                if ids:
-                    self.token_times.append(now)
-                delta = CallDelta(ids, text)
-            reason = choice.get("finish_reason")
-            if reason is not None:
-                self.finish = _FINISH.get(str(reason), FinishReason.STOP)
-        return delta
-
-    def result(self) -> CallResult:
-        if self.finish is None:
-            raise EngineError(ErrorCode.UNAVAILABLE, "the stream ended before the call finished")
-        output = self.completion_tokens if self.completion_tokens is not None else 0
-        output = max(output, len(self.token_ids))
-        times = self.token_times
-        ttft = times[0] - self.started if times else 0.0
-        e2e = (times[-1] if times else time.monotonic()) - self.started
-        itl = tuple(b - a for a, b in itertools.pairwise(times))
-        tpot = (e2e - ttft) / (output - 1) if output > 1 else None
-        return CallResult(
-            call_id=self.call_id,
-            token_ids=tuple(self.token_ids),
-            text="".join(self.text),
-            finish_reason=self.finish,
-            usage=CallUsage(
-                prompt_tokens=self.prompt_tokens or 0,
-                cached_prompt_tokens=self.cached_tokens,
-                output_tokens=output,
-            ),
-            # The server reports no queue time; a client sees it inside TTFT.
-            timings=CallTimings(queue_time=0.0, ttft=ttft, tpot=tpot, itl=itl, e2e=e2e),
-        )
+def stream_fault_error(name: str, error: StreamError) -> EngineError:
+    """The EngineError for a stream that `StreamFold` refused: one cut short is retried on
+    another replica; a chunk that is not one is a fault of the server's another attempt
+    will not fix."""
+    if error.fault is StreamFault.ERROR:
+        return stream_error(error.error)
+    if error.fault is StreamFault.UNFINISHED:
+        return EngineError(ErrorCode.UNAVAILABLE, "the stream ended before the call finished")
+    return EngineError(ErrorCode.INTERNAL, f"endpoint {name} streamed a bad chunk: {error}")
 
 
 def stats_from_metrics(text: str, prior: EngineStats | None = None) -> EngineStats:
@@ -373,7 +296,7 @@ class OpenAIEndpoint:
         # An absolute deadline bounding each wait for the server, never a `yield` (a
         # timeout spanning a yield would cancel whatever the consumer awaits meanwhile).
         deadline = asyncio.get_running_loop().time() + limit
-        collector = _Collector(call.call_id, started, [], [], [])
+        fold = StreamFold(call.call_id, started, usage_required=False)
         try:
             response = await self._post(body, deadline)
             ended = False
@@ -390,9 +313,9 @@ class OpenAIEndpoint:
                         ended = True
                         break
                     data = sse_data(line)
-                    if not data or data == b"[DONE]":
+                    if not data:
                         continue
-                    delta = collector.feed(orjson.loads(data), time.monotonic())
+                    delta = fold.feed(data, time.monotonic())
                     if delta is not None and stream:
                         yield delta
             finally:
@@ -413,15 +336,17 @@ class OpenAIEndpoint:
                 f"endpoint {self.name} did not finish call {call.call_id} within "
                 f"request_timeout_s ({self._request_timeout_s:g} s)",
             ) from exc
-        except orjson.JSONDecodeError as exc:
-            raise EngineError(
-                ErrorCode.INTERNAL, f"endpoint {self.name} streamed a chunk that is not JSON"
-            ) from exc
+        except StreamError as exc:
+            raise stream_fault_error(self.name, exc) from exc
         except _CONNECTION_ERRORS as exc:
             raise EngineError(
                 ErrorCode.UNAVAILABLE, f"endpoint {self.name} is unreachable: {exc}"
             ) from exc
-        yield collector.result()
+        try:
+            result = fold.result(time.monotonic())
+        except StreamError as exc:
+            raise stream_fault_error(self.name, exc) from exc
+        yield result
 
 
 def served_model(models: Iterable[ServedModel], wanted: str | None) -> ServedModel | None:

@@ -1,5 +1,6 @@
-"""The OpenAI target's pure parts: request bodies, SSE lines, folding a stream into a
-CallResult, failure causes, the host URL, /v1/models and the affinity headers."""
+"""The OpenAI target's pure parts: request bodies, failure causes (of a stream the fold
+refused too: the fold itself is tests/unit/test_openai_stream.py's), the host URL,
+/v1/models and the affinity headers."""
 
 from __future__ import annotations
 
@@ -15,27 +16,16 @@ from loadtests.openai_http import (
     chat_body,
     classify_status,
     completions_body,
-    sse_data,
+    stream_failure,
 )
 from loadtests.openai_user import TargetError, check_models, parse_affinity_headers
-from orchestrator.domain import FinishReason, Sampling
+from orchestrator.domain import Sampling
+from orchestrator.openai_stream import StreamError
 
 
 def _chunk(text: str = "", ids: list[int] | None = None, finish: str | None = None) -> str:
     choice = {"index": 0, "text": text, "token_ids": ids, "finish_reason": finish}
     return json.dumps({"choices": [choice]})
-
-
-USAGE = json.dumps(
-    {
-        "choices": [],
-        "usage": {
-            "prompt_tokens": 10,
-            "completion_tokens": 3,
-            "prompt_tokens_details": {"cached_tokens": 8},
-        },
-    }
-)
 
 
 def test_completions_body_streams_token_ids_with_usage() -> None:
@@ -54,45 +44,6 @@ def test_chat_body() -> None:
     assert body["stream_options"] == {"include_usage": True} and "prompt" not in body
 
 
-def test_sse_lines() -> None:
-    assert sse_data(b"data: {}\n") == "{}"
-    assert sse_data(b"data:[DONE]\r\n") == "[DONE]"
-    assert sse_data(b"\n") is None
-    assert sse_data(b": keep-alive\n") is None
-    assert sse_data(b"event: message\n") is None
-
-
-def test_fold_completions_stream() -> None:
-    fold = StreamFold("c1", sent_at=10.0)
-    fold.feed(_chunk("a", [5]), 10.5)
-    fold.feed(_chunk("b", [6]), 10.7)
-    fold.feed(_chunk("", [7], finish="length"), 11.0)
-    fold.feed(USAGE, 11.0)
-    fold.feed("[DONE]", 11.0)
-    result = fold.result()
-    assert result.token_ids == (5, 6, 7) and result.text == "ab"
-    assert result.finish_reason is FinishReason.LENGTH
-    assert (result.usage.prompt_tokens, result.usage.cached_prompt_tokens) == (10, 8)
-    assert result.usage.output_tokens == 3
-    t = result.timings
-    assert t.queue_time == 0.0 and t.ttft == pytest.approx(0.5) and t.e2e == pytest.approx(1.0)
-    assert t.tpot == pytest.approx(0.25) and t.itl == pytest.approx((0.2, 0.3))
-    assert fold.first_token_at == 10.5
-
-
-def test_fold_chat_stream_without_cached_details() -> None:
-    fold = StreamFold("c1", sent_at=0.0, chat=True)
-    fold.feed(json.dumps({"choices": [{"delta": {"role": "assistant", "content": ""}}]}), 0.1)
-    fold.feed(json.dumps({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}), 0.2)
-    usage = {"prompt_tokens": 4, "completion_tokens": 1}
-    fold.feed(json.dumps({"choices": [], "usage": usage}), 0.2)
-    result = fold.result()
-    assert result.text == "hi" and result.token_ids == ()
-    assert result.finish_reason is FinishReason.STOP
-    assert result.usage.cached_prompt_tokens == 0 and result.timings.tpot is None
-    assert result.timings.ttft == pytest.approx(0.2)  # the empty role chunk is no token
-
-
 @pytest.mark.parametrize(
     ("chunks", "cause"),
     [
@@ -105,12 +56,15 @@ def test_fold_chat_stream_without_cached_details() -> None:
         ([json.dumps({"error": {"message": "engine died"}})], "http_5xx"),
     ],
 )
-def test_fold_failures(chunks: list[str], cause: str) -> None:
+def test_causes_of_a_stream_the_fold_refused(chunks: list[str], cause: str) -> None:
     fold = StreamFold("c1", sent_at=0.0)
     with pytest.raises(CallFailure) as raised:
-        for chunk in chunks:
-            fold.feed(chunk, 1.0)
-        fold.result()
+        try:
+            for chunk in chunks:
+                fold.feed(chunk, 1.0)
+            fold.result()
+        except StreamError as error:
+            raise stream_failure(error) from None
     assert raised.value.cause == cause
     assert str(raised.value).startswith(f"{cause}: ")
 

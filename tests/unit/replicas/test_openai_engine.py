@@ -27,6 +27,7 @@ from orchestrator.domain import (
     ReplicaState,
     Sampling,
 )
+from orchestrator.openai_stream import StreamError, StreamFault
 from orchestrator.replicas.engine import EngineError
 from orchestrator.replicas.openai_engine import (
     OpenAIEndpoint,
@@ -34,9 +35,9 @@ from orchestrator.replicas.openai_engine import (
     endpoint_name,
     error_for_status,
     make_session,
-    sse_data,
     stats_from_metrics,
     stream_error,
+    stream_fault_error,
 )
 from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.server.app import StartupError, openai_tokenizer
@@ -223,13 +224,9 @@ def test_completion_body_carries_token_ids_and_sampling() -> None:
     assert "priority" not in body and "ignore_eos" not in body and "seed" not in body
 
 
-def test_endpoint_names_and_sse_lines() -> None:
+def test_endpoint_names() -> None:
     assert endpoint_name("http://10.0.0.5:8000") == "10.0.0.5:8000"
     assert endpoint_name("https://llm.example.com/team-a") == "llm.example.com:443/team-a"
-    assert sse_data(b"data: {}\n") == b"{}"
-    assert sse_data(b"data: [DONE]\n") == b"[DONE]"
-    assert sse_data(b": keep-alive\n") is None
-    assert sse_data(b"\n") is None
 
 
 async def test_stream_gives_deltas_then_a_result_with_usage(
@@ -333,6 +330,14 @@ async def test_errors_mid_stream(fake: FakeServer, endpoint: OpenAIEndpoint) -> 
     assert failed.value.code is ErrorCode.UNAVAILABLE and "engine died" in failed.value.message
     assert stream_error({"message": "bad", "code": 400}).code is ErrorCode.INVALID_ARGUMENT
     assert stream_error("no code").code is ErrorCode.UNAVAILABLE
+    # The stream's other faults (orchestrator.openai_stream): cut short, retried
+    # elsewhere; a chunk that is not one, a server another attempt will not fix.
+    cut = stream_fault_error("e", StreamError(StreamFault.UNFINISHED, "ended"))
+    assert cut.code is ErrorCode.UNAVAILABLE
+    bad = stream_fault_error("e", StreamError(StreamFault.NOT_JSON, "not JSON: 'x'"))
+    assert bad.code is ErrorCode.INTERNAL and "not JSON" in bad.message
+    refused = StreamError(StreamFault.ERROR, "error in stream: x", {"message": "x", "code": 400})
+    assert stream_fault_error("e", refused).code is ErrorCode.INVALID_ARGUMENT
     fake.mid_stream_error = False
     fake.drop_mid_stream = True
     with pytest.raises(EngineError) as dropped:
