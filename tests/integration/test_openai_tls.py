@@ -87,9 +87,12 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 
 def _load(url: str, out: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
+    workload = out.parent / "workload.yaml"  # short plan_execute tasks: all fit 1024 tokens
+    workload.write_text("agents: {plan_execute: 1}\ninput_tokens: 24\n")
     command = [
         *(sys.executable, "-m", "loadtests.cli", "load", "--target", "openai", "--host", url),
-        *("--users", "1", "--run-time", "3s", "--out", str(out), *flags),
+        *("--workload", str(workload), "--users", "1", "--run-time", "3s", "--out", str(out)),
+        *flags,
     ]
     return subprocess.run(
         command,
