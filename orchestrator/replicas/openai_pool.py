@@ -29,10 +29,10 @@ from orchestrator.domain import (
     EngineStats,
     ErrorCode,
     ReplicaState,
-    ReplicaStatus,
 )
 from orchestrator.replicas.engine import EngineError
 from orchestrator.replicas.openai_engine import OpenAIEndpoint, make_session, served_model
+from orchestrator.replicas.views import replica_status, replica_view
 from orchestrator.routing import ReplicaView
 
 log = logging.getLogger(__name__)
@@ -148,28 +148,9 @@ class OpenAIPool:
 
     def views(self) -> list[ReplicaView]:
         """Routing's view of every endpoint, from local state only."""
-        out = []
-        for name, r in self._endpoints.items():
-            healthy = r.state is ReplicaState.READY
-            stats = r.stats
-            if stats is None:
-                out.append(ReplicaView(name, healthy, r.in_flight))
-                continue
-            out.append(
-                ReplicaView(
-                    name,
-                    healthy,
-                    r.in_flight,
-                    waiting_requests=stats.waiting_requests,
-                    running_requests=stats.running_requests,
-                    kv_usage=stats.kv_usage,
-                    prefix_hit_rate=stats.prefix_hit_rate,
-                    kv_block_tokens=stats.kv_block_tokens,
-                    kv_capacity_blocks=stats.kv_capacity_blocks,
-                    evicted_blocks=stats.evicted_blocks,
-                )
-            )
-        return out
+        return [
+            replica_view(name, r.state, r.in_flight, r.stats) for name, r in self._endpoints.items()
+        ]
 
     def _record(self, replica_name: str) -> _Endpoint:
         record = self._endpoints.get(replica_name)
@@ -220,30 +201,20 @@ class OpenAIPool:
 
     async def status(self) -> ClusterStatus:
         """Status from the last scrape of each endpoint (at most stats_period_s old)."""
-        out = []
-        for name, r in self._endpoints.items():
-            s = r.stats
-            out.append(
-                ReplicaStatus(
-                    name=name,
-                    state=r.state,
-                    engine="openai",
-                    model=self._model,
-                    node=r.endpoint.url,
-                    unfinished_requests=s.unfinished_requests if s else 0,
-                    in_flight_calls=r.in_flight,
-                    calls_served=s.calls_served if s else 0,
-                    output_tokens_served=s.output_tokens_served if s else 0,
-                    last_error=r.last_error,
-                    waiting_requests=s.waiting_requests if s else 0,
-                    running_requests=s.running_requests if s else 0,
-                    kv_usage=s.kv_usage if s else 0.0,
-                    prefix_hit_rate=s.prefix_hit_rate if s else 0.0,
-                )
+        out = tuple(
+            replica_status(
+                name,
+                r.state,
+                r.in_flight,
+                r.last_error,
+                r.stats,
+                engine="openai",
+                model=self._model,
+                node=r.endpoint.url,
             )
-        return ClusterStatus(
-            replicas=tuple(out), model=self._model, max_model_len=self.max_model_len
+            for name, r in self._endpoints.items()
         )
+        return ClusterStatus(replicas=out, model=self._model, max_model_len=self.max_model_len)
 
     async def _scrape(self, record: _Endpoint) -> None:
         try:

@@ -28,10 +28,10 @@ from orchestrator.domain import (
     EngineStats,
     ErrorCode,
     ReplicaState,
-    ReplicaStatus,
 )
 from orchestrator.replicas.actor import ReplicaActor, ReplicaInfo
 from orchestrator.replicas.engine import EngineError
+from orchestrator.replicas.views import replica_status, replica_view
 from orchestrator.routing import ReplicaView
 
 log = logging.getLogger(__name__)
@@ -154,28 +154,9 @@ class ReplicaPool:
     def views(self) -> list[ReplicaView]:
         """Routing's view of every replica, from local state only: the engines' stats
         are refreshed in the background every `stats_period_s`, never per call."""
-        out = []
-        for r in self._replicas.values():
-            healthy = r.state is ReplicaState.READY
-            stats = r.stats
-            if stats is None:
-                out.append(ReplicaView(r.name, healthy, r.in_flight))
-                continue
-            out.append(
-                ReplicaView(
-                    r.name,
-                    healthy,
-                    r.in_flight,
-                    waiting_requests=stats.waiting_requests,
-                    running_requests=stats.running_requests,
-                    kv_usage=stats.kv_usage,
-                    prefix_hit_rate=stats.prefix_hit_rate,
-                    kv_block_tokens=stats.kv_block_tokens,
-                    kv_capacity_blocks=stats.kv_capacity_blocks,
-                    evicted_blocks=stats.evicted_blocks,
-                )
-            )
-        return out
+        return [
+            replica_view(r.name, r.state, r.in_flight, r.stats) for r in self._replicas.values()
+        ]
 
     async def call(self, replica_name: str, call: CallRequest) -> CallResult:
         """Run one call to completion on the named replica."""
@@ -236,21 +217,15 @@ class ReplicaPool:
         for replica, stat in zip(replicas, stats, strict=True):
             info = replica.info
             out.append(
-                ReplicaStatus(
-                    name=replica.name,
-                    state=replica.state,
+                replica_status(
+                    replica.name,
+                    replica.state,
+                    replica.in_flight,
+                    replica.last_error,
+                    stat,
                     engine=info.engine if info else self._config.backend.value,
                     model=self._model,
                     node=info.node if info else "",
-                    unfinished_requests=stat.unfinished_requests if stat else 0,
-                    in_flight_calls=replica.in_flight,
-                    calls_served=stat.calls_served if stat else 0,
-                    output_tokens_served=stat.output_tokens_served if stat else 0,
-                    last_error=replica.last_error,
-                    waiting_requests=stat.waiting_requests if stat else 0,
-                    running_requests=stat.running_requests if stat else 0,
-                    kv_usage=stat.kv_usage if stat else 0.0,
-                    prefix_hit_rate=stat.prefix_hit_rate if stat else 0.0,
                 )
             )
         return ClusterStatus(
