@@ -55,8 +55,7 @@ if TYPE_CHECKING:
     from orchestrator.client import AsyncClient
     from orchestrator.config import DeploymentConfig
     from orchestrator.domain import CallDelta, CallRequest, CallResult, TaskSpec
-    from orchestrator.executor.executor import Executor
-    from orchestrator.replicas.pool import ReplicaPool
+    from orchestrator.executor.executor import Dispatcher, Executor
     from orchestrator.routing import ReplicaView, RoutingPolicy
     from orchestrator.server.app import ServingTokenizer
 
@@ -112,7 +111,7 @@ def task_spec(index: int, max_tokens: int) -> TaskSpec:
 class Recorder:
     """A pass-through Dispatcher that keeps every CallRequest side (a) sends."""
 
-    def __init__(self, pool: ReplicaPool) -> None:
+    def __init__(self, pool: Dispatcher) -> None:
         self._pool = pool
         self.requests: list[CallRequest] = []
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,14 +41,14 @@ from orchestrator.config import (
     SimEngineConfig,
     engine_for_routing,
 )
-from orchestrator.executor.executor import Executor, Tokenizer
+from orchestrator.executor.executor import Dispatcher, Executor, Tokenizer
 from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 from orchestrator.routing import make_router
 from orchestrator.server.auth import BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
-from orchestrator.server.servicer import OrchestratorServicer
+from orchestrator.server.servicer import ClusterView, OrchestratorServicer
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -491,15 +491,23 @@ async def start_grpc_server(
     return server, port
 
 
+class Pool(Dispatcher, ClusterView, Protocol):
+    """What a deployment, its executor (`Dispatcher`) and its servicer (`ClusterView`)
+    use of its replicas: `ReplicaPool` (Ray actors) or `OpenAIPool` (existing
+    OpenAI-compatible servers)."""
+
+    @property
+    def model(self) -> str: ...
+
+    async def shutdown(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Deployment:
     """A running orchestrator: replicas in Ray plus the gRPC server in front of them."""
 
     config: DeploymentConfig
-    # Backend openai: an OpenAIPool, which has ReplicaPool's public interface (model,
-    # max_model_len, views, call, stream, status, shutdown); typed as ReplicaPool so the
-    # code written against the Ray pool (benchmarks/dispatch.py) stays as it is.
-    pool: ReplicaPool
+    pool: Pool  # a ReplicaPool (Ray actors) or, with backend openai, an OpenAIPool
     server: grpc.aio.Server
     port: int
     owns_ray: bool
@@ -587,8 +595,7 @@ class Deployment:
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         if http_port is not None:
             log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
-        as_pool = pool if isinstance(pool, ReplicaPool) else cast(ReplicaPool, pool)
-        return cls(config, as_pool, server, port, owns_ray, http, http_port)
+        return cls(config, pool, server, port, owns_ray, http, http_port)
 
     async def stop(self) -> None:
         if self.http is not None:
