@@ -267,16 +267,17 @@ def test_a_client_that_goes_away_cancels_its_task(real_time_door: Any, stream: b
             time.sleep(0.05)
 
 
-def _readme_examples() -> tuple[str, str]:
+def _readme_examples() -> tuple[str, str, str]:
+    """The section's curl, Python and `inflection load` examples."""
     section = README.read_text().split("## OpenAI-compatible front door", 1)[1]
     section = section.split("\n## ", 1)[0]
-    (curl,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    curl, load = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     (python,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    return curl, python
+    return curl, python, load
 
 
 def test_the_readme_examples_run_verbatim(open_door: Any) -> None:
-    curl, python = _readme_examples()
+    curl, python, _ = _readme_examples()
     base = "http://127.0.0.1:8000/v1"
     assert base in curl and base in python
     done = subprocess.run(
@@ -305,19 +306,25 @@ def test_the_openai_target_drives_the_front_door(
     replicas, no vLLM): every call a streaming token-id completion, the task driver in
     the client. Nothing fails, the token ids come back (`return_token_ids`), and the
     calls are exact: synthetic mode's `ignore_eos` holds every output to its max_tokens."""
+    import shlex
     import sys
 
     from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 
     kind = {"inflection": {"kind": "model"}}
     served = [m.id for m in client.models.list() if m.model_extra == kind]
+    host = open_door.http_url.removesuffix("/v1")
+    tokenizer = str(build_tiny_model(default_tiny_model_dir()))
+    _, _, load = _readme_examples()
+    argv = shlex.split(load.replace("\\\n", " "))
+    assert argv[:4] == ["inflection", "load", "--target", "openai"]
+    # The README's example, verbatim but for the address, the tokenizer and the output.
+    argv = [{"http://127.0.0.1:8000": host, "DIR": tokenizer}.get(a, a) for a in argv[2:]]
+    assert argv[argv.index("--model") + 1] == served[0]  # the served model, as listed
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "loadtests.cli", "load", "--target", "openai",
-        "--host", open_door.http_url.removesuffix("/v1"), "--model", served[0],
-        "--tokenizer", str(build_tiny_model(default_tiny_model_dir())),
-        "--workload", "loadtests/examples/plan_execute.yaml",
-        "--users", "2", "--run-time", "5s", "--out", str(out), "--export-calls",
+        sys.executable, "-m", "loadtests.cli", "load", *argv,
+        "--out", str(out), "--export-calls",
     ]  # fmt: skip
     root = README.parent
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=root)
@@ -326,7 +333,7 @@ def test_the_openai_target_drives_the_front_door(
     assert figures["ok"] > 0 and figures["failed"] == 0, figures
     tasks = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
     calls = [c for t in tasks for c in t["calls"] if c["kind"] == "llm"]
-    assert calls and all(c["replica"] == open_door.http_url.removesuffix("/v1") for c in calls)
+    assert calls and all(c["replica"] == host for c in calls)
     assert all(t["usage"]["llm_calls"] == 5 for t in tasks if t["ok"])
     # ignore_eos: each call ran to its max_tokens, as synthetic mode asks.
     assert {c["finish_reason"] for c in calls} == {"length"}
