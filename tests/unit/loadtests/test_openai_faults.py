@@ -237,7 +237,7 @@ def test_several_hosts_take_the_calls_in_turn(server: str, second_server: str) -
     assert calls == sum(s.llm_calls for s in samples) >= 4
     assert sorted(set(_Handler.seen_ports)) == sorted(ports)
     # Strict alternation where calls are sequential (react's steps are).
-    assert all(a != b for a, b in zip(_Handler.seen_ports, _Handler.seen_ports[1:]))
+    assert all(a != b for a, b in zip(_Handler.seen_ports, _Handler.seen_ports[1:], strict=False))
     replicas = [c.target for s in samples for c in s.calls if c.kind == "llm"]
     assert set(replicas) == {server, second_server}
     runner.close()
