@@ -1,8 +1,9 @@
 """Agentic metrics for Locust runs, aggregated exactly across distributed workers.
 
-Pure: no locust, gevent or grpc import (protobuf messages only, for `TaskRecorder`), so
-the master, the workers, the web UI, the reports and the tests all share one definition
-of every figure (docs/metrics.md).
+Pure: no locust, gevent or grpc import (protobuf messages and orchestrator.domain records
+only, for the step folds `StepFold` and `TaskRecorder`), so the master, the workers, the
+web UI, the reports and the tests all share one definition of every figure
+(docs/metrics.md).
 
 Workers never ship averages: each worker `drain()`s the raw `TaskSample`s it recorded since
 its last report (a compact list of lists, msgpack/JSON-able) and the master `merge()`s
@@ -69,6 +70,7 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 
 from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.domain import CallRecord, CallUsage, TaskUsage, ToolRecord
 from orchestrator.report import Distribution
 from orchestrator.workload.slo import SloConfig
 
@@ -639,17 +641,106 @@ class StepEntry:
     output_tokens: int  # llm: the call's output tokens; tool: 0
 
 
-class TaskRecorder:
+# Either target's form of a step's records: the gRPC stream's messages or the task
+# driver's domain objects (the OpenAI target runs the driver itself); the same field names.
+CallUsageLike = pb.CallUsage | CallUsage
+TaskUsageLike = pb.TaskUsage | TaskUsage
+_ToolStep = pb.ToolRecord | ToolRecord
+_LlmStep = pb.CallRecord | CallRecord  # tpot and finish reason differ in type: passed apart
+
+
+class StepFold:
+    """A task's finished steps folded into the per-call TPOTs and CallSamples of its
+    TaskSample: what the gRPC user (`TaskRecorder`, from the RunTask stream) and the
+    OpenAI target's user (from the task driver's StepFinished events) both record. Pure:
+    times are passed in. `keep_calls=False` keeps no CallSample (the TPOTs still)."""
+
+    def __init__(self, agent: str, sent_at: float, *, keep_calls: bool = True) -> None:
+        self.agent = agent
+        self.sent_at = sent_at  # perf_counter when the request was sent
+        self.keep_calls = keep_calls
+        self.tpots: list[float] = []
+        self.calls: list[CallSample] = []
+
+    def add_tool(self, tool: _ToolStep, now: float) -> StepEntry:
+        if self.keep_calls:
+            self.calls.append(
+                CallSample(
+                    kind="tool",
+                    step=tool.step,
+                    branch=tool.branch,
+                    target=tool.tool,
+                    at_s=now - self.sent_at,
+                    elapsed_s=tool.elapsed,
+                    output_tokens=tool.result_tokens,
+                    finish="ok" if tool.ok else "error",
+                )
+            )
+        return StepEntry(tool.step, tool.elapsed, 0)
+
+    def add_llm(self, call: _LlmStep, tpot: float | None, finish: str, now: float) -> StepEntry:
+        t = call.timings
+        if tpot is not None:
+            self.tpots.append(tpot)
+        if self.keep_calls:
+            self.calls.append(
+                CallSample(
+                    kind="llm",
+                    step=call.step,
+                    branch=call.branch,
+                    target=call.replica,
+                    at_s=now - self.sent_at,
+                    elapsed_s=t.e2e,
+                    prompt_tokens=call.usage.prompt_tokens,
+                    cached_tokens=call.usage.cached_prompt_tokens,
+                    output_tokens=call.usage.output_tokens,
+                    queue_s=t.queue_time,
+                    ttft_s=t.ttft,
+                    tpot_s=tpot,
+                    finish=finish,
+                )
+            )
+        return StepEntry(call.step, t.e2e, call.usage.output_tokens)
+
+    def task_sample(
+        self,
+        wall: float,
+        status: str,
+        usage: TaskUsageLike | None,
+        *,
+        task_ttft: float | None,
+        task_latency: float,
+    ) -> TaskSample:
+        """The task's sample; `usage` is the completed usage, or a failure's partial one
+        (None: zeros)."""
+        u = usage
+        return TaskSample(
+            completed_at=wall,
+            agent=self.agent,
+            ok=status == "OK",
+            status=status,
+            llm_calls=u.llm_calls if u is not None else 0,
+            prompt_tokens=u.prompt_tokens_total if u is not None else 0,
+            cached_tokens=u.cached_tokens_total if u is not None else 0,
+            output_tokens=u.output_tokens_total if u is not None else 0,
+            user_input_tokens=u.user_input_tokens if u is not None else 0,
+            final_output_tokens=u.final_output_tokens if u is not None else 0,
+            token_amplification=u.token_amplification if u is not None else 0.0,
+            task_ttft=task_ttft,
+            task_latency=task_latency,
+            call_tpots=tuple(self.tpots),
+            calls=tuple(self.calls),
+        )
+
+
+class TaskRecorder(StepFold):
     """Folds one task's RunTask event stream into a TaskSample. Pure: times are passed in,
     so tests feed it messages and clocks directly."""
 
     def __init__(self, agent: str, sent_at: float) -> None:
-        self.agent = agent
-        self.sent_at = sent_at  # perf_counter when the request was sent
+        super().__init__(agent, sent_at)
         self.accepted_at: float | None = None
         self.first_delta_at: float | None = None
-        self.tpots: list[float] = []
-        self.calls: list[CallSample] = []
         self.result: pb.TaskResult | None = None
 
     def on_event(self, event: pb.TaskEvent, now: float) -> StepEntry | None:
@@ -659,45 +750,11 @@ class TaskRecorder:
                 self.first_delta_at = now
         elif kind == "step_finished":
             finished = event.step_finished
-            at = now - self.sent_at
             if finished.HasField("tool"):
-                tool = finished.tool
-                self.calls.append(
-                    CallSample(
-                        kind="tool",
-                        step=tool.step,
-                        branch=tool.branch,
-                        target=tool.tool,
-                        at_s=at,
-                        elapsed_s=tool.elapsed,
-                        output_tokens=tool.result_tokens,
-                        finish="ok" if tool.ok else "error",
-                    )
-                )
-                return StepEntry(tool.step, tool.elapsed, 0)
+                return self.add_tool(finished.tool, now)
             call = finished.call
-            t = call.timings
-            tpot = t.tpot if t.HasField("tpot") else None
-            if tpot is not None:
-                self.tpots.append(tpot)
-            self.calls.append(
-                CallSample(
-                    kind="llm",
-                    step=call.step,
-                    branch=call.branch,
-                    target=call.replica,
-                    at_s=at,
-                    elapsed_s=t.e2e,
-                    prompt_tokens=call.usage.prompt_tokens,
-                    cached_tokens=call.usage.cached_prompt_tokens,
-                    output_tokens=call.usage.output_tokens,
-                    queue_s=t.queue_time,
-                    ttft_s=t.ttft,
-                    tpot_s=tpot,
-                    finish=call.finish_reason,
-                )
-            )
-            return StepEntry(call.step, t.e2e, call.usage.output_tokens)
+            tpot = call.timings.tpot if call.timings.HasField("tpot") else None
+            return self.add_llm(call, tpot, call.finish_reason, now)
         elif kind == "accepted":
             self.accepted_at = now
         elif kind == "completed":
@@ -714,22 +771,11 @@ class TaskRecorder:
         self, now: float, wall: float, status: str, usage: pb.TaskUsage | None
     ) -> TaskSample:
         """The task's sample; `usage` is the completed usage, or a failure's partial one."""
-        u = usage if usage is not None else pb.TaskUsage()
-        return TaskSample(
-            completed_at=wall,
-            agent=self.agent,
-            ok=status == "OK",
-            status=status,
-            llm_calls=u.llm_calls,
-            prompt_tokens=u.prompt_tokens_total,
-            cached_tokens=u.cached_tokens_total,
-            output_tokens=u.output_tokens_total,
-            user_input_tokens=u.user_input_tokens,
-            final_output_tokens=u.final_output_tokens,
-            token_amplification=u.token_amplification,
+        return self.task_sample(
+            wall,
+            status,
+            usage,
             task_ttft=self.ttft,
             # docs/metrics.md: accepted -> completed, as the client saw both.
             task_latency=now - (self.accepted_at or self.sent_at),
-            call_tpots=tuple(self.tpots),
-            calls=tuple(self.calls),
         )

@@ -43,12 +43,10 @@ from typing import Any
 
 import gevent
 import gevent.queue
-from locust import User, constant, task
 
 from agents.dsl import Program
 from agents.library import BUILTIN_PROGRAMS
-from loadtests.arrivals import Dispatcher, parse_arrival_process
-from loadtests.metrics import CallSample, TaskSample
+from loadtests.metrics import StepFold, TaskSample
 from loadtests.openai_http import (
     DEFAULT_AFFINITY_HEADERS,
     CallFailure,
@@ -60,8 +58,7 @@ from loadtests.openai_http import (
 )
 from loadtests.options import parse_hosts
 from loadtests.state import state_of
-from loadtests.user import TaskFailed as LocustTaskFailed
-from loadtests.user import open_loop_users, token_of
+from loadtests.user import AgentUser, OpenLoopUser, Runner, fire_sample_events, token_of
 from orchestrator.domain import (
     CallResult,
     ErrorCode,
@@ -404,14 +401,8 @@ class OpenAIRunner:
         now = time.perf_counter()
         sample = recorder.sample(now, time.time(), status, usage)
         self.stats.add(sample)
-        self.environment.events.request.fire(
-            request_type="task",
-            name=agent,
-            response_time=(now - sent_at) * 1000,
-            response_length=sample.output_tokens,
-            exception=LocustTaskFailed(f"{status}: {error}") if error is not None else None,
-            context={},
-        )
+        fire: Any = self.environment.events.request.fire
+        fire_sample_events(fire, "task", agent, sample, now - sent_at, status, error)
         return sample
 
     def _run(
@@ -624,133 +615,47 @@ def _kill(running: dict[str, gevent.Greenlet]) -> None:
         gevent.killall(greenlets, block=True, timeout=5)
 
 
-class _Recorder:
-    """A task's steps as its Emit commands told them, folded into a TaskSample."""
-
-    def __init__(self, agent: str, sent_at: float, *, keep_calls: bool) -> None:
-        self.agent = agent
-        self.sent_at = sent_at
-        self.keep_calls = keep_calls
-        self.tpots: list[float] = []
-        self.calls: list[CallSample] = []
-        self.first_answer_at: float | None = None
+class _Recorder(StepFold):
+    """A task's steps as its Emit commands told them, folded into a TaskSample (as the
+    gRPC user's TaskRecorder folds the RunTask stream's)."""
 
     def on_step(self, event: Any, now: float) -> None:
         if not isinstance(event, StepFinished):
             return
-        at = now - self.sent_at
         if event.tool is not None:
-            t = event.tool
-            if self.keep_calls:
-                self.calls.append(
-                    CallSample(
-                        "tool",
-                        t.step,
-                        t.branch,
-                        t.tool,
-                        at,
-                        t.elapsed,
-                        output_tokens=t.result_tokens,
-                        finish="ok" if t.ok else "error",
-                    )
-                )
-            return
-        call = event.call
-        if call is None:
-            return
-        timings = call.timings
-        if timings.tpot is not None:
-            self.tpots.append(timings.tpot)
-        if self.keep_calls:
-            self.calls.append(
-                CallSample(
-                    "llm",
-                    call.step,
-                    call.branch,
-                    call.replica,
-                    at,
-                    timings.e2e,
-                    prompt_tokens=call.usage.prompt_tokens,
-                    cached_tokens=call.usage.cached_prompt_tokens,
-                    output_tokens=call.usage.output_tokens,
-                    queue_s=timings.queue_time,
-                    ttft_s=timings.ttft,
-                    tpot_s=timings.tpot,
-                    finish=call.finish_reason.value,
-                )
-            )
+            self.add_tool(event.tool, now)
+        elif event.call is not None:
+            call = event.call
+            self.add_llm(call, call.timings.tpot, call.finish_reason.value, now)
 
     def sample(self, now: float, wall: float, status: str, usage: TaskUsage | None) -> TaskSample:
-        u = usage
-        ttft = u.task_ttft if u is not None and u.task_ttft > 0 else None
-        return TaskSample(
-            completed_at=wall,
-            agent=self.agent,
-            ok=status == "OK",
-            status=status,
-            llm_calls=u.llm_calls if u else 0,
-            prompt_tokens=u.prompt_tokens_total if u else 0,
-            cached_tokens=u.cached_tokens_total if u else 0,
-            output_tokens=u.output_tokens_total if u else 0,
-            user_input_tokens=u.user_input_tokens if u else 0,
-            final_output_tokens=u.final_output_tokens if u else 0,
-            token_amplification=u.token_amplification if u else 0.0,
+        """Task TTFT is the driver's (accepted -> first answer token), of OK tasks only;
+        the latency is request sent -> task ended."""
+        ttft = usage.task_ttft if usage is not None and usage.task_ttft > 0 else None
+        return self.task_sample(
+            wall,
+            status,
+            usage,
             task_ttft=ttft if status == "OK" else None,
             task_latency=now - self.sent_at,
-            call_tpots=tuple(self.tpots),
-            calls=tuple(self.calls),
         )
 
 
 # ---- the users ---------------------------------------------------------------------------
 
 
-class OpenAIAgentUser(User):
+class OpenAIAgentUser(AgentUser):
     """Closed loop against an OpenAI-compatible server: one task at a time per user, with
-    the workload's think time between tasks."""
+    the workload's think time between tasks (loadtests.user.AgentUser, this target's
+    runner)."""
 
-    def wait_time(self) -> float:
-        return state_of(self.environment).workload.draw_think_time(self._runner.rng)
-
-    def on_start(self) -> None:
-        self._runner = OpenAIRunner(self.environment, self.host)
-
-    def on_stop(self) -> None:
-        self._runner.close()
-
-    @task
-    def run_task(self) -> None:
-        self._runner.run_one()
+    def make_runner(self) -> Runner:
+        return OpenAIRunner(self.environment, self.host)
 
 
-class OpenAIOpenLoopUser(User):
+class OpenAIOpenLoopUser(OpenLoopUser):
     """Open loop against an OpenAI-compatible server (loadtests.user.OpenLoopUser's
     dispatcher, this target's runner)."""
 
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        options = self.environment.parsed_options
-        total = state_of(self.environment).rate or float(getattr(options, "arrival_rate", 0.0))
-        process = parse_arrival_process(
-            str(getattr(options, "arrival_process", "poisson")),
-            total / open_loop_users(self.environment),
-            float(getattr(options, "arrival_cv", 1.0)),
-        )
-        self._runner = OpenAIRunner(self.environment, self.host)
-        self.dispatcher = Dispatcher(
-            process,
-            self._runner.run_one,
-            max_outstanding=int(getattr(options, "max_outstanding", 1000)),
-            on_drop=self._runner.stats.add_dropped,
-        )
-        state_of(self.environment).dispatchers.add(self.dispatcher)
-
-    def on_stop(self) -> None:
-        state_of(self.environment).dispatchers.discard(self.dispatcher)
-        self.dispatcher.stop()
-        self._runner.close()
-
-    @task
-    def dispatch(self) -> None:
-        self.dispatcher.run()
+    def make_runner(self) -> Runner:
+        return OpenAIRunner(self.environment, self.host)

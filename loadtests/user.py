@@ -25,14 +25,14 @@ import locust
 import random
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, task
 
 from loadtests.arrivals import Dispatcher, parse_arrival_process
-from loadtests.metrics import TaskRecorder, TaskSample
+from loadtests.metrics import AgenticStats, TaskRecorder, TaskSample
 from loadtests.state import state_of
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
@@ -167,15 +167,30 @@ class TaskRunner:
         return sample
 
 
+class Runner(Protocol):
+    """What a user needs of its target's task runner (`TaskRunner` here,
+    loadtests.openai_user.OpenAIRunner for the OpenAI target)."""
+
+    rng: random.Random
+    stats: AgenticStats
+
+    def run_one(self, agent: str | None = None) -> TaskSample: ...
+
+    def close(self) -> None: ...
+
+
 class AgentUser(User):
     """Closed loop: each user runs one task at a time, pausing the workload's think time
-    between tasks."""
+    between tasks. A target's closed-loop user overrides `make_runner`."""
+
+    def make_runner(self) -> Runner:
+        return TaskRunner(self.environment, self.host)
 
     def wait_time(self) -> float:
         return state_of(self.environment).workload.draw_think_time(self._runner.rng)
 
     def on_start(self) -> None:
-        self._runner = TaskRunner(self.environment, self.host)
+        self._runner = self.make_runner()
 
     def on_stop(self) -> None:
         self._runner.close()
@@ -206,9 +221,13 @@ def set_total_rate(environment: Any, rate: float) -> None:
 
 class OpenLoopUser(User):
     """Open loop: one dispatcher starting tasks at (total rate) / -u per second, each in
-    its own greenlet, whether or not earlier tasks have completed."""
+    its own greenlet, whether or not earlier tasks have completed. A target's open-loop
+    user overrides `make_runner`."""
 
     wait_time = constant(0)
+
+    def make_runner(self) -> Runner:
+        return TaskRunner(self.environment, self.host)
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -218,7 +237,7 @@ class OpenLoopUser(User):
             total / open_loop_users(self.environment),
             float(getattr(options, "arrival_cv", 1.0)),
         )
-        self._runner = TaskRunner(self.environment, self.host)
+        self._runner = self.make_runner()
         self.dispatcher = Dispatcher(
             process,
             self._runner.run_one,

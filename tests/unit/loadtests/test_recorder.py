@@ -3,8 +3,9 @@ reports, with client-side TTFT and latency."""
 
 from __future__ import annotations
 
-from loadtests.metrics import StepEntry, TaskRecorder
+from loadtests.metrics import StepEntry, StepFold, TaskRecorder
 from orchestrator.api.v1 import inflection_pb2 as pb
+from orchestrator.convert import record_from_pb, task_usage_from_pb, tool_from_pb
 
 
 def call_event(step: str, e2e: float, output: int, tpot: float | None) -> pb.TaskEvent:
@@ -66,3 +67,38 @@ def test_failure_before_acceptance_keeps_partial_usage() -> None:
     assert sample.llm_calls == 3 and sample.task_ttft is None and sample.task_latency == 2.0
     empty = TaskRecorder("react", sent_at=10.0).sample(11.0, 99.0, "UNAVAILABLE", None)
     assert empty.output_tokens == 0 and empty.token_amplification == 0.0
+
+
+def test_domain_steps_fold_as_their_grpc_messages() -> None:
+    """The OpenAI target's user folds the driver's StepFinished records (domain objects)
+    with the same StepFold as the gRPC user folds their messages: the same samples."""
+    timings = pb.CallTimings(queue_time=0.01, ttft=0.05, e2e=0.4, tpot=0.012)
+    call = pb.CallRecord(
+        step="planner",
+        branch=2,
+        replica="replica-1",
+        usage=pb.CallUsage(prompt_tokens=120, cached_prompt_tokens=64, output_tokens=30),
+        timings=timings,
+        finish_reason="stop",
+    )
+    tool = pb.ToolRecord(step="search", tool="web", ok=True, elapsed=0.2, result_tokens=40)
+    usage = pb.TaskUsage(llm_calls=1, prompt_tokens_total=120, token_amplification=4.0)
+    grpc = TaskRecorder("react", sent_at=100.0)
+    grpc.on_event(pb.TaskEvent(step_finished=pb.StepFinished(call=call)), 100.5)
+    grpc.on_event(pb.TaskEvent(step_finished=pb.StepFinished(tool=tool)), 100.9)
+    domain = StepFold("react", sent_at=100.0)
+    record = record_from_pb(call)
+    entries = [
+        domain.add_llm(record, record.timings.tpot, record.finish_reason.value, 100.5),
+        domain.add_tool(tool_from_pb(tool), 100.9),
+    ]
+    assert entries == [StepEntry("planner", 0.4, 30), StepEntry("search", 0.2, 0)]
+    expected = grpc.sample(101.0, 5000.0, "OK", usage)
+    got = domain.task_sample(
+        5000.0, "OK", task_usage_from_pb(usage), task_ttft=None, task_latency=1.0
+    )
+    assert got == expected
+    assert got.calls[0].finish == "stop" and got.calls[1].finish == "ok"
+    bare = StepFold("react", sent_at=100.0, keep_calls=False)
+    bare.add_llm(record, record.timings.tpot, "stop", 100.5)
+    assert bare.calls == [] and bare.tpots == [0.012]
