@@ -41,7 +41,7 @@ from locust import User, constant, task
 from locust import events as locust_events
 from locust.runners import WorkerRunner
 
-from loadtests.metrics import TaskSample
+from loadtests.metrics import CallUsageLike, TaskSample
 from loadtests.state import state_of
 from loadtests.user import (
     fire_sample_events,
@@ -147,31 +147,24 @@ def _share(environment: Any, slot: int) -> tuple[int, int]:
     return slot % users, users
 
 
-class TraceReplayer:
-    """Sends one user's share of the trace over one channel; each call in its own
-    greenlet, so the arrival times hold whatever the server's latency."""
+class ShareReplayer:
+    """Sends one user's share of the trace, each line in its own greenlet at its offset,
+    so the arrival times hold whatever the server's latency; a target's replayer
+    implements `send` (and closes its connections after `close`'s kill)."""
 
-    def __init__(self, environment: Any, host: str | None, config: TraceConfig) -> None:
+    def __init__(self, environment: Any, config: TraceConfig) -> None:
         self.environment = environment
         self.config = config
         self.stats = state_of(environment).stats
-        self.metadata = auth_metadata(token_of(environment))
-        self.channel = grpc.insecure_channel(grpc_target(host))
-        self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
         self.calls = Group()
-        self._streams: set[Any] = set()
 
     def close(self) -> None:
         self.calls.kill(block=True, timeout=5)
-        for stream in list(self._streams):
-            stream.cancel()
-        self.channel.close()
 
     def replay(self, index: int, users: int) -> None:
         """Send lines index, index + users, ... at their offsets; return once all ended."""
         begin = time.monotonic()
-        share = range(index, len(self.config.requests), users)
-        for i in share:
+        for i in range(index, len(self.config.requests), users):
             delay = begin + self.config.offsets[i] - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
@@ -182,13 +175,42 @@ class TraceReplayer:
         self.calls.join()
 
     def send(self, request: TraceRequest) -> TaskSample:
+        """One line's call, timed, recorded and fired as a Locust event; never raises."""
+        raise NotImplementedError
+
+    def record(
+        self, sample: TaskSample, status: str, error: str | None, latency: float
+    ) -> TaskSample:
+        """Add a sent line's sample to the run's stats and fire its Locust event."""
+        self.stats.add(sample)
+        fire: Any = self.environment.events.request.fire
+        fire_sample_events(fire, "generate", AGENT, sample, latency, status, error)
+        return sample
+
+
+class TraceReplayer(ShareReplayer):
+    """Sends one user's share of the trace over one gRPC channel (`Generate` calls)."""
+
+    def __init__(self, environment: Any, host: str | None, config: TraceConfig) -> None:
+        super().__init__(environment, config)
+        self.metadata = auth_metadata(token_of(environment))
+        self.channel = grpc.insecure_channel(grpc_target(host))
+        self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
+        self._streams: set[Any] = set()
+
+    def close(self) -> None:
+        super().close()
+        for stream in list(self._streams):
+            stream.cancel()
+        self.channel.close()
+
+    def send(self, request: TraceRequest) -> TaskSample:
         """One Generate call, timed and recorded; a greenlet kill cancels the stream."""
         message = generate_request(
             prompt_tokens(request, self.config.vocab_size),
             max_tokens=request.output_length,
             ignore_eos=True,
         )
-        fire: Any = self.environment.events.request.fire
         sent = time.perf_counter()
         first: float | None = None
         record: pb.CallRecord | None = None
@@ -211,51 +233,62 @@ class TraceReplayer:
             stream.cancel()  # no-op after a clean end; aborts the call on a greenlet kill
             self._streams.discard(stream)
         now = time.perf_counter()
-        sample = _sample(request, record, status, sent, first, now)
-        self.stats.add(sample)
-        fire_sample_events(fire, "generate", AGENT, sample, now - sent, status, error)
-        return sample
+        timings = record.timings if record is not None else None
+        sample = trace_sample(
+            request,
+            status,
+            record.usage if record is not None else None,
+            timings.tpot if timings is not None and timings.HasField("tpot") else None,
+            None if first is None else first - sent,
+            now - sent,
+        )
+        return self.record(sample, status, error, now - sent)
 
 
-def _sample(
+def trace_sample(
     request: TraceRequest,
-    record: pb.CallRecord | None,
     status: str,
-    sent: float,
-    first: float | None,
-    now: float,
+    usage: CallUsageLike | None,
+    tpot: float | None,
+    ttft: float | None,
+    latency: float,
 ) -> TaskSample:
-    """A trace call as a one-call task: amplification 1 by definition (nothing fans out)."""
-    usage = record.usage if record is not None else pb.CallUsage()
-    timings = record.timings if record is not None else pb.CallTimings()
+    """A trace call as a one-call task (`usage` None: no call record came back):
+    amplification 1 by definition (nothing fans out). Both targets' replays record it."""
     ok = status == "OK"
+    prompt = usage.prompt_tokens if usage is not None else 0
+    output = usage.output_tokens if usage is not None else 0
     return TaskSample(
         completed_at=time.time(),
         agent=AGENT,
         ok=ok,
         status=status,
-        llm_calls=1 if record is not None else 0,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_prompt_tokens,
-        output_tokens=usage.output_tokens,
-        user_input_tokens=usage.prompt_tokens or request.input_length,
-        final_output_tokens=usage.output_tokens,
+        llm_calls=1 if usage is not None else 0,
+        prompt_tokens=prompt,
+        cached_tokens=usage.cached_prompt_tokens if usage is not None else 0,
+        output_tokens=output,
+        user_input_tokens=prompt or request.input_length,
+        final_output_tokens=output,
         token_amplification=1.0 if ok else 0.0,
-        task_ttft=None if first is None else first - sent,
-        task_latency=now - sent,
-        call_tpots=(timings.tpot,) if timings.HasField("tpot") else (),
+        task_ttft=ttft,
+        task_latency=latency,
+        call_tpots=() if tpot is None else (tpot,),
     )
 
 
 class TraceUser(User):
-    """Open-loop trace replay (see the module docstring); -u 1 replays the whole trace."""
+    """Open-loop trace replay (see the module docstring); -u 1 replays the whole trace.
+    A target's trace user overrides `make_replayer`."""
 
     wait_time = constant(0)
+
+    def make_replayer(self, config: TraceConfig) -> ShareReplayer:
+        return TraceReplayer(self.environment, self.host, config)
 
     def on_start(self) -> None:
         config = trace_of(self.environment)
         self.index, self.users = _share(self.environment, config.next_slot())
-        self.replayer = TraceReplayer(self.environment, self.host, config)
+        self.replayer = self.make_replayer(config)
         self.done = False
 
     def on_stop(self) -> None:
