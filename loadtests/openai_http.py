@@ -201,7 +201,10 @@ class OpenAIClient:
         token: str | None = None,
         concurrency: int = 64,
         read_timeout_s: float = READ_TIMEOUT_S,
+        ca_file: str | None = None,
     ) -> None:
+        """`ca_file`: with an https endpoint, trust this CA bundle (PEM; `--tls-ca`)
+        instead of the system's roots."""
         from geventhttpclient import HTTPClient
 
         self.endpoint = endpoint
@@ -212,6 +215,7 @@ class OpenAIClient:
             endpoint.host,
             endpoint.port,
             ssl=endpoint.tls,
+            ssl_options={"ca_certs": ca_file} if endpoint.tls and ca_file else None,
             concurrency=concurrency,
             connection_timeout=CONNECT_TIMEOUT_S,
             network_timeout=read_timeout_s,

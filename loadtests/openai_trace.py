@@ -36,7 +36,12 @@ class OpenAITraceReplayer(ShareReplayer):
         super().__init__(environment, config)
         self.options = OpenAIOptions.of(environment, host)
         self.clients = [
-            OpenAIClient(e, token=self.options.token, concurrency=config.max_outstanding)
+            OpenAIClient(
+                e,
+                token=self.options.token,
+                concurrency=config.max_outstanding,
+                ca_file=self.options.tls_ca,
+            )
             for e in self.options.endpoints
         ]
         self._turn = itertools.cycle(self.clients)  # several servers: each call the next

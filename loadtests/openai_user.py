@@ -58,7 +58,15 @@ from loadtests.openai_http import (
 )
 from loadtests.options import parse_hosts
 from loadtests.state import state_of
-from loadtests.user import AgentUser, OpenLoopUser, Runner, fire_sample_events, token_of
+from loadtests.user import (
+    AgentUser,
+    OpenLoopUser,
+    Runner,
+    fire_sample_events,
+    tls_of,
+    token_of,
+)
+from orchestrator.config import PriorityPolicy, PrioritySettings
 from orchestrator.domain import (
     CallResult,
     ErrorCode,
@@ -118,6 +126,7 @@ class OpenAIOptions:
     affinity_headers: tuple[str, ...]
     priority: bool  # send the driver's priority in vLLM's `priority` field
     token: str | None
+    tls_ca: str | None = None  # --tls-ca: trust this CA bundle for https:// servers
 
     @classmethod
     def of(cls, environment: Any, host: str | None = None) -> OpenAIOptions:
@@ -135,6 +144,7 @@ class OpenAIOptions:
             ),
             priority=bool(getattr(options, "priority", False)),
             token=token_of(environment),
+            tls_ca=tls_of(environment)[1],
         )
 
     @property
@@ -176,6 +186,12 @@ class Target:
     programs: Mapping[str, Program] = field(default_factory=dict)
 
 
+def _kind(entry: Mapping[str, Any]) -> str | None:
+    """What an Inflection front door says an entry of /v1/models is: agent or model."""
+    extension = entry.get("inflection")
+    return str(extension.get("kind")) if isinstance(extension, dict) else None
+
+
 def check_models(listing: Any, wanted: str | None) -> tuple[str, int | None]:
     """(the model to use, its max_model_len when listed) from a /v1/models reply; raises
     TargetError naming the served models when `wanted` is not among them."""
@@ -185,7 +201,9 @@ def check_models(listing: Any, wanted: str | None) -> tuple[str, int | None]:
     served = {str(m.get("id")): m for m in data if isinstance(m, dict) and m.get("id")}
     if not served:
         raise TargetError("/v1/models: the server lists no model")
-    model = wanted or next(iter(served))
+    # An Inflection front door lists its agents first, then the model it serves.
+    models = [name for name, m in served.items() if _kind(m) == "model"]
+    model = wanted or (models or list(served))[0]
     if model not in served:
         raise TargetError(
             f"--model {model!r} is not served; the server has: {', '.join(sorted(served))}",
@@ -250,7 +268,7 @@ def served_model(options: OpenAIOptions) -> tuple[str, int | None]:
     model = options.model
     lengths: list[int] = []
     for endpoint in options.endpoints:
-        client = OpenAIClient(endpoint, token=options.token, concurrency=1)
+        client = OpenAIClient(endpoint, token=options.token, concurrency=1, ca_file=options.tls_ca)
         try:
             listing = client.get_json("/v1/models")
         except CallFailure as exc:
@@ -273,7 +291,7 @@ def served_model(options: OpenAIOptions) -> tuple[str, int | None]:
 def connect(options: OpenAIOptions, agents: list[str] | None = None) -> Target:
     """Ask the server which models it serves (`/v1/models`), load the tokenizer and build
     the interpreters; cached per process. Raises TargetError with one line."""
-    key = (options.endpoints, options.model, options.tokenizer, options.token)
+    key = (options.endpoints, options.model, options.tokenizer, options.token, options.tls_ca)
     target = _TARGETS.get(key)
     if target is None:
         model, length = served_model(options)
@@ -333,6 +351,8 @@ _Message = _Done | _CallFailed | _ToolDone
 # One round robin per process and set of servers, shared by every user: the calls of all
 # tasks take the servers in turn, as behind a round-robin load balancer.
 _ROUTERS: dict[tuple[Endpoint, ...], RoundRobinRouter] = {}
+# --priority: the orchestrator's program-aware levels (orchestrator.routing.priority).
+PRIORITY = PrioritySettings(policy=PriorityPolicy.PROGRAM_AWARE)
 
 
 class OpenAIRunner:
@@ -348,7 +368,9 @@ class OpenAIRunner:
         self.options = OpenAIOptions.of(environment, host)
         self.rng = random.Random()
         self.clients = {
-            e.url: OpenAIClient(e, token=self.options.token, concurrency=256)
+            e.url: OpenAIClient(
+                e, token=self.options.token, concurrency=256, ca_file=self.options.tls_ca
+            )
             for e in self.options.endpoints
         }
         self.router = _ROUTERS.setdefault(self.options.endpoints, RoundRobinRouter())
@@ -419,6 +441,8 @@ class OpenAIRunner:
             lambda: self._views,
             accepted_at=time.perf_counter(),
             stream_answer=False,  # every call streams; task TTFT is its first answer token
+            # --priority: the program-aware levels the orchestrator would give each call.
+            priority=PRIORITY if self.options.priority else None,
         )
         queue: gevent.queue.Queue[_Message] = gevent.queue.Queue()
         running: dict[str, gevent.Greenlet] = {}

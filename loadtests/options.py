@@ -108,9 +108,15 @@ def validate(args: argparse.Namespace) -> None:
         if not args.host:
             raise LoadError("--target openai needs --host: the server's URL, e.g. http://H:8000")
         try:
-            parse_hosts(args.host)
+            hosts = parse_hosts(args.host)
         except ValueError as exc:
             raise LoadError(str(exc)) from None
+        plain = [e.url for e in hosts if not e.tls]
+        if (args.tls or args.tls_ca) and plain:
+            raise LoadError(
+                f"--tls/--tls-ca with --target openai: {plain[0]} is not https://; "
+                "give the server's https:// URL"
+            )
     elif (
         getattr(args, "model", "")
         or getattr(args, "tokenizer", "")

@@ -161,11 +161,6 @@ def test_priority_with_a_key_runs_on_a_priority_scheduling_server(
     assert {auth for _, auth, _ in seen.posts} == {f"Bearer {guarded_openai_server.api_key}"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loadtests/openai_user.py builds its TaskDriver without PrioritySettings, so the "
-    "driver's policy is FCFS and --priority sends priority 0 on every call",
-)
 def test_priority_levels_reach_the_server(priority_run: tuple[Any, Path, Seen]) -> None:
     """A synthesizer call after ~1 s of workers has attained more than the 0.5 s quantum:
     its level is above 0 (README "Routing, priority and admission")."""

@@ -4,8 +4,7 @@ certificate (a stub on 127.0.0.1: /v1/models lists the tiny model, every complet
 
 - `SSL_CERT_FILE=ca.pem` (OpenSSL's own variable) makes the OpenAI target trust the CA:
   calls reach the server;
-- `--tls-ca ca.pem` should do the same, but the OpenAI target ignores it (xfail, strict):
-  OpenAIOptions has no CA and OpenAIClient makes geventhttpclient's default context.
+- `--tls-ca ca.pem` does the same without touching the process's trust store.
 
 Runs in the main pytest process: `inflection load` is a subprocess.
 """
@@ -118,11 +117,6 @@ def test_ssl_cert_file_trusts_a_self_signed_server(
     _calls_got_through(done, tmp_path / "out")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the OpenAI target ignores --tls-ca: loadtests/openai_user.OpenAIOptions has no "
-    "CA and openai_http.OpenAIClient passes none to geventhttpclient",
-)
 def test_tls_ca_trusts_a_self_signed_server(tls_server: tuple[str, Path], tmp_path: Path) -> None:
     url, cert = tls_server
     done = _load(url, tmp_path / "out", "--tls-ca", str(cert))

@@ -290,3 +290,20 @@ def test_trace_replay_over_openai(server: str) -> None:
         assert [e["request_type"] for e in events] == ["generate"] * 3
     assert results["ok"]["ok"] == 3 and results["ok"]["prefix_hit_rate"] == 0.1  # 2 of 20
     assert results["status500"]["failures"] == {"http_5xx": 3}
+
+
+def test_an_inflection_front_door_model_is_chosen_over_its_agents() -> None:
+    from loadtests.openai_user import TargetError, check_models
+
+    def entry(name: str, kind: str | None = None) -> dict[str, Any]:
+        return {"id": name, **({"inflection": {"kind": kind}} if kind else {})}
+
+    door = {"data": [entry("chat", "agent"), entry("react", "agent"), entry("m x", "model")]}
+    assert check_models(door, None) == ("m x", None)
+    assert check_models(door, "react") == ("react", None)  # asked for: taken as named
+    plain = {"data": [entry("a"), {"id": "b", "max_model_len": 2048}]}
+    assert check_models(plain, None) == ("a", None)
+    assert check_models(plain, "b") == ("b", 2048)
+    with pytest.raises(TargetError) as raised:
+        check_models(plain, "c")
+    assert raised.value.cause == "unknown_model" and "a, b" in str(raised.value)

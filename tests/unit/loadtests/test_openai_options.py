@@ -73,6 +73,7 @@ def test_relative_tokenizer_directory_is_made_absolute(
         (("--priority",), "go with --target openai"),
         (("--target", "openai", "--host", "http://a:1,ftp://b:2"), "expected http://HOST:PORT"),
         (("--target", "openai", "--host", "http://a:1, http://a:1/v1"), "listed twice"),
+        (("--target", "openai", "--host", "http://a:1", "--tls"), "http://a:1 is not https://"),
     ],
 )
 def test_bad_combinations(argv: tuple[str, ...], message: str) -> None:
