@@ -3,11 +3,12 @@ the load generator's OpenAI target (loadtests.openai_user).
 
 Two layers:
 
-- pure: request bodies (`completions_body`, `chat_body`), failure causes (`CallFailure`,
-  `stream_failure` for what the fold of a stream refused); the SSE line parser and the
-  fold of one stream into a `CallResult` (`sse_data`, `StreamFold`) are the orchestrator's
-  (orchestrator.openai_stream, which its `backend: openai` reads streams with too);
-  unit-tested without a server;
+- pure: the chat request body (`chat_body`), failure causes (`CallFailure`,
+  `stream_failure` for what the fold of a stream refused); the completions body
+  (`completions_body`: orchestrator.openai_api),
+  the SSE line parser and the fold of one stream into a `CallResult` (`sse_data`,
+  `StreamFold`: orchestrator.openai_stream) are the orchestrator's, which its
+  `backend: openai` uses too; unit-tested without a server;
 - `OpenAIClient`: geventhttpclient (what Locust's FastHttpUser uses: C parser, gevent
   sockets, a connection pool), one per Locust user, `stream_call` reading the SSE stream
   line by line as it arrives, so TTFT and inter-token gaps are measured client-side.
@@ -29,6 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.domain import CallResult, Sampling
+from orchestrator.openai_api import completions_body as completions_body
+from orchestrator.openai_api import sampling_fields
 from orchestrator.openai_stream import StreamError, StreamFault, sse_data
 from orchestrator.openai_stream import StreamFold as StreamFold
 
@@ -98,36 +101,6 @@ class Endpoint:
 # ---- request bodies ---------------------------------------------------------------------
 
 
-def _sampling_fields(sampling: Sampling, priority: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "max_tokens": sampling.max_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if sampling.ignore_eos:
-        body["ignore_eos"] = True  # vLLM / SGLang: exactly max_tokens (synthetic mode)
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
-    if priority is not None:
-        body["priority"] = priority  # vLLM's priority scheduler: lower is served first
-    return body
-
-
-def completions_body(
-    model: str, prompt_ids: Sequence[int], sampling: Sampling, priority: int | None = None
-) -> dict[str, Any]:
-    """A streaming /v1/completions request with a token-id prompt; vLLM returns each
-    delta's token ids (`return_token_ids`), so the next step's context is exact."""
-    return {
-        "model": model,
-        "prompt": list(prompt_ids),
-        "return_token_ids": True,
-        **_sampling_fields(sampling, priority),
-    }
-
-
 def chat_body(
     model: str,
     messages: Sequence[Mapping[str, str]],
@@ -135,7 +108,7 @@ def chat_body(
     priority: int | None = None,
 ) -> dict[str, Any]:
     """A streaming /v1/chat/completions request."""
-    return {"model": model, "messages": list(messages), **_sampling_fields(sampling, priority)}
+    return {"model": model, "messages": list(messages), **sampling_fields(sampling, priority)}
 
 
 # ---- the stream -------------------------------------------------------------------------

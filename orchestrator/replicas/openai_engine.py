@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 
 from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
+from orchestrator.openai_api import completions_body
 from orchestrator.openai_stream import StreamError, StreamFault, StreamFold, sse_data
 from orchestrator.replicas.engine import EngineError
 
@@ -49,30 +50,11 @@ def endpoint_name(url: str) -> str:
     return f"{parts.hostname}:{port}{path}"
 
 
-def completion_body(
-    call: CallRequest, model: str, *, send_priority: bool, stream: bool = True
-) -> dict[str, Any]:
-    """The JSON body of POST /v1/completions for one call."""
-    sampling = call.sampling
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": list(call.prompt_token_ids),
-        "max_tokens": sampling.max_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "stream": stream,
-        # vLLM extensions: the output's token ids (an agent's context grows by exact ids).
-        "return_token_ids": True,
-    }
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
-    if sampling.ignore_eos:
-        body["ignore_eos"] = True
-    if send_priority:
-        body["priority"] = call.priority
-    return body
+def completion_body(call: CallRequest, model: str, *, send_priority: bool) -> dict[str, Any]:
+    """The JSON body of POST /v1/completions for one call; its priority only with
+    `send_priority`."""
+    priority = call.priority if send_priority else None
+    return completions_body(model, call.prompt_token_ids, call.sampling, priority)
 
 
 def error_for_status(name: str, status: int, body: str) -> EngineError:

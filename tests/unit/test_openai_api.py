@@ -1,0 +1,27 @@
+"""orchestrator.openai_api: the completions body both OpenAI clients share."""
+
+from __future__ import annotations
+
+from orchestrator.domain import Sampling
+from orchestrator.openai_api import completions_body, sampling_fields
+
+
+def test_completions_body_fields() -> None:
+    sampling = Sampling(max_tokens=4, temperature=0.5, ignore_eos=True, seed=7)
+    assert completions_body("m", (1, 2), sampling, priority=3) == {
+        "model": "m",
+        "prompt": [1, 2],
+        "return_token_ids": True,
+        "max_tokens": 4,
+        "temperature": 0.5,
+        "top_p": 1.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+        "seed": 7,
+        "priority": 3,
+    }
+    plain = completions_body("m", (1,), Sampling(max_tokens=2))
+    assert not {"ignore_eos", "seed", "priority"} & plain.keys()
+    # Priority 0 is sent: only None leaves the field out.
+    assert sampling_fields(Sampling(max_tokens=2), 0)["priority"] == 0
