@@ -4,8 +4,8 @@ the load generator's OpenAI target (loadtests.openai_user).
 Two layers:
 
 - pure: the chat request body (`chat_body`), failure causes (`CallFailure`,
-  `stream_failure` for what the fold of a stream refused); the completions body
-  (`completions_body`: orchestrator.openai_api),
+  `stream_failure` for what the fold of a stream refused); the completions body and the
+  error text of a response (`completions_body`, `error_message`: orchestrator.openai_api),
   the SSE line parser and the fold of one stream into a `CallResult` (`sse_data`,
   `StreamFold`: orchestrator.openai_stream) are the orchestrator's, which its
   `backend: openai` uses too; unit-tested without a server;
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from orchestrator.domain import CallResult, Sampling
 from orchestrator.openai_api import completions_body as completions_body
-from orchestrator.openai_api import sampling_fields
+from orchestrator.openai_api import error_message, sampling_fields
 from orchestrator.openai_stream import StreamError, StreamFault, sse_data
 from orchestrator.openai_stream import StreamFold as StreamFold
 
@@ -114,26 +114,9 @@ def chat_body(
 # ---- the stream -------------------------------------------------------------------------
 
 
-def error_message(body: bytes) -> str:
-    """The server's error text from an error response (OpenAI's {"error": {...}} shape,
-    vLLM's {"message": ...}), else the body's first line."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return (text.splitlines() or ["(empty body)"])[0][:200]
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict) and "message" in error:
-            return str(error["message"])[:200]
-        if isinstance(error, str):
-            return error[:200]
-    return text[:200]
-
-
 def classify_status(status: int, body: bytes, model: str) -> CallFailure:
     """The failure of a non-200 reply; a 404 (or 400) naming the model is unknown_model."""
-    message = error_message(body)
+    message = error_message(body, 200) or "(empty body)"
     lowered = message.lower()
     if (
         status in (400, 404)

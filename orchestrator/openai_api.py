@@ -1,9 +1,9 @@
-"""What both clients of OpenAI-compatible servers send besides reading the stream: the
-streaming `/v1/completions` request body.
+"""What both clients of OpenAI-compatible servers send and read besides the stream: the
+streaming `/v1/completions` request body and the text of an error response.
 
 Pure, no I/O: the orchestrator's `backend: openai` (orchestrator.replicas.openai_engine)
-and the load generator's OpenAI target (loadtests.openai_http) build their requests with
-it; the streams themselves are folded by
+and the load generator's OpenAI target (loadtests.openai_http) build their requests and
+read servers' errors with it; the streams themselves are folded by
 orchestrator.openai_stream.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from orchestrator.domain import Sampling
 
@@ -47,3 +49,23 @@ def completions_body(
         "return_token_ids": True,
         **sampling_fields(sampling, priority),
     }
+
+
+def error_message(body: bytes | str, limit: int) -> str:
+    """The server's error text from an error response, at most `limit` characters:
+    OpenAI's {"error": {"message": ...}} or {"error": "..."}, vLLM's {"message": ...};
+    else the body's first line; "" for an empty body."""
+    text = (body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body).strip()
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return (text.splitlines() or [""])[0][:limit]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message") is not None:
+            return str(error["message"])[:limit]
+        if isinstance(error, str):
+            return error[:limit]
+        if isinstance(data.get("message"), str):
+            return str(data["message"])[:limit]
+    return text[:limit]

@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 
 from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
-from orchestrator.openai_api import completions_body
+from orchestrator.openai_api import completions_body, error_message
 from orchestrator.openai_stream import StreamError, StreamFault, StreamFold, sse_data
 from orchestrator.replicas.engine import EngineError
 
@@ -59,7 +59,7 @@ def completion_body(call: CallRequest, model: str, *, send_priority: bool) -> di
 
 def error_for_status(name: str, status: int, body: str) -> EngineError:
     """The EngineError for a non-200 answer to a completion request."""
-    detail = _error_message(body) or body.strip()[:200] or f"HTTP {status}"
+    detail = error_message(body, 500) or f"HTTP {status}"
     where = f"endpoint {name}"
     if status in (400, 413, 422):
         return EngineError(ErrorCode.INVALID_ARGUMENT, f"{where} refused the call: {detail}")
@@ -70,20 +70,6 @@ def error_for_status(name: str, status: int, body: str) -> EngineError:
     # 401/403 (a wrong API key), 404 (a model it does not serve): a configuration error
     # that another attempt will not fix.
     return EngineError(ErrorCode.INTERNAL, f"{where} answered {status}: {detail}")
-
-
-def _error_message(body: str) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:500]
-        if isinstance(data.get("message"), str):
-            return str(data["message"])[:500]
-    return ""
 
 
 def stream_error(error: object) -> EngineError:
