@@ -25,13 +25,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Self
 
 from orchestrator.domain import CallResult, Sampling
+from orchestrator.openai_api import ServerURL, error_message, sampling_fields
 from orchestrator.openai_api import completions_body as completions_body
-from orchestrator.openai_api import error_message, sampling_fields
 from orchestrator.openai_stream import StreamError, StreamFault, sse_data
 from orchestrator.openai_stream import StreamFold as StreamFold
 
@@ -62,40 +60,22 @@ class CallFailure(Exception):
         return f"{self.cause}: {self.message}"
 
 
-@dataclass(slots=True, frozen=True)
-class Endpoint:
-    """Where the server is: `--host http://H:P` (an optional /v1 suffix is dropped)."""
+class Endpoint(ServerURL):
+    """Where the server is: `--host http://H:P` (an optional /v1 suffix is dropped; a URL
+    without a scheme is http)."""
 
-    host: str
-    port: int
-    tls: bool
-    prefix: str  # path before /v1, usually ""
+    __slots__ = ()
 
     @classmethod
-    def parse(cls, url: str | None) -> Endpoint:
+    def parse(cls, url: str | None) -> Self:
         if not url:
             raise ValueError("--host is required: the server's URL, e.g. http://127.0.0.1:8000")
         if "://" not in url:
             url = f"http://{url}"
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"--host {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-        tls = parts.scheme == "https"
         try:
-            port = parts.port or (443 if tls else 80)
-        except ValueError:
-            raise ValueError(f"--host {url!r}: bad port") from None
-        prefix = parts.path.rstrip("/")
-        if prefix.endswith("/v1"):
-            prefix = prefix[: -len("/v1")]
-        return cls(parts.hostname, port, tls, prefix)
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{self.prefix}"
-
-    def path(self, api_path: str) -> str:
-        return f"{self.prefix}{api_path}"
+            return super().parse(url)
+        except ValueError as exc:
+            raise ValueError(f"--host {url!r}: {exc}") from None
 
 
 # ---- request bodies ---------------------------------------------------------------------

@@ -11,10 +11,11 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.openai_api import ServerURL
 
 
 # The routing knobs are plain data owned here: `orchestrator.routing` reads them, and
@@ -217,11 +218,8 @@ class OpenAIReplicasConfig(_Strict):
     def _urls(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
         out = []
         for url in endpoints:
-            parts = urlsplit(url.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{url!r} is not an http(s) URL like http://host:8000")
             try:
-                parts.port  # noqa: B018 - raises on a bad port
+                ServerURL.parse(url)
             except ValueError as exc:
                 raise ValueError(f"{url!r}: {exc}") from None
             clean = url.strip().rstrip("/")

@@ -1,5 +1,6 @@
 """What both clients of OpenAI-compatible servers send and read besides the stream: the
-streaming `/v1/completions` request body and the text of an error response.
+server's base URL, the streaming `/v1/completions` request body and the text of an error
+response.
 
 Pure, no I/O: the orchestrator's `backend: openai` (orchestrator.replicas.openai_engine)
 and the load generator's OpenAI target (loadtests.openai_http) build their requests and
@@ -10,11 +11,51 @@ orchestrator.openai_stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import orjson
 
 from orchestrator.domain import Sampling
+
+
+@dataclass(slots=True, frozen=True)
+class ServerURL:
+    """A server's base URL, http(s)://HOST[:PORT][/PREFIX]: the orchestrator's configured
+    endpoints and the load generator's `--host`."""
+
+    host: str
+    port: int  # the scheme's (80, 443) when the URL names none
+    tls: bool
+    prefix: str  # path before /v1, usually ""
+
+    @classmethod
+    def parse(cls, url: str) -> Self:
+        """Raises ValueError (the message says what is wrong, not which URL). A trailing
+        / or /v1 is dropped: the API paths are added to the prefix."""
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://HOST:PORT or https://HOST:PORT")
+        tls = parts.scheme == "https"
+        try:
+            port = parts.port or (443 if tls else 80)
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        prefix = parts.path.rstrip("/").removesuffix("/v1")
+        return cls(parts.hostname, port, tls, prefix)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{self.prefix}"
+
+    @property
+    def name(self) -> str:
+        """host:port, plus the prefix when there is one (an orchestrator replica's name)."""
+        return f"{self.host}:{self.port}{self.prefix}"
+
+    def path(self, api_path: str) -> str:
+        return f"{self.prefix}{api_path}"
 
 
 def sampling_fields(sampling: Sampling, priority: int | None = None) -> dict[str, Any]:

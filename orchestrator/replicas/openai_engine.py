@@ -21,13 +21,12 @@ import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
-from orchestrator.openai_api import completions_body, error_message
+from orchestrator.openai_api import ServerURL, completions_body, error_message
 from orchestrator.openai_stream import StreamError, StreamFault, StreamFold, sse_data
 from orchestrator.replicas.engine import EngineError
 
@@ -44,10 +43,7 @@ CACHE_CONFIG = "vllm:cache_config_info"
 
 def endpoint_name(url: str) -> str:
     """A replica's name from its URL: host:port, plus the path when there is one."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    path = parts.path.rstrip("/")
-    return f"{parts.hostname}:{port}{path}"
+    return ServerURL.parse(url).name
 
 
 def completion_body(call: CallRequest, model: str, *, send_priority: bool) -> dict[str, Any]:

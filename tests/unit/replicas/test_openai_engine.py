@@ -422,8 +422,10 @@ def test_config_validates_endpoints() -> None:
     assert config.openai.endpoints == ("http://a:8000", "https://b")
     with pytest.raises(ValidationError, match=r"needs replicas\.openai\.endpoints"):
         ReplicasConfig.model_validate({"backend": "openai"})
-    with pytest.raises(ValidationError, match="not an http"):
+    with pytest.raises(ValidationError, match="expected http://HOST:PORT"):
         _replicas("ftp://a")
+    with pytest.raises(ValidationError, match="bad port"):
+        _replicas("http://a:99999")
     with pytest.raises(ValidationError, match="listed twice"):
         _replicas("http://a:1", "http://a:1/")
 
