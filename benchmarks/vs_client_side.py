@@ -3,7 +3,11 @@ vLLM's OpenAI server, on the same engines.
 
 Three cases, the same tasks, the same concurrency, 2 cores, vLLM's CPU build with the tiny
 generated model, the same engine arguments everywhere (`engine_args` of the default
-`replicas.vllm` config: prefix caching on, whole-prompt prefills):
+`replicas.vllm` config: prefix caching on, whole-prompt prefills) and the same threads
+(`OMP_NUM_THREADS=1`, what Ray gives a replica actor with `num_cpus: 0`). Mind the
+hardware: vLLM's CPU build pins every engine's worker to the same single core (CPU 0 on
+this machine, `VLLM_CPU_OMP_THREADS_BIND=auto`), so here 2 engines have the compute of 1,
+in (a) and (b) alike; on GPUs each replica has its own device.
 
 (a) **inflection**: a `Deployment` with 2 vLLM replicas (Ray actors, `num_cpus: 0`) and
     program_aware routing; the tasks go to it through the gRPC SDK.
@@ -22,7 +26,9 @@ runs a few short chat tasks (a) or calls (b, c) to warm its engines.
 Per case it reports, all measured at the client: output tok/s (output tokens of the
 completed tasks / first submission -> last completion), tasks/s, task latency p50 and
 p99 (nearest rank), the prefix hit rate (cached / prompt tokens as the engines report
-them), servers per task, and the ratios of (a) to (b) and (c). The goal: (a) >= 2x the
+them), servers per task, the machine's busy CPU seconds over the same window (all
+processes: engines, servers, Ray, the client) and output tokens per CPU second, and the
+ratios of (a) to (b) and (c). The goal: (a) >= 2x the
 output tok/s of (b), or >= 2x lower p50 task latency at equal throughput.
 
 `--rounds 2` runs the cases twice, the second round in reverse order, so a machine
@@ -89,6 +95,7 @@ class CaseRun:
     startup_s: float
     wall_s: float  # first submission -> last completion
     tasks: tuple[TaskRow, ...]
+    cpu_s: float  # the machine's busy CPU seconds over the same window (all processes)
 
     @property
     def done(self) -> list[TaskRow]:
@@ -112,6 +119,15 @@ class CaseRun:
         if not ordered:
             return float("nan")
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat): the
+    difference over a window is what every process together used, engines, servers,
+    Ray, the client and anything else running."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def agents_of(args: argparse.Namespace, task: int) -> str:
@@ -172,12 +188,12 @@ async def run_inflection(args: argparse.Namespace, inputs: Sequence[str]) -> Cas
                 )
             )
             await asyncio.sleep(args.pause)
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), busy_cpu_s()
             rows = await asyncio.gather(*(one(client, i) for i in range(args.tasks)))
-            wall = time.perf_counter() - began
+            wall, cpu = time.perf_counter() - began, busy_cpu_s() - cpu
     finally:
         await deployment.stop()
-    return CaseRun("inflection", startup, wall, tuple(rows))
+    return CaseRun("inflection", startup, wall, tuple(rows), cpu)
 
 
 # ---- (b), (c): vLLM's OpenAI servers, the programs in the client --------------------------
@@ -224,6 +240,10 @@ class Servers:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
         self.logs = logs
+        # A replica of (a) is a Ray actor with num_cpus 0, which Ray runs with
+        # OMP_NUM_THREADS=1; the servers get the same. (vLLM's CPU build then pins each
+        # engine's worker to one core, CPU 0 here, in every case alike.)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         for _ in range(count):
             port = _free_port()
             with (logs / f"server-{port}.log").open("wb") as out:
@@ -232,6 +252,7 @@ class Servers:
                         server_command(model, port),
                         stdout=out,
                         stderr=subprocess.STDOUT,
+                        env=env,
                         start_new_session=True,
                     )
                 )
@@ -296,7 +317,7 @@ def run_client_side(
         finally:
             fleet.stop()
     rows = tuple(TaskRow(**row) for row in result["tasks"])
-    return CaseRun(case, startup, float(result["wall_s"]), rows)
+    return CaseRun(case, startup, float(result["wall_s"]), rows, float(result["cpu_s"]))
 
 
 def leg(path: Path) -> None:
@@ -383,10 +404,10 @@ def leg(path: Path) -> None:
         finally:
             runner.close()
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), busy_cpu_s()
     gevent.joinall([gevent.spawn(worker) for _ in range(spec["concurrency"])])
-    wall = time.perf_counter() - began
-    print(json.dumps({"wall_s": wall, "tasks": rows}))
+    wall, cpu = time.perf_counter() - began, busy_cpu_s() - cpu
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "tasks": rows}))
 
 
 # ---- the report --------------------------------------------------------------------------
@@ -407,7 +428,12 @@ def summarize(args: argparse.Namespace, rounds: Sequence[Sequence[CaseRun]]) -> 
         median = ordered[(len(ordered) - 1) // 2]
         rows[case] = {
             "rounds": [
-                {"output_tps": r.output_tps, "p50_s": r.latency(0.5), "wall_s": r.wall_s}
+                {
+                    "output_tps": r.output_tps,
+                    "p50_s": r.latency(0.5),
+                    "wall_s": r.wall_s,
+                    "cpu_s": r.cpu_s,
+                }
                 for r in runs
             ],
             "startup_s": median.startup_s,
@@ -415,6 +441,10 @@ def summarize(args: argparse.Namespace, rounds: Sequence[Sequence[CaseRun]]) -> 
             "tasks_failed": len(median.tasks) - len(median.done),
             "failures": sorted({t.error for t in median.tasks if not t.ok}),
             "wall_s": median.wall_s,
+            "cpu_s": median.cpu_s,
+            "output_tokens_per_cpu_s": sum(t.output_tokens for t in median.done) / median.cpu_s
+            if median.cpu_s > 0
+            else 0.0,
             "output_tokens": sum(t.output_tokens for t in median.done),
             "prompt_tokens": sum(t.prompt_tokens for t in median.done),
             "output_tps": median.output_tps,
@@ -479,7 +509,7 @@ def print_report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         title_justify="left",
     )
     columns = ("case", "done", "output tok/s", "tasks/s", "p50", "p99", "prefix hits",
-               "servers/task", "a: tok/s x", "a: p50 x")  # fmt: skip
+               "servers/task", "CPU s", "tok/CPU s", "a: tok/s x", "a: p50 x")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "case" else "right")
     for case, row in summary["cases"].items():
@@ -494,6 +524,8 @@ def print_report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
             f"{row['task_latency_p99_s']:.2f} s",
             f"{row['prefix_hit_rate']:.1%}",
             f"{row['servers_per_task']:.2f}",
+            f"{row['cpu_s']:.1f}",
+            f"{row['output_tokens_per_cpu_s']:.0f}",
             f"{vs['output_tps']:.2f}x" if vs else "-",
             f"{vs['p50_latency']:.2f}x" if vs else "-",
         )
