@@ -270,12 +270,69 @@ class ReplicasConfig(_Strict):
         description="Seconds between refreshes of each engine's load statistics (queue "
         "depth, KV usage, prefix hits), which routing reads locally.",
     )
+    liveness_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a replica may take to answer a liveness check (every "
+        "health_period_s) before the check counts as failed. Generous: a slow or busy "
+        "replica is not a dead one, and a late stats read never counts.",
+    )
+    liveness_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Failed liveness checks in a row that mark a replica unhealthy (calls "
+        "go to the others until it answers again). An actor Ray reports dead is replaced "
+        "at once instead.",
+    )
+    restart_backoff_initial_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="Seconds before a dead replica's actor is replaced; each further "
+        "restart in a row (a crash loop) waits twice as long, up to restart_backoff_max_s. "
+        "The pool keeps trying while it runs.",
+    )
+    restart_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between restarts of a crash-looping replica."
+    )
+    restart_stable_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A replaced replica that runs this long before dying again was not "
+        "crash-looping: its next restart waits restart_backoff_initial_s again.",
+    )
 
     @model_validator(mode="after")
     def _openai_endpoints(self) -> ReplicasConfig:
         if self.backend is Backend.OPENAI and not self.openai.endpoints:
             raise ValueError("backend openai needs replicas.openai.endpoints (one URL or more)")
         return self
+
+
+class TlsConfig(_Strict):
+    """TLS for the gRPC server and the HTTP front door (the same files for both). The
+    files are read when the config loads, so a missing or unreadable one fails there."""
+
+    cert: Path = Field(description="The server's certificate chain (PEM).")
+    key: Path = Field(description="The private key of `cert` (PEM, unencrypted).")
+    client_ca: Path | None = Field(
+        default=None,
+        description="If set, mutual TLS: clients must present a certificate this CA bundle "
+        "(PEM) signed; a client without one is refused during the handshake.",
+    )
+
+    @field_validator("cert", "key", "client_ca")
+    @classmethod
+    def _readable_pem(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in pem:
+            raise ValueError(f"{path} is not a PEM file")
+        return path
 
 
 class ServerConfig(_Strict):
@@ -292,6 +349,11 @@ class ServerConfig(_Strict):
     )
     auth_token: str | None = Field(
         default=None, description="If set, clients must send 'authorization: Bearer TOKEN'."
+    )
+    tls: TlsConfig | None = Field(
+        default=None,
+        description="TLS (cert, key, optional client_ca for mutual TLS) for the gRPC server "
+        "and the HTTP front door; None: plaintext, so a bearer token travels in clear.",
     )
     http_port: int | None = Field(
         default=None,

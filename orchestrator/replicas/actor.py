@@ -117,6 +117,11 @@ class ReplicaActor:
     async def stats(self) -> EngineStats:
         return self._require().stats()
 
+    async def ping(self) -> str:
+        """Liveness: answers as soon as the actor's event loop runs, engine or not, so a
+        slow stats read is never mistaken for a dead replica."""
+        return self._name
+
     async def shutdown(self) -> None:
         if self._engine is not None:
             await self._engine.shutdown()

@@ -1,8 +1,15 @@
-"""`ReplicaPool`: starts, names, health-checks and calls the replica actors.
+"""`ReplicaPool`: starts, names, health-checks, replaces and calls the replica actors.
 
 The pool is the only code that talks to Ray on the hot path. It keeps a local view of
 each replica (health, calls in flight) so routing never needs a Ray round trip, and it
 translates Ray failures into `EngineError`s with codes the server can map to statuses.
+
+It heals itself: an actor Ray reports dead (on a call, a stats read or a liveness
+check) is replaced by a new one with the same config and name, placed by Ray wherever
+resources allow, with exponential back-off while it keeps dying. Liveness is a cheap
+`ping` with a generous timeout, apart from the stats reads: a slow read, or a probe
+timing out only because this event loop was busy, never marks a replica unhealthy.
+The decisions are pure (healing.py); every health change is logged once at WARNING.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCancelledError
+from ray.exceptions import (
+    ActorUnavailableError,
+    GetTimeoutError,
+    RayActorError,
+    RayTaskError,
+    TaskCancelledError,
+)
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -31,10 +44,25 @@ from orchestrator.domain import (
 )
 from orchestrator.replicas.actor import ReplicaActor, ReplicaInfo
 from orchestrator.replicas.engine import EngineError
+from orchestrator.replicas.healing import (
+    Backoff,
+    Health,
+    Probe,
+    Transition,
+    after_probe,
+    restarts_after_run,
+    timed_out,
+)
 from orchestrator.replicas.views import replica_status, replica_view
 from orchestrator.routing import ReplicaView
 
 log = logging.getLogger(__name__)
+
+# A stats read slower than this is skipped (routing keeps the previous figures); it says
+# nothing about the replica's health.
+STATS_TIMEOUT_S = 5.0
+# How long a replacement waits for Ray to release the name of the actor it replaces.
+NAME_RELEASE_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,6 +109,10 @@ class _Replica:
         self.in_flight = 0
         self.last_error = ""
         self.stats: EngineStats | None = None  # the engine's, as of the last refresh
+        self.failures = 0  # liveness checks in a row without an answer
+        self.restarts = 0  # restarts in a row that did not run restart_stable_s (back-off)
+        self.ready_at = 0.0  # loop time the current actor's engine came up
+        self.replacing: asyncio.Task[None] | None = None  # while a new actor is started
 
 
 def _as_engine_error(replica: _Replica, exc: BaseException) -> EngineError:
@@ -103,6 +135,11 @@ class ReplicaPool:
         self._namespace = namespace
         self._replicas: dict[str, _Replica] = {}
         self._health_task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self._placement = Placement(num_cpus=config.num_cpus, num_gpus=0.0, bundles=())
+        self._remote_cls: Any = None
+        self._backoff = Backoff(config.restart_backoff_initial_s, config.restart_backoff_max_s)
+        self._closing = False
 
     @property
     def model(self) -> str:
@@ -117,25 +154,11 @@ class ReplicaPool:
     async def start(self) -> None:
         """Start every replica and wait until all engines are up (or fail loudly)."""
         resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        placement = plan_placement(self._config, resources.get("GPU", 0.0))
-        remote_cls = ray.remote(ReplicaActor)
+        self._placement = plan_placement(self._config, resources.get("GPU", 0.0))
+        self._remote_cls = ray.remote(ReplicaActor)
         for index in range(self._config.count):
             name = f"replica-{index}"
-            group = None
-            options: dict[str, Any] = {
-                "name": f"inflection-{name}",
-                "namespace": self._namespace,
-                "num_cpus": placement.num_cpus,
-                "num_gpus": placement.num_gpus,
-                "max_concurrency": 10_000,  # async actor: concurrent calls, not threads
-                "lifetime": None,
-            }
-            if placement.bundles:
-                group = placement_group(list(placement.bundles), strategy="STRICT_PACK")
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=group, placement_group_capture_child_tasks=True
-                )
-            actor = remote_cls.options(**options).remote(name, self._config, self._model)
+            actor, group = self._launch(name)
             self._replicas[name] = _Replica(name, actor, group)
         try:
             infos = await asyncio.wait_for(
@@ -145,11 +168,41 @@ class ReplicaPool:
         except BaseException:
             await self.shutdown()
             raise
+        now = asyncio.get_running_loop().time()
         for info in infos:
             replica = self._replicas[info.name]
             replica.info = info
             replica.state = ReplicaState.READY
+            replica.ready_at = now
+        self._stats_task = asyncio.create_task(self._stats_loop())
         self._health_task = asyncio.create_task(self._health_loop())
+
+    def _launch(self, name: str) -> tuple[Any, PlacementGroup | None]:
+        """Create the actor (not yet started) of replica `name`, with its placement group
+        when it spans several GPUs. Raises ValueError while Ray still holds the name."""
+        placement = self._placement
+        group = None
+        options: dict[str, Any] = {
+            "name": f"inflection-{name}",
+            "namespace": self._namespace,
+            "num_cpus": placement.num_cpus,
+            "num_gpus": placement.num_gpus,
+            "max_concurrency": 10_000,  # async actor: concurrent calls, not threads
+            "lifetime": None,
+        }
+        if placement.bundles:
+            group = placement_group(list(placement.bundles), strategy="STRICT_PACK")
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_capture_child_tasks=True
+            )
+        try:
+            actor = self._remote_cls.options(**options).remote(name, self._config, self._model)
+        except BaseException:
+            if group is not None:
+                with contextlib.suppress(Exception):
+                    remove_placement_group(group)
+            raise
+        return actor, group
 
     def views(self) -> list[ReplicaView]:
         """Routing's view of every replica, from local state only: the engines' stats
@@ -162,7 +215,8 @@ class ReplicaPool:
         """Run one call to completion on the named replica."""
         replica = self._replicas[replica_name]
         replica.in_flight += 1
-        ref = replica.actor.generate.remote(call)
+        actor = replica.actor
+        ref = actor.generate.remote(call)
         try:
             result: CallResult = await ref
             return result
@@ -171,7 +225,7 @@ class ReplicaPool:
             await self._abort(replica, call.call_id)
             raise
         except (RayTaskError, RayActorError, TaskCancelledError) as exc:
-            raise self._failed(replica, exc) from exc
+            raise self._failed(replica, actor, exc) from exc
         finally:
             replica.in_flight -= 1
 
@@ -181,7 +235,8 @@ class ReplicaPool:
         """Run one call on the named replica, yielding its deltas and then its result."""
         replica = self._replicas[replica_name]
         replica.in_flight += 1
-        refs = replica.actor.generate_stream.options(num_returns="streaming").remote(call)
+        actor = replica.actor
+        refs = actor.generate_stream.options(num_returns="streaming").remote(call)
         try:
             async for ref in refs:
                 item: CallDelta | CallResult = await ref
@@ -191,15 +246,16 @@ class ReplicaPool:
             await self._abort(replica, call.call_id)
             raise
         except (RayTaskError, RayActorError, TaskCancelledError) as exc:
-            raise self._failed(replica, exc) from exc
+            raise self._failed(replica, actor, exc) from exc
         finally:
             replica.in_flight -= 1
 
-    def _failed(self, replica: _Replica, exc: BaseException) -> EngineError:
+    def _failed(self, replica: _Replica, actor: Any, exc: BaseException) -> EngineError:
         error = _as_engine_error(replica, exc)
-        if isinstance(exc, RayActorError):
-            replica.state = ReplicaState.UNHEALTHY
-            replica.last_error = error.message
+        if isinstance(exc, ActorUnavailableError):
+            pass  # Ray cannot reach it for now: liveness checks decide, not one call
+        elif isinstance(exc, RayActorError):
+            self._apply(replica, actor, Probe.DEAD, error.message)
         return error
 
     async def _abort(self, replica: _Replica, call_id: str) -> None:
@@ -210,9 +266,7 @@ class ReplicaPool:
     async def status(self) -> ClusterStatus:
         """Fresh status, reading each engine's live request count."""
         replicas = list(self._replicas.values())
-        stats = await asyncio.gather(
-            *(self._stats_or_none(r) for r in replicas), return_exceptions=False
-        )
+        stats = await asyncio.gather(*(self._stats_or_none(r) for r in replicas))
         out = []
         for replica, stat in zip(replicas, stats, strict=True):
             info = replica.info
@@ -232,38 +286,200 @@ class ReplicaPool:
             replicas=tuple(out), model=self._model, max_model_len=self.max_model_len
         )
 
-    async def _stats_or_none(self, replica: _Replica) -> Any:
-        if replica.state in (ReplicaState.STARTING, ReplicaState.STOPPED):
-            return None
-        try:
-            return await asyncio.wait_for(replica.actor.stats.remote(), timeout=5.0)
-        except (RayActorError, RayTaskError, TimeoutError, GetTimeoutError) as exc:
-            replica.state = ReplicaState.UNHEALTHY
-            replica.last_error = f"health check failed: {exc!r}"
-            return None
+    def _probed(self, replica: _Replica) -> bool:
+        # A replica being replaced has no actor worth asking until the new one is up.
+        return (
+            not self._closing
+            and replica.replacing is None
+            and replica.state
+            in (
+                ReplicaState.READY,
+                ReplicaState.UNHEALTHY,
+            )
+        )
 
-    async def _health_loop(self) -> None:
-        """Refresh every engine's stats (routing reads them) and health, concurrently."""
-        period = min(self._config.health_period_s, self._config.stats_period_s)
+    async def _stats_or_none(self, replica: _Replica) -> EngineStats | None:
+        """The engine's statistics, or None when it did not answer in STATS_TIMEOUT_S.
+        A reply proves the actor alive and a dead actor is replaced, but a slow read (a
+        busy engine, or this loop too busy to see the reply) changes nothing else."""
+        if not self._probed(replica):
+            return None
+        actor = replica.actor
+        probe, stats, detail = await self._probe(actor.stats.remote(), STATS_TIMEOUT_S)
+        if probe in (Probe.ANSWERED, Probe.DEAD):
+            self._apply(replica, actor, probe, detail)
+        if isinstance(stats, EngineStats):
+            return stats
+        return None
+
+    async def _is_alive(self, replica: _Replica) -> None:
+        """One liveness check: `ping` with the generous `liveness_timeout_s`."""
+        if not self._probed(replica):
+            return
+        actor = replica.actor
+        timeout_s = self._config.liveness_timeout_s
+        probe, _, detail = await self._probe(actor.ping.remote(), timeout_s)
+        self._apply(replica, actor, probe, detail)
+
+    @staticmethod
+    async def _probe(ref: Any, timeout_s: float) -> tuple[Probe, object, str]:
+        """Await one actor call: what it says of the actor, its value, and why it failed."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            value: object = await asyncio.wait_for(ref, timeout=timeout_s)
+        except ActorUnavailableError as exc:
+            return Probe.NO_ANSWER, None, f"unreachable: {exc}"
+        except RayActorError as exc:
+            return Probe.DEAD, None, f"actor died: {exc}"
+        except (TimeoutError, GetTimeoutError):
+            return timed_out(loop.time() - sent, timeout_s), None, f"no answer in {timeout_s:g} s"
+        except RayTaskError as exc:
+            return Probe.NO_ANSWER, None, f"failed: {exc.cause!r}"
+        return Probe.ANSWERED, value, ""
+
+    def _apply(self, replica: _Replica, actor: Any, probe: Probe, detail: str) -> None:
+        """Update a replica's health from what a call or probe of `actor` said, logging
+        each change once. A late answer from an actor already replaced is ignored."""
+        if replica.actor is not actor or not self._probed(replica):
+            return
+        decision = after_probe(
+            Health(replica.state, replica.failures), probe, self._config.liveness_failures
+        )
+        replica.state, replica.failures = decision.health.state, decision.health.failures
+        if decision.transition is Transition.UNHEALTHY:
+            replica.last_error = f"health check failed: {detail}"
+            log.warning(
+                "replica %s is unhealthy: %d liveness checks in a row failed (last: %s); "
+                "calls go to the other replicas",
+                replica.name,
+                replica.failures,
+                detail,
+            )
+        elif decision.transition is Transition.HEALTHY:
+            replica.last_error = ""
+            log.warning("replica %s is healthy again", replica.name)
+        if decision.replace:
+            self._replace(replica, detail)
+
+    def _replace(self, replica: _Replica, cause: str) -> None:
+        """Start replacing a dead replica's actor (in the background, until it works)."""
+        now = asyncio.get_running_loop().time()
+        replica.restarts = restarts_after_run(
+            replica.restarts, now - replica.ready_at, self._config.restart_stable_s
+        )
+        replica.last_error = f"replacing a dead actor: {cause}"
+        delay = self._backoff.delay(replica.restarts)
+        log.warning(
+            "replica %s died (%s); replacing it in %.1f s, calls go to the other replicas",
+            replica.name,
+            cause,
+            delay,
+        )
+        replica.replacing = asyncio.create_task(
+            self._restart(replica, died_at=now), name=f"replace-{replica.name}"
+        )
+
+    async def _restart(self, replica: _Replica, died_at: float) -> None:
+        """Start new actors for `replica` with back-off until one's engine is up; the
+        old actor is killed first (and its GPUs freed), so Ray may place the new one
+        anywhere, the old node included."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self._backoff.delay(replica.restarts))
+                replica.restarts += 1
+                self._discard(replica.actor, replica.group)
+                replica.group = None
+                try:
+                    actor, group = await self._launch_when_name_free(replica.name)
+                    try:
+                        info: ReplicaInfo = await asyncio.wait_for(
+                            actor.start.remote(), timeout=self._config.start_timeout_s
+                        )
+                    except BaseException:
+                        self._discard(actor, group)
+                        raise
+                except Exception as exc:  # noqa: BLE001 - any failure: back off, try again
+                    replica.last_error = f"restart {replica.restarts} failed: {exc!r}"
+                    log.warning(
+                        "replica %s: restart %d failed (%r); trying again in %.1f s",
+                        replica.name,
+                        replica.restarts,
+                        exc,
+                        self._backoff.delay(replica.restarts),
+                    )
+                    continue
+                replica.actor, replica.group, replica.info = actor, group, info
+                replica.state, replica.failures = ReplicaState.READY, 0
+                replica.stats, replica.last_error = None, ""
+                replica.ready_at = loop.time()
+                log.warning(
+                    "replica %s replaced: a new actor serves on node %s, %.1f s after the "
+                    "old one died (restart %d in a row)",
+                    replica.name,
+                    info.node,
+                    replica.ready_at - died_at,
+                    replica.restarts,
+                )
+                return
+        finally:
+            replica.replacing = None
+
+    async def _launch_when_name_free(self, name: str) -> tuple[Any, PlacementGroup | None]:
+        # Ray frees a killed actor's name asynchronously.
+        deadline = asyncio.get_running_loop().time() + NAME_RELEASE_TIMEOUT_S
         while True:
-            await asyncio.sleep(period)
-            replicas = [r for r in self._replicas.values() if r.state is not ReplicaState.STOPPED]
+            try:
+                return self._launch(name)
+            except ValueError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    @staticmethod
+    def _discard(actor: Any, group: PlacementGroup | None) -> None:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+        if group is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(group)
+
+    async def _stats_loop(self) -> None:
+        """Refresh every engine's stats (routing reads them), concurrently."""
+        while True:
+            await asyncio.sleep(self._config.stats_period_s)
+            replicas = [r for r in self._replicas.values() if self._probed(r)]
             stats = await asyncio.gather(*(self._stats_or_none(r) for r in replicas))
             for replica, stat in zip(replicas, stats, strict=True):
-                if stat is None:
-                    continue
-                replica.stats = stat
-                if replica.state is ReplicaState.UNHEALTHY:
-                    log.info("replica %s is healthy again", replica.name)
-                    replica.state = ReplicaState.READY
-                    replica.last_error = ""
+                if stat is not None:
+                    replica.stats = stat
+
+    async def _health_loop(self) -> None:
+        """Check every replica's liveness each `health_period_s`, each check on its own
+        (a replica slow to answer does not hold up the others' checks)."""
+        checking: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                await asyncio.sleep(self._config.health_period_s)
+                for replica in self._replicas.values():
+                    running = checking.get(replica.name)
+                    if self._probed(replica) and (running is None or running.done()):
+                        checking[replica.name] = asyncio.create_task(self._is_alive(replica))
+        finally:
+            for task in checking.values():
+                task.cancel()
+            await asyncio.gather(*checking.values(), return_exceptions=True)
 
     async def shutdown(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        self._closing = True
+        tasks = [self._health_task, self._stats_task]
+        tasks += [r.replacing for r in self._replicas.values()]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        self._health_task = self._stats_task = None
         for replica in self._replicas.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(replica.actor.shutdown.remote(), timeout=30.0)

@@ -1,7 +1,8 @@
 """`ReplicaPool` at runtime: starting replicas, the background stats refresh that
-routing's views read, health transitions (a failed stats read or a dead actor marks a
-replica unhealthy; a good read brings it back), failures mapped to `EngineError`s,
-`status()` and shutdown.
+routing's views read, health transitions (unanswered liveness checks mark a replica
+unhealthy and an answer brings it back; a slow stats read or a busy loop changes
+nothing), replacing dead actors (with back-off while they keep dying), failures mapped
+to `EngineError`s, `status()` and shutdown.
 
 Without Ray: the pool's Ray calls go to a fake `ray` module whose actor handles run the
 real `ReplicaActor` in-process on the instant simulated engine (`time_scale: 0`); a
@@ -11,6 +12,8 @@ integration tests (tests/integration/test_failover.py, test_routing.py)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -57,7 +60,8 @@ class Method:
         return asyncio.ensure_future(self._run(*args))
 
     async def _run(self, *args: Any) -> Any:
-        await self._handle.gate.wait()
+        if self._name == "generate":  # the pool's own probes are never held
+            await self._handle.gate.wait()
         self._handle.check(self._name)
         return await getattr(self._handle.actor, self._name)(*args)
 
@@ -79,7 +83,7 @@ class FakeHandle:
         self.dead = False  # every method raises RayActorError, as for a dead actor
         self.failing: dict[str, BaseException] = {}  # method -> what it raises
         self.killed = False
-        self.gate = asyncio.Event()  # cleared: calls wait (to observe them in flight)
+        self.gate = asyncio.Event()  # cleared: generate calls wait (to see them in flight)
         self.gate.set()
 
     def check(self, method: str) -> None:
@@ -133,7 +137,8 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
     return fake
 
 
-def replicas_config(count: int = 2) -> ReplicasConfig:
+def replicas_config(count: int = 2, **settings: Any) -> ReplicasConfig:
+    defaults: dict[str, Any] = {"liveness_failures": 3, "restart_backoff_initial_s": 0.0}
     return ReplicasConfig(
         backend=Backend.SIM,
         count=count,
@@ -142,6 +147,7 @@ def replicas_config(count: int = 2) -> ReplicasConfig:
         stats_period_s=PERIOD_S,
         start_timeout_s=10,
         sim=SimEngineConfig(time_scale=0.0),
+        **(defaults | settings),
     )
 
 
@@ -218,36 +224,120 @@ async def test_a_stream_yields_deltas_then_its_result(pool: ReplicaPool) -> None
     assert view(pool, "replica-0").in_flight_calls == 0
 
 
-async def test_a_failed_stats_read_marks_unhealthy_and_a_good_one_recovers(
-    pool: ReplicaPool, fake_ray: FakeRay
+async def test_unanswered_liveness_checks_mark_unhealthy_and_an_answer_recovers(
+    pool: ReplicaPool, fake_ray: FakeRay, caplog: pytest.LogCaptureFixture
 ) -> None:
     handle = fake_ray.handles["replica-1"]
-    handle.failing["stats"] = RayActorError(error_msg="no answer")
+    # No answer in time to anything (a stats answer would prove it alive).
+    handle.failing["ping"] = handle.failing["stats"] = TimeoutError()
     await until(lambda: not view(pool, "replica-1").healthy, "replica-1 unhealthy")
+    assert handle.calls.count("ping") >= 3  # liveness_failures in a row, not one
     assert view(pool, "replica-0").healthy
     [status] = [r for r in (await pool.status()).replicas if r.name == "replica-1"]
     assert status.state is ReplicaState.UNHEALTHY
     assert status.last_error.startswith("health check failed: ")
-    del handle.failing["stats"]
+    await asyncio.sleep(5 * PERIOD_S)  # more failed checks: logged once, not per check
+    handle.failing.clear()
     await until(lambda: view(pool, "replica-1").healthy, "replica-1 healthy again")
     [status] = [r for r in (await pool.status()).replicas if r.name == "replica-1"]
     assert status.state is ReplicaState.READY and status.last_error == ""
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([w for w in warnings if "replica-1 is unhealthy" in w]) == 1
+    assert len([w for w in warnings if "replica-1 is healthy again" in w]) == 1
+    assert fake_ray.handles["replica-1"] is handle  # alive all along: not replaced
 
 
-async def test_a_dead_actor_fails_its_call_unavailable_and_is_marked_unhealthy(
+async def test_a_stats_read_that_times_out_changes_no_health(
     pool: ReplicaPool, fake_ray: FakeRay
 ) -> None:
-    fake_ray.handles["replica-0"].dead = True
+    fake_ray.handles["replica-0"].failing["stats"] = TimeoutError()
+    calls = fake_ray.handles["replica-0"].calls
+    await until(lambda: calls.count("stats") >= 5, "several failed stats reads")
+    assert view(pool, "replica-0").healthy
+    assert all(r.state is ReplicaState.READY for r in (await pool.status()).replicas)
+
+
+async def test_a_busy_loop_does_not_flip_health(fake_ray: FakeRay) -> None:
+    """The loop blocked far past the liveness timeout (a cancellation storm): the checks
+    in flight time out late, which says nothing about the replicas."""
+    config = replicas_config(liveness_failures=1, liveness_timeout_s=0.05)
+    pool = ReplicaPool(config, "sim-model", "test-namespace")
+    await pool.start()
+    try:
+        for _ in range(3):
+            await asyncio.sleep(PERIOD_S * 1.5)  # checks are sent
+            time.sleep(1.3)  # noqa: ASYNC251 - the busy loop is the thing under test
+            await asyncio.sleep(PERIOD_S)  # ... and their timeouts handled, late
+            assert all(v.healthy for v in pool.views())
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_dead_actor_fails_its_call_unavailable_and_is_replaced(
+    pool: ReplicaPool, fake_ray: FakeRay, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = fake_ray.handles["replica-0"]
+    old.dead = True
     with pytest.raises(EngineError) as failed:
         await pool.call("replica-0", call())
     assert failed.value.code is ErrorCode.UNAVAILABLE
     assert failed.value.message.startswith("replica replica-0 is gone: ")
     assert not view(pool, "replica-0").healthy  # at once, not at the next health check
     assert view(pool, "replica-0").in_flight_calls == 0
-    # It stays unhealthy while it stays dead; the other keeps serving.
-    await asyncio.sleep(5 * PERIOD_S)  # several health checks (the thing under test)
-    assert not view(pool, "replica-0").healthy
-    assert (await pool.call("replica-1", call())).usage.output_tokens == 8
+    await until(lambda: view(pool, "replica-0").healthy, "replica-0 replaced")
+    new = fake_ray.handles["replica-0"]
+    assert new is not old and old.killed
+    assert new.options == old.options  # same name, namespace and resources
+    assert (await pool.call("replica-0", call())).usage.output_tokens == 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "replica-0 died" in w]
+    assert [w for w in warnings if "replica-0 replaced" in w]
+
+
+async def test_a_crash_loop_backs_off_and_never_gives_up(
+    fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = replicas_config(restart_backoff_initial_s=0.01, restart_backoff_max_s=0.04)
+    pool = ReplicaPool(config, "sim-model", "test-namespace")
+    await pool.start()
+    started = ReplicaActor.start
+    attempts: list[float] = []
+
+    async def crashing(self: ReplicaActor) -> Any:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) <= 6:
+            raise RuntimeError("engine failed to load")
+        return await started(self)
+
+    monkeypatch.setattr(ReplicaActor, "start", crashing)
+    try:
+        fake_ray.handles["replica-1"].dead = True
+        await until(lambda: len(attempts) >= 7, "seven restarts")
+        await until(lambda: view(pool, "replica-1").healthy, "replica-1 replaced at last")
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[0] >= 0.015  # 0.02 s before the 2nd restart
+        assert all(0.035 <= gap < 0.5 for gap in gaps[2:])  # capped at 0.04 s
+        assert all(h.killed for h in fake_ray.handles.values() if h.dead)
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_late_failure_from_a_replaced_actor_is_ignored(
+    pool: ReplicaPool, fake_ray: FakeRay
+) -> None:
+    old = fake_ray.handles["replica-1"]
+    old.gate.clear()
+    late = asyncio.create_task(pool.call("replica-1", call()))
+    await until(lambda: "generate" in old.calls, "a call on the old actor")
+    old.dead = True  # found by the next stats read or liveness check
+    await until(lambda: fake_ray.handles["replica-1"] is not old, "a new actor")
+    await until(lambda: view(pool, "replica-1").healthy, "replica-1 replaced")
+    old.gate.set()  # the old actor's call now fails too, after the replacement
+    with pytest.raises(EngineError):
+        await late
+    await asyncio.sleep(5 * PERIOD_S)
+    assert view(pool, "replica-1").healthy
+    assert fake_ray.handles["replica-1"] is not old
 
 
 async def test_an_engine_error_inside_the_actor_keeps_its_code_and_the_replica_healthy(
