@@ -46,6 +46,8 @@ from loadtests.state import state_of
 from loadtests.user import (
     fire_sample_events,
     grpc_target,
+    open_channel,
+    tls_of,
     token_of,
 )
 from orchestrator.api.v1 import inflection_pb2 as pb
@@ -194,7 +196,7 @@ class TraceReplayer(ShareReplayer):
     def __init__(self, environment: Any, host: str | None, config: TraceConfig) -> None:
         super().__init__(environment, config)
         self.metadata = auth_metadata(token_of(environment))
-        self.channel = grpc.insecure_channel(grpc_target(host))
+        self.channel = open_channel(grpc_target(host), *tls_of(environment))
         self.stub: Any = pb_grpc.OrchestratorStub(self.channel)  # type: ignore[no-untyped-call]
         self._streams: set[Any] = set()
 

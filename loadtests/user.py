@@ -36,6 +36,7 @@ from loadtests.metrics import AgenticStats, TaskRecorder, TaskSample
 from loadtests.state import state_of
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
+from orchestrator.client import open_channel as sdk_open_channel
 from orchestrator.client import sync_trailers, task_request, trailer_usage
 from orchestrator.protocol import auth_metadata
 from orchestrator.workload.mix import input_text
@@ -89,14 +90,9 @@ def tls_of(environment: Any) -> tuple[bool, str | None]:
 
 
 def open_channel(target: str, tls: bool = False, ca_file: str | None = None) -> grpc.Channel:
-    """A channel to `target`: plaintext, or TLS with the system roots or `ca_file`'s."""
-    if not tls:
-        return grpc.insecure_channel(target)
-    roots = None
-    if ca_file:
-        with open(ca_file, "rb") as f:
-            roots = f.read()
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+    """A channel to `target`: plaintext, or TLS with the system roots or `ca_file`'s (the
+    SDK's channel, so the load generator and the SDK connect alike)."""
+    return sdk_open_channel(target, tls, ca_file)
 
 
 def token_of(environment: Any) -> str | None:

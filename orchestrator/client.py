@@ -15,7 +15,9 @@ imports grpc and protobuf only: never Ray or vLLM.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -231,14 +233,92 @@ def generate_request(
     return request
 
 
+PathLike = str | os.PathLike[str]
+
+# Appended to UNAVAILABLE from a plaintext channel: a TLS server closes a plaintext
+# connection during the handshake, which gRPC reports only as a failed connection.
+_PLAINTEXT_HINT = (
+    " (connected without TLS: if the server serves TLS, pass tls=True or ca=PATH; "
+    "CLI: --tls or --tls-ca PATH)"
+)
+
+
+def channel_credentials(
+    tls: bool = False,
+    ca: PathLike | None = None,
+    cert: PathLike | None = None,
+    key: PathLike | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a channel, or None for plaintext: TLS when `tls` or `ca` is
+    given, trusting `ca`'s certificates (PEM) or else the system roots; `cert` and `key`
+    (PEM) are a client certificate for a server that asks for one (mutual TLS)."""
+    if not (tls or ca or cert):
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs both cert and key")
+    roots = Path(ca).read_bytes() if ca else None
+    chain = Path(cert).read_bytes() if cert else None
+    private = Path(key).read_bytes() if key else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=private, certificate_chain=chain
+    )
+
+
+def open_channel(
+    target: str, tls: bool = False, ca: PathLike | None = None, **client_cert: PathLike
+) -> grpc.Channel:
+    """A synchronous channel to `target`: plaintext, or TLS (see `channel_credentials`)."""
+    credentials = channel_credentials(tls, ca, **client_cert)
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)
+
+
+def _with_hint(error: InflectionError, plaintext: bool) -> InflectionError:
+    # Only a connection that never carried a call, not a server's own UNAVAILABLE.
+    lost = ("failed to connect", "socket closed", "connection reset", "handshake")
+    details = error.details.lower()
+    if (
+        plaintext
+        and error.code == grpc.StatusCode.UNAVAILABLE
+        and any(sign in details for sign in lost)
+    ):
+        return type(error)(
+            error.code, error.details + _PLAINTEXT_HINT, error.usage, error.retry_after_s
+        )
+    return error
+
+
 class Client:
     """Synchronous client. Task keyword arguments are those of `task_request`."""
 
-    def __init__(self, target: str, *, token: str | None = None, timeout: float | None = None):
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        tls: bool = False,
+        ca: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
+    ):
+        """`tls=True`: TLS trusting the system roots; `ca=PATH`: TLS trusting that CA
+        bundle (PEM); `cert`/`key`: a client certificate (mutual TLS). Without any,
+        plaintext (a token then travels in clear)."""
+        credentials = channel_credentials(tls, ca, cert, key)
+        self._plaintext = credentials is None
+        self._channel = (
+            grpc.insecure_channel(target)
+            if credentials is None
+            else grpc.secure_channel(target, credentials)
+        )
         self._stub: Any = pb_grpc.OrchestratorStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = auth_metadata(token)
         self._timeout = timeout  # gRPC deadline for every call, seconds
+
+    def _error(self, exc: grpc.RpcError, trailers: Any = None) -> InflectionError:
+        return _with_hint(rpc_error(exc, trailers), self._plaintext)
 
     def close(self) -> None:
         self._channel.close()
@@ -261,7 +341,7 @@ class Client:
             for message in call:
                 yield event_from_pb(message)
         except grpc.RpcError as exc:
-            raise rpc_error(exc, sync_trailers(exc)) from None
+            raise self._error(exc, sync_trailers(exc)) from None
         finally:
             call.cancel()
 
@@ -274,7 +354,7 @@ class Client:
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise rpc_error(exc, sync_trailers(exc)) from None
+            raise self._error(exc, sync_trailers(exc)) from None
         return task_result_from_pb(reply)
 
     def generate(self, prompt: str | list[int], **options: Any) -> Iterator[GenerateOutput]:
@@ -286,7 +366,7 @@ class Client:
             for message in call:
                 yield generate_output_from_pb(message)
         except grpc.RpcError as exc:
-            raise rpc_error(exc, sync_trailers(exc)) from None
+            raise self._error(exc, sync_trailers(exc)) from None
         finally:
             call.cancel()
 
@@ -296,7 +376,7 @@ class Client:
                 pb.ListAgentsRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise rpc_error(exc) from None
+            raise self._error(exc) from None
         return [agent_from_pb(a) for a in reply.agents]
 
     def cluster_status(self) -> ClusterStatus:
@@ -305,7 +385,7 @@ class Client:
                 pb.GetClusterStatusRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise rpc_error(exc) from None
+            raise self._error(exc) from None
         return cluster_from_pb(reply)
 
 
@@ -313,11 +393,31 @@ class AsyncClient:
     """asyncio client with the same methods as `Client`, as coroutines and async
     iterators. Use inside a running event loop."""
 
-    def __init__(self, target: str, *, token: str | None = None, timeout: float | None = None):
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        tls: bool = False,
+        ca: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
+    ):
+        """TLS options as for `Client`."""
+        credentials = channel_credentials(tls, ca, cert, key)
+        self._plaintext = credentials is None
+        self._channel = (
+            grpc.aio.insecure_channel(target)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials)
+        )
         self._stub: Any = pb_grpc.OrchestratorStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = auth_metadata(token)
         self._timeout = timeout
+
+    def _error(self, exc: grpc.RpcError, trailers: Any = None) -> InflectionError:
+        return _with_hint(rpc_error(exc, trailers), self._plaintext)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -343,7 +443,7 @@ class AsyncClient:
             async for message in call:
                 yield event_from_pb(message)
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, exc.trailing_metadata()) from None
+            raise self._error(exc, exc.trailing_metadata()) from None
         finally:
             call.cancel()
 
@@ -355,7 +455,7 @@ class AsyncClient:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, exc.trailing_metadata()) from None
+            raise self._error(exc, exc.trailing_metadata()) from None
         return task_result_from_pb(reply)
 
     async def generate(
@@ -368,7 +468,7 @@ class AsyncClient:
             async for message in call:
                 yield generate_output_from_pb(message)
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, exc.trailing_metadata()) from None
+            raise self._error(exc, exc.trailing_metadata()) from None
         finally:
             call.cancel()
 
@@ -378,7 +478,7 @@ class AsyncClient:
                 pb.ListAgentsRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc) from None
+            raise self._error(exc) from None
         return [agent_from_pb(a) for a in reply.agents]
 
     async def cluster_status(self) -> ClusterStatus:
@@ -387,5 +487,5 @@ class AsyncClient:
                 pb.GetClusterStatusRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc) from None
+            raise self._error(exc) from None
         return cluster_from_pb(reply)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ from orchestrator.config import (
     ReplicasConfig,
     ServerConfig,
     SimEngineConfig,
+    TlsConfig,
     engine_for_routing,
 )
 from orchestrator.executor.executor import Dispatcher, Executor, Tokenizer
+from orchestrator.replicas.healing import ServiceHealth, service_health
 from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
@@ -49,6 +52,7 @@ from orchestrator.routing import make_router
 from orchestrator.server.auth import BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
 from orchestrator.server.servicer import ClusterView, OrchestratorServicer
+from orchestrator.server.tls import grpc_server_credentials, http_ssl_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -415,6 +419,17 @@ def http_max_body_bytes(config: DeploymentConfig) -> int:
     return 2 * max_request_bytes(config)
 
 
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The front door's SSLContext from server.tls. Raises StartupError for files that
+    do not make a certificate and its key."""
+    try:
+        return http_ssl_context(tls)
+    except (ssl.SSLError, OSError) as exc:
+        raise StartupError(
+            f"server.tls: cannot use cert {tls.cert} with key {tls.key}: {exc}"
+        ) from None
+
+
 async def start_http(
     config: DeploymentConfig,
     executor: Executor,
@@ -435,8 +450,9 @@ async def start_http(
         auth_token=server.auth_token,
         max_body_bytes=http_max_body_bytes(config),
     )
+    ssl_context = server_ssl_context(server.tls) if server.tls is not None else None
     try:
-        return await serve_http(door, server.host, server.http_port)
+        return await serve_http(door, server.host, server.http_port, ssl_context=ssl_context)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
@@ -455,16 +471,27 @@ def bind_grpc_server(config: DeploymentConfig) -> tuple[grpc.aio.Server, int]:
     interceptors = (
         [BearerTokenInterceptor(config.server.auth_token)] if config.server.auth_token else []
     )
+    tls = config.server.tls
+    credentials = None
+    if tls is not None:
+        server_ssl_context(tls)  # a key that does not match its cert fails here, by name
+        credentials = grpc_server_credentials(tls)
     server = grpc.aio.server(interceptors=interceptors, options=grpc_server_options(config))
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError:
         raise in_use from None  # taken between the probe and the bind
     return server, bound
 
 
-async def serve_grpc(server: grpc.aio.Server, servicer: OrchestratorServicer) -> None:
-    """Register the services on a bound server and start serving."""
+async def serve_grpc(
+    server: grpc.aio.Server, servicer: OrchestratorServicer
+) -> health_aio.HealthServicer:
+    """Register the services on a bound server and start serving; returns the health
+    service (SERVING for "" and SERVICE_NAME) for `follow_replicas` to keep current."""
     add_orchestrator_to_server(servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -479,6 +506,34 @@ async def serve_grpc(server: grpc.aio.Server, servicer: OrchestratorServicer) ->
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    return health
+
+
+# How often the service's health is compared with its replicas' (a local read).
+SERVING_CHECK_S = 0.25
+_HEALTH_STATUS = {
+    ServiceHealth.SERVING: health_pb2.HealthCheckResponse.SERVING,
+    ServiceHealth.NOT_SERVING: health_pb2.HealthCheckResponse.NOT_SERVING,
+}
+
+
+async def follow_replicas(
+    health: health_aio.HealthServicer, pool: Dispatcher, current: ServiceHealth
+) -> None:
+    """Keep the gRPC health of "" and SERVICE_NAME on the replicas' (`current` is what
+    it says now): NOT_SERVING while no replica is healthy, when every task would fail
+    UNAVAILABLE, SERVING again once one is. Each change is logged once."""
+    while True:
+        await asyncio.sleep(SERVING_CHECK_S)
+        views = pool.views()
+        serving = service_health(v.healthy for v in views)
+        if serving is current:
+            continue
+        for service in ("", SERVICE_NAME):
+            await health.set(service, _HEALTH_STATUS[serving])
+        current = serving
+        healthy = sum(v.healthy for v in views)
+        log.warning("health %s: %d of %d replicas healthy", serving.value, healthy, len(views))
 
 
 async def start_grpc_server(
@@ -513,6 +568,8 @@ class Deployment:
     owns_ray: bool
     http: web.AppRunner | None = None  # the OpenAI-compatible front door, when on
     http_port: int | None = None
+    # Keeps the gRPC health service on the replicas' health (follow_replicas).
+    health_task: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -523,7 +580,8 @@ class Deployment:
         """Base URL of the OpenAI-compatible API (`.../v1`), None when it is off."""
         if self.http_port is None:
             return None
-        return f"http://{self.config.server.host}:{self.http_port}/v1"
+        scheme = "https" if self.config.server.tls is not None else "http"
+        return f"{scheme}://{self.config.server.host}:{self.http_port}/v1"
 
     @classmethod
     async def start(cls, config: DeploymentConfig) -> Deployment:
@@ -543,6 +601,7 @@ class Deployment:
         pool: ReplicaPool | OpenAIPool | None = None
         http: web.AppRunner | None = None
         http_port: int | None = None
+        health_task: asyncio.Task[None] | None = None
         try:
             tokenizer: ServingTokenizer
             if config.replicas.backend is Backend.OPENAI:
@@ -579,10 +638,15 @@ class Deployment:
                 admission=config.admission,
             )
             servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
-            await serve_grpc(server, servicer)
+            health = await serve_grpc(server, servicer)
+            health_task = asyncio.create_task(
+                follow_replicas(health, pool, ServiceHealth.SERVING), name="follow-replicas"
+            )
             if config.server.http_port is not None:
                 http, http_port = await start_http(config, executor, model, tokenizer.vocab_size)
         except BaseException:
+            if health_task is not None:
+                health_task.cancel()
             if http is not None:
                 await http.cleanup()
             if server is not None:
@@ -595,9 +659,13 @@ class Deployment:
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         if http_port is not None:
             log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
-        return cls(config, pool, server, port, owns_ray, http, http_port)
+        return cls(config, pool, server, port, owns_ray, http, http_port, health_task)
 
     async def stop(self) -> None:
+        if self.health_task is not None:
+            self.health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.health_task
         if self.http is not None:
             await self.http.cleanup()
         await self.server.stop(grace=2.0)

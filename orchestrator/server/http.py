@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import logging
 import math
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -753,17 +754,19 @@ async def _start_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def serve_http(door: FrontDoor, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start the front door on host:port (0: ephemeral); returns its runner (to stop it
-    with `runner.cleanup()`) and the bound port. Raises OSError (EADDRINUSE) for a port
-    in use, having released everything."""
+async def serve_http(
+    door: FrontDoor, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start the front door on host:port (0: ephemeral), https with `ssl_context`; returns
+    its runner (to stop it with `runner.cleanup()`) and the bound port. Raises OSError
+    (EADDRINUSE) for a port in use, having released everything."""
     # handler_cancellation: a client that goes away cancels its handler, which aborts
     # the task's calls (aiohttp's default leaves the task running to the end).
     runner = web.AppRunner(
         door.app(), handler_cancellation=True, access_log=None, shutdown_timeout=2.0
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=False)
+    site = web.TCPSite(runner, host, port, reuse_port=False, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:

@@ -177,3 +177,29 @@ def test_every_server_and_ray_field_is_described() -> None:
     for model in (RayConfig, ServerConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name}"
+
+
+def test_server_tls_files_are_read_at_load(tmp_path: Path) -> None:
+    from tests.tls_certs import make_pki
+
+    pki = make_pki(tmp_path)
+    good = f"server:\n  tls:\n    cert: {pki.cert}\n    key: {pki.key}\n    client_ca: {pki.ca}\n"
+    tls = load_config(write(tmp_path, good)).server.tls
+    assert tls is not None and tls.client_ca == pki.ca
+    missing = good.replace(str(pki.ca), str(tmp_path / "nope.pem"))
+    assert "server.tls.client_ca: Value error, cannot read" in load_error(write(tmp_path, missing))
+    (tmp_path / "notes.txt").write_text("not a certificate")
+    not_pem = good.replace(str(pki.cert), str(tmp_path / "notes.txt"))
+    assert "notes.txt is not a PEM file" in load_error(write(tmp_path, not_pem))
+
+
+def test_a_key_that_does_not_match_its_cert_fails_start_up_by_name(tmp_path: Path) -> None:
+    from orchestrator.server.app import StartupError, bind_grpc_server
+    from tests.tls_certs import make_pki
+
+    pki = make_pki(tmp_path)
+    config = DeploymentConfig.model_validate(
+        {"server": {"port": 0, "tls": {"cert": str(pki.cert), "key": str(pki.client_key)}}}
+    )
+    with pytest.raises(StartupError, match=r"server\.tls: cannot use cert"):
+        bind_grpc_server(config)
