@@ -335,33 +335,6 @@ class TlsConfig(_Strict):
         return path
 
 
-class TlsConfig(_Strict):
-    """TLS for the gRPC server and the HTTP front door (the same files for both). The
-    files are read when the config loads, so a missing or unreadable one fails there."""
-
-    cert: Path = Field(description="The server's certificate chain (PEM).")
-    key: Path = Field(description="The private key of `cert` (PEM, unencrypted).")
-    client_ca: Path | None = Field(
-        default=None,
-        description="If set, mutual TLS: clients must present a certificate this CA bundle "
-        "(PEM) signed; a client without one is refused during the handshake.",
-    )
-
-    @field_validator("cert", "key", "client_ca")
-    @classmethod
-    def _readable_pem(cls, path: Path | None) -> Path | None:
-        if path is None:
-            return None
-        path = path.expanduser()
-        try:
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if b"-----BEGIN " not in pem:
-            raise ValueError(f"{path} is not a PEM file")
-        return path
-
-
 class ServerConfig(_Strict):
     """The gRPC server: where it listens and the limits gRPC itself enforces per
     connection, before any request reaches the servicer."""
@@ -376,11 +349,6 @@ class ServerConfig(_Strict):
     )
     auth_token: str | None = Field(
         default=None, description="If set, clients must send 'authorization: Bearer TOKEN'."
-    )
-    tls: TlsConfig | None = Field(
-        default=None,
-        description="TLS (cert, key, optional client_ca for mutual TLS) for the gRPC server "
-        "and the HTTP front door; None: plaintext, so a bearer token travels in clear.",
     )
     tls: TlsConfig | None = Field(
         default=None,
