@@ -54,6 +54,7 @@ from loadtests.options import (
     config_of,
     parse_timespan,
     resolve_paths,
+    resolve_token,
     validate,
 )
 from loadtests.sweep_curve import SweepPoint
@@ -65,6 +66,7 @@ from orchestrator.workload.sweep import is_sweep_plan
 def cmd_load(args: argparse.Namespace) -> int:
     output = Output.for_format(format_of(args))
     resolve_paths(args)
+    resolve_token(args)
     try:
         validate(args)
     except LoadError as exc:

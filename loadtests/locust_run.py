@@ -80,8 +80,7 @@ def locust_command(
         if args.processes is not None:
             cmd += ["--processes", str(args.processes)]
         cmd += ["--workload", str(args.workload)]  # workers load their own copy
-        if args.token:
-            cmd += ["--token", args.token]
+        # The token reaches Locust as INFLECTION_TOKEN (see resolve_token), never in argv.
         return cmd + openai_flags(args) + _tls_flags(args)
     rate = arrival_rate if arrival_rate is not None else args.arrival_rate
     open_loop = bool(rate) or bool(args.sweep)
@@ -97,8 +96,6 @@ def locust_command(
     cmd += ["--workload", str(args.workload)]
     if args.slo:
         cmd += ["--slo", args.slo]
-    if args.token:
-        cmd += ["--token", args.token]
     cmd += openai_flags(args)
     cmd += _tls_flags(args)
     if rate:

@@ -50,6 +50,16 @@ def parse_timespan(text: str, option: str = "--run-time") -> int:
     return seconds
 
 
+def resolve_token(args: argparse.Namespace) -> None:
+    """--token, --token-file or INFLECTION_TOKEN, exported as INFLECTION_TOKEN for the
+    Locust processes: a token on their command line would be visible to `ps`."""
+    from orchestrator.client import TOKEN_ENV, token_from
+
+    args.token = token_from(args.token, args.token_file) or ""
+    if args.token:
+        os.environ[TOKEN_ENV] = args.token
+
+
 def resolve_paths(args: argparse.Namespace) -> None:
     """Make every path option absolute (and `~` expanded) against the working folder we
     were started in: the local orchestrator and Locust run in other folders."""
@@ -299,6 +309,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "line: step, replica or tool, tokens, engine timings)",
     )
     add_format_flag(p)
-    p.add_argument("--token", default="", help="bearer token, if the server wants one")
+    p.add_argument(
+        "--token",
+        default="",
+        help="bearer token, if the server wants one (default: $INFLECTION_TOKEN); "
+        "prefer the variable or --token-file, a flag shows in `ps`",
+    )
+    p.add_argument("--token-file", help="read the bearer token from this file")
     p.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     p.add_argument("--tls-ca", help="connect with TLS trusting this CA bundle (PEM)")

@@ -37,7 +37,7 @@ from loadtests.state import state_of
 from orchestrator.api.v1 import inflection_pb2 as pb
 from orchestrator.api.v1 import inflection_pb2_grpc as pb_grpc
 from orchestrator.client import open_channel as sdk_open_channel
-from orchestrator.client import sync_trailers, task_request, trailer_usage
+from orchestrator.client import sync_trailers, task_request, token_from, trailer_usage
 from orchestrator.protocol import auth_metadata
 from orchestrator.workload.mix import input_text
 
@@ -98,7 +98,8 @@ def open_channel(target: str, tls: bool = False, ca_file: str | None = None) -> 
 def token_of(environment: Any) -> str | None:
     options = environment.parsed_options
     token: str | None = getattr(options, "token", None) if options is not None else None
-    return token or None
+    # `inflection load` passes it as INFLECTION_TOKEN, not on Locust's command line.
+    return token_from(token)
 
 
 class TaskRunner:

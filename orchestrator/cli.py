@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from agents.dsl import Program
+    from orchestrator.client import Client
     from orchestrator.domain import AgentInfo, TaskResult, TaskUsage
     from orchestrator.executor.interpreter import Encoder
 
@@ -443,15 +444,32 @@ def _encoder(model: str | None) -> Encoder:
     return Encoder(tokenizer.encode, tokenizer.bos_token_id)
 
 
+def server_client_flags(p: argparse.ArgumentParser) -> None:
+    """How a command that talks to a server authenticates and connects."""
+    p.add_argument(
+        "--token",
+        help="bearer token, if the server wants one (default: $INFLECTION_TOKEN); prefer "
+        "the variable or --token-file, a flag shows in `ps`",
+    )
+    p.add_argument("--token-file", help="read the bearer token from this file")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    p.add_argument("--tls-ca", help="connect with TLS trusting this CA bundle (PEM)")
+
+
+def client_of(args: argparse.Namespace, timeout: float) -> Client:
+    from orchestrator.client import Client, token_from
+
+    token = token_from(args.token, args.token_file)
+    return Client(args.target, token=token, timeout=timeout, tls=args.tls, ca=args.tls_ca)
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     from orchestrator.domain import TaskSpec
     from orchestrator.executor.estimate import SAMPLE_INPUT, describe, expect
     from orchestrator.executor.interpreter import Interpreter
 
     if args.target:
-        from orchestrator.client import Client
-
-        with Client(args.target, token=args.token, timeout=60.0) as client:
+        with client_of(args, timeout=60.0) as client:
             print_table(console, _agent_table(client.list_agents()), format_of(args))
         return 0
     encoder = _encoder(None)
@@ -530,9 +548,7 @@ def cmd_agents_show(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from orchestrator.client import Client
-
-    with Client(args.target, token=args.token, timeout=10.0) as client:
+    with client_of(args, timeout=10.0) as client:
         status = client.cluster_status()
     table = Table(
         title=f"{status.model} (max_model_len {status.max_model_len})", title_justify="left"
@@ -616,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agents = sub.add_parser("agents", help="list, validate and show agent programs")
     agents.add_argument("--target", help="a server's host:port (default: the local list)")
-    agents.add_argument("--token", help="bearer token, if the server wants one")
+    server_client_flags(agents)
     agents.add_argument(
         "--programs", nargs="*", help="YAML program files or folders to add to the built-ins"
     )
@@ -635,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a server's replicas and their load")
     status.add_argument("--target", required=True, help="the server's host:port")
-    status.add_argument("--token", help="bearer token, if the server wants one")
+    server_client_flags(status)
     add_format_flag(status)
     status.set_defaults(func=cmd_status)
 

@@ -264,6 +264,19 @@ def channel_credentials(
     )
 
 
+TOKEN_ENV = "INFLECTION_TOKEN"  # where CLIs (and the Locust processes) find a token
+
+
+def token_from(token: str | None = None, token_file: PathLike | None = None) -> str | None:
+    """The bearer token of a command: `token`, else `token_file`'s first line, else the
+    INFLECTION_TOKEN environment variable (so it need not appear on a command line)."""
+    if token:
+        return token
+    if token_file:
+        return Path(token_file).read_text().strip() or None
+    return os.environ.get(TOKEN_ENV) or None
+
+
 def open_channel(
     target: str, tls: bool = False, ca: PathLike | None = None, **client_cert: PathLike
 ) -> grpc.Channel:

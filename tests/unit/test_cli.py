@@ -166,8 +166,8 @@ def test_agents_prints_json_with_format(monkeypatch: pytest.MonkeyPatch) -> None
 class _FakeClient:
     """The SDK client `inflection status` opens, answering a fixed cluster status."""
 
-    def __init__(self, target: str, token: str | None = None, timeout: float = 0) -> None:
-        del target, token, timeout
+    def __init__(self, target: str, **options: object) -> None:
+        del target, options
 
     def __enter__(self) -> _FakeClient:
         return self

@@ -68,10 +68,33 @@ def test_open_loop_slo_token_and_processes_pass_through(tmp_path: Path) -> None:
     assert option(cmd, "--arrival-rate") == "3.5"
     assert option(cmd, "--arrival-process") == "gamma" and option(cmd, "--arrival-cv") == "2"
     assert option(cmd, "--slo") == "task_ttft=5s,task_latency=30s"
-    assert option(cmd, "--token") == "t0k"
+    assert "--token" not in cmd and not any("t0k" in part for part in cmd)  # `ps` shows argv
     assert option(cmd, "--processes") == "2"
     assert option(cmd, "--master-bind-host") == "127.0.0.1"  # loopback unless asked
     assert "--html" not in cmd
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_the_token_reaches_locust_by_environment_never_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: bool
+) -> None:
+    monkeypatch.setenv("INFLECTION_TOKEN", "")  # restored after, whatever resolve_token sets
+    (tmp_path / "token").write_text("s3cret\n")
+    args = parse("--token-file", str(tmp_path / "token"), *(["--worker"] if worker else []))
+    options.resolve_token(args)
+    cmd = locust_run.locust_command(args, None if worker else "h:1", files(tmp_path))
+    assert not any("s3cret" in part for part in cmd)
+    assert locust_run.locust_env()["INFLECTION_TOKEN"] == "s3cret"
+
+
+def test_the_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFLECTION_TOKEN", "from-env")
+    args = parse()
+    options.resolve_token(args)
+    assert args.token == "from-env"
+    args = parse("--token", "flag-wins")
+    options.resolve_token(args)
+    assert args.token == "flag-wins"
 
 
 def test_open_loop_defaults_to_one_dispatcher(tmp_path: Path) -> None:
