@@ -68,6 +68,7 @@ from loadtests.user import (
     open_channel,
     set_total_rate,
     tls_of,
+    token_of,
 )
 from loadtests.workload import WorkloadError, default_workload, load_workload
 from orchestrator.api.v1 import inflection_pb2 as pb
@@ -396,7 +397,7 @@ def _key_hint(message: str, environment: Any) -> str:
     `--api-key`) that `--token` gives, or a different one."""
     if "HTTP 401" not in message and "HTTP 403" not in message:
         return ""
-    if getattr(environment.parsed_options, "token", ""):
+    if token_of(environment):  # --token, or INFLECTION_TOKEN as `inflection load` passes it
         return " (check --token: the server refused this key)"
     return " (the server wants an API key: give it with --token)"
 
