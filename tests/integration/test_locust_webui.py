@@ -76,6 +76,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def web_ui(proc: subprocess.Popen[Any], web_port: int, log: Path) -> Iterator[str]:
+    """Wait (30 s at most) for the web UI of the Locust process `proc`, yield its URL,
+    and stop Locust after; fail with the end of its log if it exits or never listens."""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"locust exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail(f"locust's web UI did not come up:\n{log.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{web_port}"
+    finally:
+        _stop(proc)
+
+
 def _stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
     """SIGTERM to the process group, then SIGKILL if it lingers."""
     if proc.poll() is not None:
@@ -184,21 +204,7 @@ def locust_ui(tmp_path: Path, orchestrator: str) -> Iterator[str]:
             env=env,
             start_new_session=True,
         )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"locust exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail(f"locust's web UI did not come up:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{web_port}"
-    finally:
-        _stop(proc)
+    yield from web_ui(proc, web_port, log)
 
 
 def _row(page: Any, agent: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ build/test-artifacts/agentic-tab-openai.png.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,9 +29,9 @@ from tests.integration.test_locust_webui import (
     _free_port,
     _number,
     _row,
-    _stop,
     assert_no_horizontal_overflow,
     playwright_api,
+    web_ui,
 )
 
 pytestmark = [
@@ -77,21 +76,7 @@ def locust_ui(guarded_openai_server: OpenAIServer, tmp_path: Path) -> Iterator[s
             env={**os.environ, "PYTHONPATH": str(REPO)},
             start_new_session=True,
         )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"locust exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail(f"locust's web UI did not come up:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{web_port}"
-    finally:
-        _stop(proc)
+    yield from web_ui(proc, web_port, log)
 
 
 def test_agentic_tabs_show_the_openai_targets_figures(locust_ui: str) -> None:
