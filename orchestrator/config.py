@@ -386,6 +386,13 @@ class ServerConfig(_Strict):
     keepalive_timeout_s: float = Field(
         default=20.0, gt=0, description="A ping unanswered this long closes the connection."
     )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM or SIGINT: health turns NOT_SERVING, new tasks are refused "
+        "with UNAVAILABLE and a retry hint, and tasks in flight get this long to finish "
+        "before they are cancelled (with their partial usage).",
+    )
     min_client_ping_interval_s: float = Field(
         default=10.0,
         gt=0,
