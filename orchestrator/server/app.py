@@ -49,7 +49,7 @@ from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.replicas.pool import ReplicaPool
 from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_model_dir
 from orchestrator.routing import make_router
-from orchestrator.server.auth import BearerTokenInterceptor
+from orchestrator.server.auth import AuthFailures, BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
 from orchestrator.server.servicer import ClusterView, OrchestratorServicer
 from orchestrator.server.tls import grpc_server_credentials, http_ssl_context
@@ -435,9 +435,10 @@ async def start_http(
     executor: Executor,
     model: str,
     vocab_size: int,
+    auth_failures: AuthFailures | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Start the OpenAI-compatible front door on server.host:server.http_port. Raises
-    StartupError for a port in use."""
+    StartupError for a port in use. `auth_failures`: the gRPC server's (None: its own)."""
     from orchestrator.server.http import FrontDoor, serve_http
 
     server = config.server
@@ -449,6 +450,7 @@ async def start_http(
         vocab_size,
         auth_token=server.auth_token,
         max_body_bytes=http_max_body_bytes(config),
+        auth_failures=auth_failures if auth_failures is not None else AuthFailures(),
     )
     ssl_context = server_ssl_context(server.tls) if server.tls is not None else None
     try:
@@ -463,13 +465,18 @@ async def start_http(
         ) from None
 
 
-def bind_grpc_server(config: DeploymentConfig) -> tuple[grpc.aio.Server, int]:
-    """A gRPC server holding its port, not yet serving. Raises StartupError."""
+def bind_grpc_server(
+    config: DeploymentConfig, auth_failures: AuthFailures | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server holding its port, not yet serving. Raises StartupError.
+    `auth_failures`: shared with the HTTP front door (None: its own)."""
     host, port = config.server.host, config.server.port
     in_use = StartupError(f"port {host}:{port} is in use")
     check_port(config.server)
     interceptors = (
-        [BearerTokenInterceptor(config.server.auth_token)] if config.server.auth_token else []
+        [BearerTokenInterceptor(config.server.auth_token, auth_failures)]
+        if config.server.auth_token
+        else []
     )
     tls = config.server.tls
     credentials = None
@@ -602,12 +609,13 @@ class Deployment:
         http: web.AppRunner | None = None
         http_port: int | None = None
         health_task: asyncio.Task[None] | None = None
+        auth_failures = AuthFailures()  # both listeners lock a token guesser out together
         try:
             tokenizer: ServingTokenizer
             if config.replicas.backend is Backend.OPENAI:
                 # Existing servers: no Ray and no replica actors; the endpoints are
                 # called from this process (README "Existing OpenAI-compatible servers").
-                server, port = bind_grpc_server(config)
+                server, port = bind_grpc_server(config, auth_failures)
                 pool = await start_openai_pool(config)
                 model = pool.model
                 tokenizer = await asyncio.to_thread(openai_tokenizer, config, model)
@@ -623,7 +631,7 @@ class Deployment:
             # processes (GCS, raylet) badly (a start that stalled on the GCS's port file).
             # Still before the replicas, so a port taken meanwhile costs no engine start.
             if pool is None:
-                server, port = bind_grpc_server(config)
+                server, port = bind_grpc_server(config, auth_failures)
                 pool = ReplicaPool(engines_for(config), model, config.ray.namespace)
                 await pool.start()  # stops its replicas itself if cancelled or failed
             assert server is not None  # bound in either branch
@@ -643,7 +651,9 @@ class Deployment:
                 follow_replicas(health, pool, ServiceHealth.SERVING), name="follow-replicas"
             )
             if config.server.http_port is not None:
-                http, http_port = await start_http(config, executor, model, tokenizer.vocab_size)
+                http, http_port = await start_http(
+                    config, executor, model, tokenizer.vocab_size, auth_failures
+                )
         except BaseException:
             if health_task is not None:
                 health_task.cancel()

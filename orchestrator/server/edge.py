@@ -42,12 +42,16 @@ UNPARSEABLE: Final = Unparseable()
 
 @dataclass(slots=True)
 class RateLimitedLog:
-    """At most one line per `every_s` per key (a method); the next line that gets through
-    says how many were suppressed since, so a flood of bad requests stays readable."""
+    """At most one line per `every_s` per key (a method, a peer); the next line that gets
+    through says how many were suppressed since, so a flood of bad requests stays readable."""
 
     every_s: float = 10.0
     clock: Callable[[], float] = time.monotonic
-    # key -> (when its last line was written, lines suppressed since)
+    logger: logging.Logger = log  # where the lines go
+    # Keys remembered at most; past it the key written longest ago is forgotten (its next
+    # line is written), so a flood from many peers cannot grow this without bound.
+    max_keys: int = 10_000
+    # key -> (when its last line was written, lines suppressed since); oldest line first
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def admit(self, key: str) -> int | None:
@@ -57,6 +61,9 @@ class RateLimitedLog:
         if last is not None and now - last[0] < self.every_s:
             self._last[key] = (last[0], last[1] + 1)
             return None
+        self._last.pop(key, None)  # re-inserted last: the dict stays in order of lines
+        while len(self._last) >= self.max_keys:
+            del self._last[next(iter(self._last))]
         self._last[key] = (now, 0)
         return last[1] if last is not None else 0
 
@@ -66,7 +73,7 @@ class RateLimitedLog:
             return
         if suppressed:
             message += f" ({suppressed} more like it in the last {self.every_s:g} s not logged)"
-        log.warning("%s", message)
+        self.logger.warning("%s", message)
 
 
 BAD_BODIES = RateLimitedLog()

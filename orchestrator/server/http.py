@@ -50,6 +50,7 @@ from orchestrator.domain import (
 )
 from orchestrator.executor.driver import TaskFailed
 from orchestrator.executor.executor import Executor
+from orchestrator.server.auth import AuthFailures, lockout_message
 from orchestrator.server.servicer import MESSAGE_CHARS, _Invalid, generate_spec, task_spec
 
 log = logging.getLogger(__name__)
@@ -523,6 +524,9 @@ class FrontDoor:
     vocab_size: int
     auth_token: str | None = None
     max_body_bytes: int = 1024**2
+    # Failed authentications per client address; the gRPC server's, so that both
+    # listeners of one server lock a guesser out together.
+    auth_failures: AuthFailures = field(default_factory=AuthFailures)
     clock: Callable[[], float] = time.time
 
     def steps_of(self, agent: str) -> tuple[str, ...] | None:
@@ -571,16 +575,32 @@ class FrontDoor:
     def _authenticate(self, request: web.Request) -> None:
         if self.auth_token is None:
             return
+        peer = request.remote or "unknown"
+        # A peer locked out is refused before its token is looked at (auth.py says why).
+        retry_after_s = self.auth_failures.locked_out(peer)
+        if retry_after_s is not None:
+            raise HttpError(
+                429,
+                lockout_message(peer, retry_after_s),
+                "rate_limit_error",
+                code="resource_exhausted",
+                headers={
+                    "Retry-After": str(max(1, math.ceil(retry_after_s))),
+                    "retry-after-ms": str(round(retry_after_s * 1000)),
+                },
+            )
         given = request.headers.get("Authorization", "")
         # aiohttp decodes header bytes with surrogateescape: encode them back the same way.
         given_bytes = given.encode("utf-8", "surrogateescape")
         if hmac.compare_digest(given_bytes, f"Bearer {self.auth_token}".encode()):
             return
-        message = (
-            "missing Authorization header; send 'Authorization: Bearer <token>'"
-            if not given
-            else "invalid bearer token"
-        )
+        where = f"{request.method} {shorten(request.path)}"
+        if not given:
+            message = "missing Authorization header; send 'Authorization: Bearer <token>'"
+            self.auth_failures.record(peer, where, "no token")
+        else:
+            message = "invalid bearer token"
+            self.auth_failures.record(peer, where, message)
         raise HttpError(401, message, code="invalid_api_key")
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
