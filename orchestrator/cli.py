@@ -249,6 +249,20 @@ async def _serve(config: DeploymentConfig) -> int:
     if deployment.http_url is not None:
         print(f"inflection: OpenAI-compatible API on {deployment.http_url}", flush=True)
     await stop.event.wait()
+    # Graceful drain: health NOT_SERVING and new tasks refused at once, the tasks in
+    # flight get server.drain_timeout_s; a second signal still exits at once (_Stop).
+    timeout = config.server.drain_timeout_s
+    err_console.print(
+        f"inflection: draining {deployment.in_flight} tasks in flight for up to {timeout:g} s",
+        highlight=False,
+    )
+    drained = await deployment.drain(timeout)
+    err_console.print(
+        f"inflection: drained in {drained.seconds:.1f} s: "
+        f"{drained.in_flight - drained.cancelled} ended, {drained.cancelled} cancelled; "
+        "stopping",
+        highlight=False,
+    )
     await deployment.stop()
     return stop.exit_code
 

@@ -78,7 +78,8 @@ class TaskFailed(Exception):
         self.code = code
         self.message = message
         self.usage = usage
-        self.retry_after_s = retry_after_s  # RESOURCE_EXHAUSTED: when to try again
+        # RESOURCE_EXHAUSTED, or UNAVAILABLE from a draining server: when to try again
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return self.message
@@ -371,6 +372,13 @@ class TaskDriver:
             f"{self.task.spec.deadline_s:.3f} s; its outstanding calls were aborted",
             now,
         )
+
+    def interrupt(self, message: str, now: float) -> list[Command]:
+        """The server stops the task (a drain ran out of time): it fails UNAVAILABLE
+        with `message`, its outstanding calls aborted and counted, as at a deadline."""
+        if self.ended:
+            return []
+        return self._fail(ErrorCode.UNAVAILABLE, message, now)
 
     def abandon(self) -> list[Command]:
         """Nobody waits for the task any more (the client went away): stop its work."""

@@ -117,11 +117,62 @@ class _Failed:
     tool: bool = False
 
 
-_Message = _Delta | _Done | _ToolDone | _Failed
+@dataclass(slots=True, frozen=True)
+class _Stopped:
+    """A drain ran out of time: the task ends now with its partial usage."""
+
+    message: str  # the failure the client gets
+
+
+_Message = _Delta | _Done | _ToolDone | _Failed | _Stopped
+
+# UNAVAILABLE from a draining server: the retry hint, seconds. Short, since a retry
+# through a load balancer lands on another server at once.
+DRAIN_RETRY_AFTER_S = 1.0
+# After a drain's timeout, how long the tasks it stopped get to end (abort their calls
+# and report their usage) before the drain returns anyway.
+DRAIN_STOP_GRACE_S = 5.0
 
 # Samples behind the expected figures ListAgents reports.
 _EXPECTATION_SAMPLES = 200
 _EXPECTATION_INPUT = SAMPLE_INPUT
+
+
+def draining_refusal() -> TaskFailed:
+    """What a task or generation that arrives during a drain fails with."""
+    return TaskFailed(
+        ErrorCode.UNAVAILABLE,
+        "the server is draining (shutting down); retry on another server or after it restarts",
+        retry_after_s=DRAIN_RETRY_AFTER_S,
+    )
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    """A task or generation in flight, as a drain sees it (one per run, by identity)."""
+
+    stopped: str | None = None  # why a drain stopped it; None while it may run on
+    queue: asyncio.Queue[_Message] | None = None  # a task's: the stop arrives as a message
+    timer: asyncio.Timeout | None = None  # a generation's current read of its engine
+
+    def stop(self, message: str) -> None:
+        """End it now with `message`, through the same path as a deadline: its calls are
+        aborted and its partial usage reported."""
+        self.stopped = message
+        if self.queue is not None:
+            self.queue.put_nowait(_Stopped(message))
+        if self.timer is not None:
+            with contextlib.suppress(RuntimeError):  # the read already ended
+                self.timer.reschedule(asyncio.get_running_loop().time())
+
+
+@dataclass(slots=True, frozen=True)
+class Drained:
+    """How a drain went."""
+
+    in_flight: int  # tasks and generations running when it began
+    cancelled: int  # of those, still running at the timeout, and stopped
+    seconds: float  # from its start until the last of them ended
 
 
 class _Diverged(Exception):
@@ -197,6 +248,11 @@ class Executor:
         self._limits = DriverLimits(max_concurrent_calls_per_task, max_retries)
         self._filler = filler_tokens(self._encoder)
         self._infos: dict[str, AgentInfo] = {}
+        # Tasks and generations in flight, for a drain; set while there are none.
+        self._live: set[_Live] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
 
     def _load(self) -> tuple[int, int]:
         """(tokens outstanding on healthy replicas, healthy replicas), for admission."""
@@ -236,16 +292,77 @@ class Executor:
         task_id = f"task-{uuid.uuid4().hex[:12]}"
         return prepare_task(self._interpreters, spec, task_id, self._dispatcher.max_model_len)
 
+    @property
+    def draining(self) -> bool:
+        """True once `drain` began: new tasks and generations are refused."""
+        return self._draining
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks and generations running now."""
+        return len(self._live)
+
+    async def drain(self, timeout_s: float) -> Drained:
+        """Refuse new tasks and generations from now on (UNAVAILABLE with a retry hint)
+        and wait up to `timeout_s` for those in flight to finish; then stop the rest,
+        each failing UNAVAILABLE with its partial usage (its calls aborted, as at a
+        deadline). Returns once none runs (or DRAIN_STOP_GRACE_S after the stop)."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        in_flight = len(self._live)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        stopped = list(self._live)
+        message = (
+            "the server is draining (shutting down) and stopped this request at its drain "
+            f"timeout of {timeout_s:g} s; its outstanding calls were aborted (retry on "
+            "another server or after it restarts)"
+        )
+        for live in stopped:
+            live.stop(message)
+        if stopped:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_STOP_GRACE_S):
+                    await self._idle.wait()
+        return Drained(in_flight, len(stopped), loop.time() - started)
+
+    def _enter(self) -> _Live:
+        if self._draining:
+            raise draining_refusal()
+        live = _Live()
+        self._live.add(live)
+        self._idle.clear()
+        return live
+
+    def _leave(self, live: _Live) -> None:
+        self._live.discard(live)
+        if not self._live:
+            self._idle.set()
+
     async def run(
         self, task: TaskProgress, *, stream_answer: bool = True
     ) -> AsyncGenerator[TaskEvent, None]:
-        """Run a prepared task, yielding its events; raises TaskFailed on failure.
+        """Run a prepared task, yielding its events; raises TaskFailed on failure (at
+        once, UNAVAILABLE with a retry hint, while the executor drains).
 
         stream_answer=False (the unary `Run`): the answer call returns whole, like every
         other call, and no AnswerDelta is yielded; streaming tokens through Ray that no
         client watches costs more CPU than the engine spends producing them. task_ttft is
         then when the engine produced the first answer token (dispatch + engine TTFT).
         """
+        live = self._enter()
+        try:
+            async with contextlib.aclosing(self._run(task, live, stream_answer)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._leave(live)
+
+    async def _run(
+        self, task: TaskProgress, live: _Live, stream_answer: bool
+    ) -> AsyncGenerator[TaskEvent, None]:
         driver = TaskDriver(
             self._interpreters[task.program.name],
             task,
@@ -258,8 +375,12 @@ class Executor:
         )
         # Its first call's weight, held against the bound until the router books it.
         ticket = await self._admit(driver.reservation, driver.deadline)
-        yield TaskAccepted(task_id=task.task_id, agent=task.program.name)
+        if live.stopped is not None:  # the drain ran out while the task was queued
+            ticket.release()
+            raise TaskFailed(ErrorCode.UNAVAILABLE, live.stopped)
         queue: asyncio.Queue[_Message] = asyncio.Queue()
+        live.queue = queue
+        yield TaskAccepted(task_id=task.task_id, agent=task.program.name)
         in_flight: dict[str, asyncio.Task[None]] = {}
         streams: dict[str, _StreamedOutput] = {}  # what each streaming call has sent
         try:
@@ -294,6 +415,9 @@ class Executor:
                     commands = driver.expire(time.monotonic())
                     continue
                 now = time.monotonic()
+                if isinstance(message, _Stopped):
+                    commands = driver.interrupt(message.message, now)
+                    continue
                 if isinstance(message, _Delta):
                     driver.answer_streamed(message.call_id, len(message.delta.token_ids), now)
                     commands = []
@@ -391,7 +515,19 @@ class Executor:
         queue.put_nowait(_ToolDone(action.action_id, outcome, ok))
 
     async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerateOutput, None]:
-        """One plain call on one replica; the last output carries the call record."""
+        """One plain call on one replica; the last output carries the call record.
+        Raises TaskFailed (at once, UNAVAILABLE with a retry hint, while draining)."""
+        live = self._enter()
+        try:
+            async with contextlib.aclosing(self._generate(spec, live)) as outputs:
+                async for output in outputs:
+                    yield output
+        finally:
+            self._leave(live)
+
+    async def _generate(
+        self, spec: GenerateSpec, live: _Live
+    ) -> AsyncGenerator[GenerateOutput, None]:
         ids = spec.prompt_token_ids or tuple(self._encoder(spec.prompt))
         if not ids:
             raise TaskFailed(ErrorCode.INVALID_ARGUMENT, "prompt: encodes to no tokens")
@@ -421,8 +557,11 @@ class Executor:
                     # timeout firing while the consumer is suspended (the servicer
                     # writing to a slow client) cancels the consumer itself, and the
                     # client then never gets a status.
-                    async with asyncio.timeout(_time_left(deadline)):
+                    if live.stopped is not None:
+                        raise TimeoutError
+                    async with asyncio.timeout(_time_left(deadline)) as live.timer:
                         item = await anext(stream, None)
+                    live.timer = None
                     if item is None:
                         break
                     if isinstance(item, CallResult):
@@ -458,8 +597,10 @@ class Executor:
             )
             output = None
             raise TaskFailed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"generation exceeded its deadline of {spec.deadline_s:.3f} s and was aborted",
+                ErrorCode.DEADLINE_EXCEEDED if live.stopped is None else ErrorCode.UNAVAILABLE,
+                f"generation exceeded its deadline of {spec.deadline_s:.3f} s and was aborted"
+                if live.stopped is None
+                else live.stopped,
                 task_usage(
                     [record],
                     user_input_tokens=len(ids),

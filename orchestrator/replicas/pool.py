@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 STATS_TIMEOUT_S = 5.0
 # How long a replacement waits for Ray to release the name of the actor it replaces.
 NAME_RELEASE_TIMEOUT_S = 10.0
+# How long a drained replica's engine gets to shut down before its actor is killed.
+SHUTDOWN_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +115,10 @@ class _Replica:
         self.restarts = 0  # restarts in a row that did not run restart_stable_s (back-off)
         self.ready_at = 0.0  # loop time the current actor's engine came up
         self.replacing: asyncio.Task[None] | None = None  # while a new actor is started
+        # Being drained (drain_replica): not routable, not health-checked, never
+        # replaced; its calls in flight finish. ReplicaState stays as the proto has it.
+        self.draining = False
+        self.idle: asyncio.Event | None = None  # while draining: set once no call is open
 
 
 def _as_engine_error(replica: _Replica, exc: BaseException) -> EngineError:
@@ -207,13 +213,60 @@ class ReplicaPool:
     def views(self) -> list[ReplicaView]:
         """Routing's view of every replica, from local state only: the engines' stats
         are refreshed in the background every `stats_period_s`, never per call."""
-        return [
-            replica_view(r.name, r.state, r.in_flight, r.stats) for r in self._replicas.values()
-        ]
+        views = []
+        for r in self._replicas.values():
+            view = replica_view(r.name, r.state, r.in_flight, r.stats)
+            views.append(replace(view, healthy=False) if r.draining else view)
+        return views
+
+    def _routable(self, replica_name: str) -> _Replica:
+        """The replica a call was routed to; gone (drained and removed since routing
+        chose it) is UNAVAILABLE, which the task retries on another replica."""
+        replica = self._replicas.get(replica_name)
+        if replica is None:
+            raise EngineError(
+                ErrorCode.UNAVAILABLE, f"replica {replica_name} was drained and removed"
+            )
+        return replica
+
+    async def drain_replica(self, name: str, timeout_s: float) -> int:
+        """Take replica `name` out of the pool without failing its calls: routing stops
+        choosing it at once, the calls in flight on it run to the end (for up to
+        `timeout_s`), then its engine shuts down, its actor is killed and it is removed,
+        never replaced. Returns the calls still in flight at the timeout (0: a clean
+        drain); those fail UNAVAILABLE when the actor goes, and their tasks retry them
+        on the other replicas. Raises KeyError for an unknown replica."""
+        replica = self._replicas[name]
+        replica.draining = True
+        replica.last_error = "draining: no new calls; removed once its calls finish"
+        log.warning("replica %s draining: %d calls in flight", name, replica.in_flight)
+        # A call routed here just before the drain starts in a task of its own: let it
+        # reach `call` (and count), or fail over from `_routable` once this one is gone.
+        await asyncio.sleep(0)
+        replica.idle = asyncio.Event()
+        if replica.in_flight == 0:
+            replica.idle.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await replica.idle.wait()
+        left = replica.in_flight
+        if replica.replacing is not None:
+            replica.replacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await replica.replacing
+        self._replicas.pop(name, None)
+        if replica.state is ReplicaState.READY and left == 0:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(replica.actor.shutdown.remote(), SHUTDOWN_TIMEOUT_S)
+        self._discard(replica.actor, replica.group)
+        replica.group = None
+        replica.state = ReplicaState.STOPPED
+        log.warning("replica %s drained and removed (%d calls were still in flight)", name, left)
+        return left
 
     async def call(self, replica_name: str, call: CallRequest) -> CallResult:
         """Run one call to completion on the named replica."""
-        replica = self._replicas[replica_name]
+        replica = self._routable(replica_name)
         replica.in_flight += 1
         actor = replica.actor
         ref = actor.generate.remote(call)
@@ -228,12 +281,14 @@ class ReplicaPool:
             raise self._failed(replica, actor, exc) from exc
         finally:
             replica.in_flight -= 1
+            if replica.in_flight == 0 and replica.idle is not None:
+                replica.idle.set()
 
     async def stream(
         self, replica_name: str, call: CallRequest
     ) -> AsyncGenerator[CallDelta | CallResult, None]:
         """Run one call on the named replica, yielding its deltas and then its result."""
-        replica = self._replicas[replica_name]
+        replica = self._routable(replica_name)
         replica.in_flight += 1
         actor = replica.actor
         refs = actor.generate_stream.options(num_returns="streaming").remote(call)
@@ -249,6 +304,8 @@ class ReplicaPool:
             raise self._failed(replica, actor, exc) from exc
         finally:
             replica.in_flight -= 1
+            if replica.in_flight == 0 and replica.idle is not None:
+                replica.idle.set()
 
     def _failed(self, replica: _Replica, actor: Any, exc: BaseException) -> EngineError:
         error = _as_engine_error(replica, exc)
@@ -290,6 +347,7 @@ class ReplicaPool:
         # A replica being replaced has no actor worth asking until the new one is up.
         return (
             not self._closing
+            and not replica.draining
             and replica.replacing is None
             and replica.state
             in (
@@ -480,7 +538,7 @@ class ReplicaPool:
                 task.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
         self._health_task = self._stats_task = None
-        for replica in self._replicas.values():
+        for replica in list(self._replicas.values()):  # a drain_replica may remove one
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(replica.actor.shutdown.remote(), timeout=30.0)
             with contextlib.suppress(Exception):

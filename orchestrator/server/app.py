@@ -43,7 +43,7 @@ from orchestrator.config import (
     TlsConfig,
     engine_for_routing,
 )
-from orchestrator.executor.executor import Dispatcher, Executor, Tokenizer
+from orchestrator.executor.executor import Dispatcher, Drained, Executor, Tokenizer
 from orchestrator.replicas.healing import ServiceHealth, service_health
 from orchestrator.replicas.openai_pool import EndpointStartError, OpenAIPool
 from orchestrator.replicas.pool import ReplicaPool
@@ -577,6 +577,9 @@ class Deployment:
     http_port: int | None = None
     # Keeps the gRPC health service on the replicas' health (follow_replicas).
     health_task: asyncio.Task[None] | None = None
+    # The gRPC health service ("" and SERVICE_NAME) and the executor, for `drain`.
+    health: health_aio.HealthServicer | None = None
+    executor: Executor | None = None
 
     @property
     def address(self) -> str:
@@ -669,13 +672,41 @@ class Deployment:
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         if http_port is not None:
             log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
-        return cls(config, pool, server, port, owns_ray, http, http_port, health_task)
+        return cls(
+            config, pool, server, port, owns_ray, http, http_port, health_task, health, executor
+        )
 
-    async def stop(self) -> None:
+    @property
+    def in_flight(self) -> int:
+        """Tasks and generations running now."""
+        return 0 if self.executor is None else self.executor.in_flight
+
+    async def drain(self, timeout_s: float | None = None) -> Drained:
+        """Begin stopping gracefully: health NOT_SERVING for "" and SERVICE_NAME, new
+        tasks and generations refused (gRPC UNAVAILABLE with a retry-after-ms trailer,
+        HTTP 503 with Retry-After), and those in flight given `timeout_s` (default
+        server.drain_timeout_s) to finish before they are stopped with their partial
+        usage. ListAgents and GetClusterStatus keep answering; `stop` ends the rest."""
+        timeout = self.config.server.drain_timeout_s if timeout_s is None else timeout_s
+        await self._stop_following()  # or it would set SERVING again
+        if self.health is not None:
+            for service in ("", SERVICE_NAME):
+                await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.executor is None:
+            return Drained(0, 0, 0.0)
+        return await self.executor.drain(timeout)
+
+    async def _stop_following(self) -> None:
         if self.health_task is not None:
             self.health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.health_task
+            self.health_task = None
+
+    async def stop(self) -> None:
+        """Stop the servers, the replicas and (when this process joined it) Ray; calls
+        still open get 2 s (`drain` first, to let tasks finish)."""
+        await self._stop_following()
         if self.http is not None:
             await self.http.cleanup()
         await self.server.stop(grace=2.0)
