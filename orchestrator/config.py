@@ -504,6 +504,22 @@ class AdmissionConfig(_Strict):
         description="Tasks that may wait; beyond this they are refused with "
         "RESOURCE_EXHAUSTED and a retry-after hint.",
     )
+    max_calls_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        description="New tasks wait while the calls in flight reach this times the healthy "
+        "replicas. None: learned from the calls' time per output token (the limit grows "
+        "while it stays within 3x the best seen, and is cut beyond), and new tasks also "
+        "wait while the engines report more requests waiting than 1/8 of those running.",
+    )
+    max_queue_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest a task waits for admission: a task that would wait longer is "
+        "refused with RESOURCE_EXHAUSTED and a retry-after hint. None: the median run time "
+        "of the tasks completed lately (at least 0.5 s; 5 s until one has), so that a task "
+        "admitted under overload takes about what it takes at capacity, plus at most that.",
+    )
 
 
 class RayConfig(_Strict):

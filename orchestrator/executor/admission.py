@@ -1,17 +1,28 @@
 """Admission control: back-pressure when the replicas are saturated.
 
-The cluster is saturated when the tokens outstanding on the healthy replicas (the
-router's book: prompt + max_tokens of every call in flight, less cached prefixes) plus
-the reservations of just-admitted tasks reach `max_outstanding_tokens_per_replica` x
-the healthy replicas. A new task then waits in a bounded queue, earliest deadline first
-(tasks without one after, in arrival order); beyond `max_queued_tasks` it is refused at
-once with RESOURCE_EXHAUSTED and a retry-after hint. A task admitted runs to completion:
-only the start of work is gated, so a half-run task never stalls and memory stays
-bounded by the queue and the bound.
+The cluster is saturated by either of two bounds, each counting the healthy replicas:
 
-Each admitted task reserves its first call's tokens until that call is booked by the
-router (or the task ends), so a burst arriving in one instant cannot all slip in before
-any of it shows up as load.
+- **calls**: the calls in flight (plus one per just-admitted task) reach what the engines
+  can run at once: `max_calls_per_replica` x the replicas, or by default what the engines
+  report. A replica with requests waiting in its engine, or its KV cache full, runs all it
+  can: that many calls are its slots (`CallSlots`). Beyond them a call only queues inside
+  the engine, where it adds latency to every task and throughput to none.
+- **tokens**: the tokens outstanding (the router's book: prompt + max_tokens of every call
+  in flight, less cached prefixes) plus the reservations of just-admitted tasks reach
+  `max_outstanding_tokens_per_replica` x the replicas.
+
+A new task then waits in a bounded queue, earliest deadline first (tasks without one
+after, in arrival order), for at most the queue's wait limit: `max_queue_wait_s`, by
+default the median run time of the tasks completed lately. A task that would wait longer
+(the queue is full, or its pace says the wait would exceed the limit), or that did wait
+that long, is refused with RESOURCE_EXHAUSTED and a retry-after hint. So under any
+overload an admitted task takes at most about twice what it takes at capacity, and the
+excess is told at once to go elsewhere. A task admitted runs to completion: only the start
+of work is gated, so a half-run task never stalls and memory stays bounded by the queue.
+
+Each admitted task reserves its first call (its tokens and one call) until that call is
+booked by the router (or the task ends), so a burst arriving in one instant cannot all
+slip in before any of it shows up as load.
 """
 
 from __future__ import annotations
@@ -21,20 +32,102 @@ import enum
 import heapq
 import itertools
 import math
+import statistics
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from orchestrator.config import AdmissionConfig
-from orchestrator.domain import ErrorCode
+from orchestrator.domain import CallResult, ErrorCode
+from orchestrator.routing import ReplicaView
 
 K = TypeVar("K")
 
 # Retry-after hints are clamped to this range, seconds.
 _MIN_RETRY_S = 0.5
 _MAX_RETRY_S = 60.0
+# The queue's wait limit before any task has completed (max_queue_wait_s unset).
+DEFAULT_QUEUE_WAIT_S = 5.0
+# ... and never less than this: tasks of milliseconds still get a useful queue.
+MIN_QUEUE_WAIT_S = 0.5
+# CallLimit: the best time per token is forgotten this slowly (x per call), and the
+# recent one follows this share of each call.
+_DRIFT = 1.0001
+_SMOOTHING = 0.05
+# While tasks wait, the load is looked at again this often (seconds).
+WAKE_EVERY_S = 0.2
+# Run times of this many recent tasks make the default wait limit (their median).
+_RUN_TIMES_KEPT = 256
+# Calls that may wait in (or on their way to) the engines, as a fraction of the calls
+# they run, before new tasks wait instead: enough that a step always has work queued.
+QUEUE_ALLOWANCE = 0.125
+
+
+@dataclass(slots=True, frozen=True)
+class ClusterLoad:
+    """What admission reads of the healthy replicas at a decision."""
+
+    outstanding_tokens: int  # the router's book
+    healthy: int  # replicas
+    in_flight_calls: int = 0  # the orchestrator's own count: exact
+    waiting_calls: int = 0  # queued in the engines, as they last reported
+    running_calls: int = 0  # run by the engines, as they last reported
+
+
+def cluster_load(views: Iterable[ReplicaView], booked: Mapping[str, int]) -> ClusterLoad:
+    """The healthy replicas' load from routing's views and the router's book."""
+    tokens = healthy = in_flight = waiting = running = 0
+    for view in views:
+        if view.healthy:
+            healthy += 1
+            tokens += booked.get(view.name, 0)
+            in_flight += view.in_flight_calls
+            waiting += view.waiting_requests
+            running += view.running_requests
+    return ClusterLoad(tokens, healthy, in_flight, waiting, running)
+
+
+@dataclass(slots=True)
+class CallLimit:
+    """How many calls the replicas may carry at once, learned from the time per output
+    token their calls take, from their arrival at the engine (so a wait in its queue
+    counts as much as a slower batch). It starts at `initial` per replica and doubles while that
+    time stays within `tolerance` x the best seen lately (more calls in a batch, more
+    throughput); beyond that, batching more only slows every call, so the limit is cut
+    in proportion and then grows by about one call per limit's worth of calls."""
+
+    tolerance: float = 3.0
+    per_replica: float = 16.0
+    baseline: float | None = None  # the best time per output token lately, seconds
+    smoothed: float | None = None  # the recent time per output token, seconds
+    slow_start: bool = True  # doubling until the first cut
+    _calls_since_cut: int = 0
+
+    def observe(self, tpot: float, in_flight: int, healthy: int) -> None:
+        """A call ended that took `tpot` per output token, with `in_flight` calls on
+        `healthy` replicas."""
+        healthy = max(healthy, 1)
+        self.baseline = tpot if self.baseline is None else min(self.baseline * _DRIFT, tpot)
+        if self.smoothed is None:
+            self.smoothed = tpot
+        else:
+            self.smoothed += _SMOOTHING * (tpot - self.smoothed)
+        self._calls_since_cut += 1
+        over = self.smoothed / (self.tolerance * self.baseline)
+        if over > 1.0:
+            # Each cut waits for half the calls in flight to end: fresh evidence.
+            if self._calls_since_cut >= in_flight / 2:
+                carried = max(in_flight / healthy, 1.0)
+                self.per_replica = max(min(self.per_replica, carried / over), 1.0)
+                self.slow_start = False
+                self._calls_since_cut = 0
+        elif in_flight >= self.per_replica * healthy - healthy:  # the limit binds
+            self.per_replica += 1.0 / healthy if self.slow_start else 1.0 / max(in_flight, 1)
+
+    def bound(self, healthy: int) -> int:
+        return max(1, round(self.per_replica * max(healthy, 1)))
 
 
 class AdmissionRefused(Exception):
@@ -59,50 +152,127 @@ class Verdict(enum.Enum):
 
 class AdmissionQueue(Generic[K]):
     """The admission decisions, pure: no awaits, and time is an argument. `load()`
-    returns (tokens outstanding on healthy replicas, healthy replicas). The live
-    `Admission` wraps it with futures; the fast-forward simulator drives it directly,
-    with task handles as keys."""
+    returns the healthy replicas' `ClusterLoad`. The live `Admission` wraps it with
+    futures; the fast-forward simulator drives it directly, with task handles as keys."""
 
-    def __init__(self, config: AdmissionConfig, load: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, config: AdmissionConfig, load: Callable[[], ClusterLoad]) -> None:
         self.config = config
         self._load = load
         self.reserved = 0  # tokens held by admitted tasks whose first call is not routed
+        self.reserved_calls = 0  # those tasks (one first call each)
         self._heap: list[tuple[float, int]] = []  # (deadline or inf, seq)
         self._waiters: dict[int, tuple[K, int]] = {}  # seq -> (key, tokens); live ones
         self._seq_of: dict[K, int] = {}
         self._seq = itertools.count()
+        self._expiry: deque[tuple[float, int]] = deque()  # (when it gives up, seq), FIFO
         self._admitted_from_queue: deque[float] = deque(maxlen=64)
+        self._run_times: deque[float] = deque(maxlen=_RUN_TIMES_KEPT)
+        self._finished_at: deque[float] = deque(maxlen=64)
+        self._wait_limit: float | None = None  # the median of _run_times, cached
         self.refused = 0
+        self.calls = CallLimit()
 
     @property
     def queued(self) -> int:
         return len(self._waiters)
 
-    def saturated(self) -> bool:
-        outstanding, healthy = self._load()
-        bound = self.config.max_outstanding_tokens_per_replica * max(healthy, 1)
-        return outstanding + self.reserved >= bound
+    def call_done(self, result: CallResult) -> None:
+        """A call ended: its time per output token, its wait in the engine included,
+        adapts the call limit (calls of one token say nothing of it)."""
+        tokens = result.usage.output_tokens
+        if tokens < 2 or result.timings.e2e <= 0:
+            return
+        load = self._load()
+        self.calls.observe(result.timings.e2e / tokens, load.in_flight_calls, load.healthy)
 
-    def offer(self, key: K, tokens: int, deadline: float | None) -> Verdict:
+    def saturated(self) -> bool:
+        load = self._load()
+        healthy = max(load.healthy, 1)
+        if load.outstanding_tokens + self.reserved >= (
+            self.config.max_outstanding_tokens_per_replica * healthy
+        ):
+            return True
+        in_flight = load.in_flight_calls + self.reserved_calls
+        per_replica = self.config.max_calls_per_replica
+        if per_replica is not None:
+            return in_flight >= per_replica * healthy
+        if in_flight >= self.calls.bound(healthy):
+            return True
+        # Engines with a queue run all they can; more calls would only wait there.
+        return load.waiting_calls > max(healthy, QUEUE_ALLOWANCE * load.running_calls)
+
+    def wait_limit_s(self) -> float:
+        """How long a task may wait in the queue (module docstring)."""
+        if self.config.max_queue_wait_s is not None:
+            return self.config.max_queue_wait_s
+        if self._wait_limit is None:
+            times = self._run_times
+            median = statistics.median(times) if times else DEFAULT_QUEUE_WAIT_S
+            self._wait_limit = max(median, MIN_QUEUE_WAIT_S)
+        return self._wait_limit
+
+    def finished(self, run_s: float, now: float) -> None:
+        """An admitted task ended after `run_s` seconds (admission to end)."""
+        self._run_times.append(run_s)
+        self._finished_at.append(now)
+        self._wait_limit = None
+
+    def _service_rate(self) -> float | None:
+        """Tasks per second completed lately; None: not measured."""
+        times = self._finished_at
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def _admission_rate(self) -> float | None:
+        """Tasks per second admitted from the queue lately; None: not measured."""
+        times = self._admitted_from_queue
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def offer(self, key: K, tokens: int, deadline: float | None, now: float) -> Verdict:
         """A task whose first call weighs `tokens` asks to start. ADMITTED reserves the
-        tokens (give them back with `release`); QUEUED waits for `ready`."""
+        tokens (give them back with `release`); QUEUED waits for `ready` (or `expired`)."""
         if not self.config.enabled or (not self._waiters and not self.saturated()):
-            self.reserved += tokens
+            self._reserve(tokens)
             return Verdict.ADMITTED
-        if len(self._waiters) >= self.config.max_queued_tasks:
+        rate = self._service_rate()
+        limit = self.wait_limit_s()
+        if len(self._waiters) >= self.config.max_queued_tasks or (
+            rate is not None and (len(self._waiters) + 1) / rate > limit
+        ):
             self.refused += 1
             return Verdict.REFUSED
+        expiry = self._expiry
+        while expiry and expiry[0][1] not in self._waiters:
+            expiry.popleft()  # withdrawn or admitted: bounded by the arrivals of one limit
         seq = next(self._seq)
         heapq.heappush(self._heap, (deadline if deadline is not None else math.inf, seq))
         self._waiters[seq] = (key, tokens)
         self._seq_of[key] = seq
+        self._expiry.append((now + limit, seq))
         return Verdict.QUEUED
 
     def withdraw(self, key: K) -> None:
         """A queued task gave up (its deadline, or its client went away)."""
         seq = self._seq_of.pop(key, None)
         if seq is not None:
-            self._waiters.pop(seq, None)  # its heap entry is skipped lazily
+            self._waiters.pop(seq, None)  # its heap and expiry entries are skipped lazily
+
+    def expired(self, now: float) -> list[K]:
+        """Queued tasks that have waited their limit: refused (RESOURCE_EXHAUSTED)."""
+        gone: list[K] = []
+        expiry = self._expiry
+        while expiry and (expiry[0][0] <= now or expiry[0][1] not in self._waiters):
+            _, seq = expiry.popleft()
+            waiter = self._waiters.pop(seq, None)
+            if waiter is None:
+                continue
+            del self._seq_of[waiter[0]]
+            self.refused += 1
+            gone.append(waiter[0])
+        return gone
 
     def ready(self, now: float) -> list[tuple[K, int]]:
         """Queued tasks admitted now, earliest deadline first, while there is room
@@ -116,22 +286,27 @@ class AdmissionQueue(Generic[K]):
                 continue  # withdrawn
             key, tokens = waiter
             del self._seq_of[key]
-            self.reserved += tokens
+            self._reserve(tokens)
             self._admitted_from_queue.append(now)
             admitted.append(waiter)
         while heap and heap[0][1] not in self._waiters:
             heapq.heappop(heap)
         return admitted
 
+    def _reserve(self, tokens: int) -> None:
+        self.reserved += tokens
+        self.reserved_calls += 1
+
     def release(self, tokens: int) -> None:
         self.reserved -= tokens
+        self.reserved_calls -= 1
 
     def retry_after_s(self, now: float) -> float:
         """How long until the queue has room, from the recent pace of admissions."""
         times = self._admitted_from_queue
-        if len(times) < 2 or times[-1] <= times[0]:
+        rate = self._admission_rate()
+        if rate is None:
             return 1.0
-        rate = (len(times) - 1) / (times[-1] - times[0])
         age = now - times[-1]
         return min(_MAX_RETRY_S, max(_MIN_RETRY_S, (len(self._waiters) + 1) / rate, age))
 
@@ -140,7 +315,18 @@ class AdmissionQueue(Generic[K]):
         retry = self.retry_after_s(now)
         return (
             f"the replicas are saturated and {len(self._waiters)} tasks are already "
-            f"waiting (admission.max_queued_tasks = {self.config.max_queued_tasks}); "
+            f"waiting (admission.max_queued_tasks = {self.config.max_queued_tasks}; "
+            f"a task may wait {self.wait_limit_s():.1f} s); "
+            f"retry after about {retry:.1f} s",
+            retry,
+        )
+
+    def expiry_refusal(self, waited_s: float, now: float) -> tuple[str, float]:
+        """The RESOURCE_EXHAUSTED message and retry-after of a task that waited its limit."""
+        retry = self.retry_after_s(now)
+        return (
+            f"the replicas stayed saturated for the {waited_s:.1f} s a task may wait for "
+            f"admission (admission.max_queue_wait_s); no call of it ran; "
             f"retry after about {retry:.1f} s",
             retry,
         )
@@ -161,11 +347,19 @@ class Ticket:
 
 
 class Admission:
-    """The live shell of `AdmissionQueue`: a task waits on a future until admitted.
-    `load()` returns (tokens outstanding on healthy replicas, healthy replicas)."""
+    """The live shell of `AdmissionQueue`: a task waits on a future until admitted."""
 
-    def __init__(self, config: AdmissionConfig, load: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, config: AdmissionConfig, load: Callable[[], ClusterLoad]) -> None:
         self._queue: AdmissionQueue[asyncio.Future[Ticket]] = AdmissionQueue(config, load)
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        """While tasks wait, look again every WAKE_EVERY_S: the engines' reports change
+        the load without any call ending (a queue that drained, a replica back)."""
+        while self._queue.queued:
+            await asyncio.sleep(WAKE_EVERY_S)
+            self.wake()
+        self._ticker = None
 
     @property
     def queued(self) -> int:
@@ -182,35 +376,54 @@ class Admission:
     def saturated(self) -> bool:
         return self._queue.saturated()
 
+    def wait_limit_s(self) -> float:
+        return self._queue.wait_limit_s()
+
+    def finished(self, run_s: float) -> None:
+        """An admitted task ended after `run_s` seconds (the default wait limit's input)."""
+        self._queue.finished(run_s, time.monotonic())
+
+    def call_done(self, result: CallResult) -> None:
+        """A call ended (its time per output token is the call limit's input)."""
+        self._queue.call_done(result)
+
     async def admit(self, tokens: int, deadline: float | None = None) -> Ticket:
         """Wait for room to start a task whose first call weighs `tokens`; `deadline` is
         absolute (time.monotonic()). Raises AdmissionRefused."""
         queue = self._queue
         future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        verdict = queue.offer(future, tokens, deadline)
+        now = time.monotonic()
+        verdict = queue.offer(future, tokens, deadline, now)
         if verdict is Verdict.ADMITTED:
             return Ticket(self, tokens)
         if verdict is Verdict.REFUSED:
-            message, retry = queue.refusal(time.monotonic())
+            message, retry = queue.refusal(now)
             raise AdmissionRefused(ErrorCode.RESOURCE_EXHAUSTED, message, retry)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="admission-wake")
+        limit = queue.wait_limit_s()
+        timeout = limit if deadline is None else min(limit, max(0.0, deadline - now))
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(future)
-        except BaseException as exc:  # the deadline, or the caller going away
+        except BaseException as exc:  # the deadline, the wait limit, or the caller gone
             if not future.done():
                 future.cancel()
                 queue.withdraw(future)
             elif not future.cancelled():
                 future.result().release()  # admitted in the instant it gave up
-            if isinstance(exc, TimeoutError):
+            if not isinstance(exc, TimeoutError):
+                raise
+            if deadline is not None and deadline - now <= limit:
                 raise AdmissionRefused(
                     ErrorCode.DEADLINE_EXCEEDED,
                     "the task's deadline passed while it waited for the saturated "
                     "replicas (admission queue); no call of it ran",
                     None,
                 ) from None
-            raise
+            queue.refused += 1
+            message, retry = queue.expiry_refusal(limit, time.monotonic())
+            raise AdmissionRefused(ErrorCode.RESOURCE_EXHAUSTED, message, retry) from None
 
     def wake(self) -> None:
         """Admit queued tasks while there is room (call whenever load drops)."""

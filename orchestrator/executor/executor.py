@@ -36,7 +36,13 @@ from orchestrator.domain import (
     TaskSpec,
 )
 from orchestrator.executor.accounting import aborted_call, task_usage
-from orchestrator.executor.admission import Admission, AdmissionRefused, Ticket
+from orchestrator.executor.admission import (
+    Admission,
+    AdmissionRefused,
+    ClusterLoad,
+    Ticket,
+    cluster_load,
+)
 from orchestrator.executor.driver import (
     Cancel,
     Dispatch,
@@ -254,11 +260,9 @@ class Executor:
         self._idle.set()
         self._draining = False
 
-    def _load(self) -> tuple[int, int]:
-        """(tokens outstanding on healthy replicas, healthy replicas), for admission."""
-        healthy = [v.name for v in self._dispatcher.views() if v.healthy]
-        booked = self._router.outstanding_tokens()
-        return sum(booked.get(name, 0) for name in healthy), len(healthy)
+    def _load(self) -> ClusterLoad:
+        """The healthy replicas' load, for admission."""
+        return cluster_load(self._dispatcher.views(), self._router.outstanding_tokens())
 
     async def _admit(self, tokens: int, deadline: float | None) -> Ticket:
         try:
@@ -375,6 +379,7 @@ class Executor:
         )
         # Its first call's weight, held against the bound until the router books it.
         ticket = await self._admit(driver.reservation, driver.deadline)
+        admitted_at = time.monotonic()
         if live.stopped is not None:  # the drain ran out while the task was queued
             ticket.release()
             raise TaskFailed(ErrorCode.UNAVAILABLE, live.stopped)
@@ -403,6 +408,8 @@ class Executor:
                         raise command.failure
                     else:
                         assert command.result is not None
+                        # Its run time sets how long a queued task may wait (admission).
+                        self.admission.finished(time.monotonic() - admitted_at)
                         yield TaskCompleted(command.result)
                         return
                 timeout = None if driver.deadline is None else driver.deadline - time.monotonic()
@@ -425,6 +432,7 @@ class Executor:
                     continue
                 in_flight.pop(message.action_id, None)
                 if isinstance(message, _Done):
+                    self.admission.call_done(message.result)
                     commands = driver.call_done(message.action_id, message.result, now)
                 elif isinstance(message, _ToolDone):
                     commands = driver.tool_done(message.action_id, message.outcome, message.ok, now)

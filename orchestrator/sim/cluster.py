@@ -38,7 +38,7 @@ from orchestrator.domain import (
     TaskSpec,
     TaskUsage,
 )
-from orchestrator.executor.admission import AdmissionQueue, Verdict
+from orchestrator.executor.admission import AdmissionQueue, ClusterLoad, Verdict, cluster_load
 from orchestrator.executor.driver import (
     Cancel,
     Command,
@@ -74,6 +74,7 @@ class _Task:
     measured: bool
     calls: dict[str, _Call] = field(default_factory=dict)  # dispatched, not ended
     tools: set[str] = field(default_factory=set)  # tool steps running
+    admitted_at: float = 0.0  # when admission let it start (virtual time)
 
 
 @dataclass(slots=True, eq=False)
@@ -270,6 +271,8 @@ class ClusterSimulation:
             now, kind, _, payload = heapq.heappop(self._heap)
             self._now = now
             self.events += 1
+            if kind is _Kind.TASK_ARRIVES:
+                self._expire(now)  # before the arrival changes `_live`, not inside it
             if kind is _Kind.STEP_END:
                 replica_index, result = payload
                 self._step_end(replica_index, result, now)
@@ -301,6 +304,7 @@ class ClusterSimulation:
                     if following is not None:
                         self._at(following.at, _Kind.TASK_ARRIVES, following)
             else:
+                self._wake(now)  # queued tasks expire, or start once idle engines show it
                 self._sample(now)
                 if self._live > 0 or any(k is _Kind.TASK_ARRIVES for _, k, _, _ in self._heap):
                     self._at(now + config.sample_interval_s, _Kind.SAMPLE, None)
@@ -336,7 +340,7 @@ class ClusterSimulation:
             priority=self._priority,
         )
         task = _Task(driver, measured=now >= self.config.warmup_s)
-        verdict = self._admission.offer(task, driver.reservation, driver.deadline)
+        verdict = self._admission.offer(task, driver.reservation, driver.deadline, now)
         if verdict is Verdict.REFUSED:
             self._refused += 1
             self._failures.append(None)
@@ -347,6 +351,7 @@ class ClusterSimulation:
 
     def _start(self, task: _Task, reserved: int, now: float) -> None:
         """An admitted task's first actions; its reservation ends once they are routed."""
+        task.admitted_at = now
         commands = task.driver.start(now)
         self._admission.release(reserved)
         self._carry_out(task, commands, now)
@@ -354,9 +359,16 @@ class ClusterSimulation:
     def _views(self) -> list[ReplicaView]:
         return [r.view() for r in self._replicas]
 
-    def _load(self) -> tuple[int, int]:
-        """What admission reads: (tokens outstanding, replicas); simulated ones never fail."""
-        return sum(self._router.outstanding_tokens().values()), len(self._replicas)
+    def _load(self) -> ClusterLoad:
+        """What admission reads; simulated replicas never fail."""
+        return cluster_load(self._views(), self._router.outstanding_tokens())
+
+    def _expire(self, now: float) -> None:
+        """Refuse the queued tasks that waited admission's limit."""
+        for _ in self._admission.expired(now):
+            self._refused += 1
+            self._failures.append(None)
+            self._live -= 1
 
     def _carry_out(self, task: _Task, commands: list[Command], now: float) -> None:
         """Do what the task's driver asks, on the virtual clock."""
@@ -471,6 +483,7 @@ class ClusterSimulation:
         result = CallResult(
             call.action_id, request.output_ids, "", FinishReason.LENGTH, usage, timings
         )
+        self._admission.call_done(result)
         commands = task.driver.call_done(call.action_id, result, now, first_token_at=first)
         self._carry_out(task, commands, now)
 
@@ -484,12 +497,14 @@ class ClusterSimulation:
 
     def _wake(self, now: float) -> None:
         """Start queued tasks while admission has room (after load dropped)."""
+        self._expire(now)
         for task, reserved in self._admission.ready(now):
             self._start(task, reserved, now)
 
     def _completed(self, task: _Task, result: TaskResult, now: float) -> None:
         self._results.append(result)
         self._last_completion = now
+        self._admission.finished(now - task.admitted_at, now)
         if task.measured:
             self._measured.append(result)
         self._window.append(result)

@@ -18,6 +18,8 @@ from orchestrator.executor.admission import (
     Admission,
     AdmissionQueue,
     AdmissionRefused,
+    CallLimit,
+    ClusterLoad,
     Ticket,
     Verdict,
 )
@@ -27,24 +29,32 @@ BOUND = 100  # max_outstanding_tokens_per_replica in these tests
 
 
 class Load:
-    """The router's book as admission reads it; tests move it by hand."""
+    """The replicas' load as admission reads it; tests move it by hand."""
 
-    def __init__(self, outstanding: int = 0, healthy: int = 1) -> None:
+    def __init__(
+        self, outstanding: int = 0, healthy: int = 1, queued: int = 0, running: int = 0
+    ) -> None:
         self.outstanding = outstanding
         self.healthy = healthy
+        self.queued = queued
+        self.running = running
 
-    def __call__(self) -> tuple[int, int]:
-        return self.outstanding, self.healthy
+    def __call__(self) -> ClusterLoad:
+        return ClusterLoad(self.outstanding, self.healthy, self.queued, 0, self.running)
 
 
 def make(
-    load: Load | None = None, max_queued_tasks: int = 16, enabled: bool = True
+    load: Load | None = None,
+    max_queued_tasks: int = 16,
+    enabled: bool = True,
+    max_queue_wait_s: float = 1000.0,
 ) -> tuple[Admission, Load]:
     load = load or Load()
     config = AdmissionConfig(
         enabled=enabled,
         max_outstanding_tokens_per_replica=BOUND,
         max_queued_tasks=max_queued_tasks,
+        max_queue_wait_s=max_queue_wait_s,
     )
     return Admission(config, load), load
 
@@ -172,7 +182,7 @@ async def test_beyond_max_queued_tasks_a_task_is_refused_at_once() -> None:
     error = refused.value
     assert error.code is ErrorCode.RESOURCE_EXHAUSTED
     assert error.retry_after_s == 1.0  # no admissions from the queue yet to pace
-    assert "2 tasks are already waiting (admission.max_queued_tasks = 2)" in error.message
+    assert "2 tasks are already waiting (admission.max_queued_tasks = 2;" in error.message
     assert "retry after about 1.0 s" in error.message
     assert admission.refused == 1 and admission.queued == 2
     for task in waiting:
@@ -264,9 +274,9 @@ async def test_retry_after_slow_pace_is_clamped_to_a_minute(clock: Clock) -> Non
 def test_pure_queue_admits_earliest_deadline_first_on_the_callers_clock() -> None:
     load = Load(outstanding=BOUND)  # saturated
     queue = AdmissionQueue[str](AdmissionConfig(max_outstanding_tokens_per_replica=BOUND), load)
-    assert queue.offer("late", 10, deadline=9.0) is Verdict.QUEUED
-    assert queue.offer("none", 10, deadline=None) is Verdict.QUEUED
-    assert queue.offer("soon", 10, deadline=2.0) is Verdict.QUEUED
+    assert queue.offer("late", 10, deadline=9.0, now=0.0) is Verdict.QUEUED
+    assert queue.offer("none", 10, deadline=None, now=0.0) is Verdict.QUEUED
+    assert queue.offer("soon", 10, deadline=2.0, now=0.0) is Verdict.QUEUED
     queue.withdraw("late")  # gave up: never admitted
     assert queue.ready(now=1.0) == []  # still saturated
     load.outstanding = BOUND - 5  # below the bound; one reservation reaches it
@@ -281,7 +291,7 @@ def test_pure_queue_refuses_beyond_max_queued_with_a_paced_retry_after() -> None
     load = Load(outstanding=BOUND)
     config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queued_tasks=2)
     queue = AdmissionQueue[int](config, load)
-    assert [queue.offer(i, 1, None) for i in range(3)] == [
+    assert [queue.offer(i, 1, None, now=0.0) for i in range(3)] == [
         Verdict.QUEUED,
         Verdict.QUEUED,
         Verdict.REFUSED,
@@ -293,6 +303,121 @@ def test_pure_queue_refuses_beyond_max_queued_with_a_paced_retry_after() -> None
     assert queue.ready(now=10.0) == [(0, 1)]
     load.outstanding = BOUND - 2
     assert queue.ready(now=14.0) == [(1, 1)]
-    queue.offer(7, 1, None)
+    queue.offer(7, 1, None, now=0.0)
     message, retry = queue.refusal(now=14.0)
     assert retry == pytest.approx(8.0) and "max_queued_tasks = 2" in message
+
+
+# ---- what the engines can do: the call limit, engine queues, the queue's wait limit ----
+
+
+def test_the_call_limit_doubles_while_calls_keep_their_pace_then_cuts_in_proportion() -> None:
+    limit = CallLimit(tolerance=3.0, per_replica=4.0)
+    for _ in range(8):  # carrying as many as the limit allows, at the best pace
+        limit.observe(0.010, in_flight=limit.bound(healthy=2), healthy=2)
+    assert limit.slow_start and limit.per_replica == pytest.approx(8.0)  # +1/2 a call
+    assert limit.bound(healthy=2) == 16
+    limit.observe(0.010, in_flight=5, healthy=2)  # far below the limit: no growth
+    assert limit.per_replica == pytest.approx(8.0)
+    # Calls now take 6x the best time per token, with 30 in flight: 15 a replica were
+    # too many by 6 / 3 = 2 (once the recent pace has followed).
+    for _ in range(200):
+        limit.observe(0.060, in_flight=30, healthy=2)
+    assert not limit.slow_start
+    assert limit.per_replica == pytest.approx(7.5, rel=0.05)
+    assert limit.bound(healthy=3) == round(3 * limit.per_replica)  # per healthy replica
+
+
+def test_after_the_first_cut_the_limit_grows_about_one_call_per_limits_worth() -> None:
+    limit = CallLimit(tolerance=3.0, per_replica=10.0, baseline=0.01, smoothed=0.01)
+    limit.slow_start = False
+    for _ in range(10):
+        limit.observe(0.01, in_flight=10, healthy=1)
+    assert limit.per_replica == pytest.approx(11.0)
+    for _ in range(10):  # not at the limit: no evidence that more would help
+        limit.observe(0.01, in_flight=3, healthy=1)
+    assert limit.per_replica == pytest.approx(11.0)
+
+
+async def test_calls_in_flight_at_the_call_limit_saturate_the_cluster() -> None:
+    admission, load = make(Load(queued=31, healthy=2))  # 16 a replica to start with
+    assert admission.saturated() is False
+    ticket = await admission.admit(1)  # its first call counts as in flight
+    assert admission.saturated()
+    load.healthy = 3
+    assert not admission.saturated()
+    ticket.release()
+
+
+async def test_engines_with_requests_waiting_saturate_the_cluster() -> None:
+    # 100 calls running on 2 replicas: up to 1/8 of them may wait in the engines.
+    admission, load = make(Load(healthy=2, running=100))
+    load.queued = 3  # (the in-flight count is the orchestrator's; engines report waiting)
+    assert not admission.saturated()
+
+    class Waiting(Load):
+        def __call__(self) -> ClusterLoad:
+            return ClusterLoad(0, 2, 10, 13, 100)
+
+    busy = Admission(AdmissionConfig(), Waiting())
+    assert busy.saturated()  # 13 waiting > 100 / 8
+
+
+def test_the_wait_limit_is_the_median_run_time_of_recent_tasks() -> None:
+    queue = AdmissionQueue[str](AdmissionConfig(), Load())
+    assert queue.wait_limit_s() == 5.0  # before any task completed
+    for run_s, at in ((2.0, 1.0), (4.0, 2.0), (30.0, 3.0)):
+        queue.finished(run_s, at)
+    assert queue.wait_limit_s() == 4.0
+    fast = AdmissionQueue[str](AdmissionConfig(), Load())
+    fast.finished(0.01, 1.0)
+    assert fast.wait_limit_s() == 0.5  # never below half a second
+    fixed = AdmissionQueue[str](AdmissionConfig(max_queue_wait_s=2.5), Load())
+    fixed.finished(9.0, 1.0)
+    assert fixed.wait_limit_s() == 2.5
+
+
+def test_a_task_that_would_wait_longer_than_the_limit_is_refused_at_once() -> None:
+    load = Load(outstanding=BOUND)  # saturated
+    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0)
+    queue = AdmissionQueue[int](config, load)
+    for i in range(5):  # tasks complete at 2 a second
+        queue.finished(1.0, 10.0 + i / 2)
+    verdicts = [queue.offer(i, 1, None, now=12.0) for i in range(6)]
+    # At 2 a second, the 4th waiting would start after 2 s: the limit.
+    assert verdicts == [Verdict.QUEUED] * 4 + [Verdict.REFUSED] * 2
+    assert queue.refused == 2
+
+
+def test_queued_tasks_past_their_wait_limit_expire_in_the_pure_queue() -> None:
+    load = Load(outstanding=BOUND)
+    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0)
+    queue = AdmissionQueue[str](config, load)
+    queue.offer("a", 1, None, now=0.0)
+    queue.offer("b", 1, None, now=1.0)
+    assert queue.expired(now=1.9) == []
+    assert queue.expired(now=2.0) == ["a"]
+    assert queue.queued == 1 and queue.refused == 1
+    load.outstanding = 0
+    assert queue.ready(now=2.5) == [("b", 1)]
+    assert queue.expired(now=10.0) == []
+
+
+async def test_a_task_that_waited_its_limit_gets_resource_exhausted_with_a_hint() -> None:
+    admission, _ = make(Load(outstanding=BOUND), max_queue_wait_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.admit(1)
+    assert 0.15 < time.monotonic() - started < 2.0
+    assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert refused.value.retry_after_s is not None and refused.value.retry_after_s >= 0.5
+    assert "admission.max_queue_wait_s" in refused.value.message
+    assert admission.queued == 0 and admission.refused == 1
+
+
+async def test_a_waiting_task_starts_when_the_engines_report_room_without_any_call_ending() -> None:
+    admission, load = make(Load(outstanding=BOUND))
+    waiting = await queue(admission, 1)
+    load.outstanding = 0  # a report changed the load; no call ended, nobody calls wake()
+    ticket = await asyncio.wait_for(waiting, 2.0)
+    ticket.release()

@@ -307,12 +307,14 @@ def test_a_missing_trace_file_is_a_trace_error(tmp_path: Path) -> None:
 
 
 def test_overload_raises_latency_and_misses_the_slo_that_light_load_meets() -> None:
-    # A replica running four sequences at a time saturates at a rate cheap to simulate.
+    # A replica running four sequences at a time saturates at a rate cheap to simulate;
+    # without admission control every task is let in.
     def at(rate: float) -> SimulationResult:
         return run(
             arrival={"process": "poisson", "rate": rate},
             engine={"max_num_seqs": 4},
             slo={"task_latency_p99": 5.0},
+            admission={"enabled": False},
         )
 
     light, heavy = at(1.0), at(20.0)
@@ -326,6 +328,26 @@ def test_overload_raises_latency_and_misses_the_slo_that_light_load_meets() -> N
     assert light.goodput_tasks_per_s == pytest.approx(light.summary.tasks_per_s)
     for result in (light, heavy):
         assert 0 <= result.goodput_tasks_per_s <= result.summary.tasks_per_s
+
+
+def test_default_admission_refuses_the_excess_and_keeps_the_latency_of_the_admitted() -> None:
+    # The replica of the test above serves about 2 tasks a second.
+    def at(rate: float, admission: bool = True) -> SimulationResult:
+        return run(
+            arrival={"process": "poisson", "rate": rate},
+            engine={"max_num_seqs": 4},
+            duration_s=60.0,
+            admission={"enabled": admission},
+        )
+
+    capacity = at(3.0, admission=False).summary.tasks_per_s
+    light, at_capacity, overload = at(1.0), at(capacity), at(10 * capacity)
+    assert light.refused == 0
+    assert overload.refused > 5 * overload.summary.tasks  # the excess, told at once
+    assert overload.failed == overload.refused  # nothing fails but what is refused
+    assert overload.summary.task_latency.p99 <= 2 * at_capacity.summary.task_latency.p99
+    assert overload.summary.tasks_per_s >= 0.9 * capacity
+    assert overload.simulated_s < 60.0 + 2 * at_capacity.summary.task_latency.p99  # no backlog
 
 
 def test_no_slo_gives_no_verdict() -> None:
