@@ -7,10 +7,7 @@ printing them as one table and, with RELIABILITY_JSON=path, writing them as JSON
 
 Adding a scenario: a module `tests/reliability/test_<scenario>.py` whose tests take
 `figures` and call `figures.record(scenario, what, value, unit, bound)` for each number
-they assert, *before* asserting it (a failed bound is still printed). A scenario owned
-elsewhere and still to come, with its place reserved:
-
-- "10x overload"          -> tests/reliability/test_overload.py
+they assert, *before* asserting it (a failed bound is still printed).
 
 The whole suite is held to 6 minutes on a 2-core machine (it runs in `make test`)."""
 
