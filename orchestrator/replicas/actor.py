@@ -14,11 +14,36 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from orchestrator.config import Backend, ReplicasConfig
-from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats
+from orchestrator.domain import (
+    CallDelta,
+    CallRequest,
+    CallResult,
+    CallTimings,
+    CallUsage,
+    EngineStats,
+    FinishReason,
+)
 from orchestrator.replicas.engine import Engine
 
 # Longest a streamed delta waits to be coalesced with the next ones.
 STREAM_INTERVAL_S = 0.02
+# How many ids of calls aborted before they reached this actor are remembered (Ray does
+# not promise an async actor runs a caller's calls in the order they were sent, so a
+# batch of aborts may overtake a call). Most are of calls that had already ended and
+# never come; the oldest are forgotten first.
+MAX_EARLY_ABORTS = 65_536
+
+
+def aborted_before_start(call: CallRequest) -> CallResult:
+    """The result of a call aborted before it reached the engine: nothing generated."""
+    return CallResult(
+        call_id=call.call_id,
+        token_ids=(),
+        text="",
+        finish_reason=FinishReason.ABORT,
+        usage=CallUsage(prompt_tokens=0, cached_prompt_tokens=0, output_tokens=0),
+        timings=CallTimings(queue_time=0.0, ttft=0.0, tpot=None, itl=(), e2e=0.0),
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +66,9 @@ class ReplicaActor:
         # vLLM: the model path or id; sim: the display name of the simulated model.
         self._model = model
         self._engine: Engine | None = None
+        self._running: set[str] = set()  # ids of the calls the engine serves now
+        # Ids aborted while not running here (insertion-ordered, bounded).
+        self._early_aborts: dict[str, None] = {}
 
     async def start(self) -> ReplicaInfo:
         import ray
@@ -83,36 +111,73 @@ class ReplicaActor:
             raise RuntimeError(f"replica {self._name} has not started")
         return self._engine
 
+    def _begin(self, call: CallRequest) -> bool:
+        """Mark a call running; False when its abort arrived first."""
+        if call.call_id in self._early_aborts:
+            del self._early_aborts[call.call_id]
+            return False
+        self._running.add(call.call_id)
+        return True
+
     async def generate(self, call: CallRequest) -> CallResult:
-        async for item in self._require().generate(call, stream=False):
-            if isinstance(item, CallResult):
-                return item
+        engine = self._require()
+        if not self._begin(call):
+            return aborted_before_start(call)
+        try:
+            async for item in engine.generate(call, stream=False):
+                if isinstance(item, CallResult):
+                    return item
+        finally:
+            self._running.discard(call.call_id)
         raise RuntimeError(f"engine ended call {call.call_id} without a result")
 
     async def generate_stream(self, call: CallRequest) -> AsyncIterator[CallDelta | CallResult]:
         """Deltas coalesced to at most one per STREAM_INTERVAL_S (the first one goes out
         at once, so TTFT is untouched), then the result. Each Ray stream item costs far
         more CPU than a token; a client watching text gains nothing from 1 ms spacing."""
+        engine = self._require()
+        if not self._begin(call):
+            yield aborted_before_start(call)
+            return
         ids: list[int] = []
         texts: list[str] = []
         sent_at: float | None = None
-        async for item in self._require().generate(call):
-            if isinstance(item, CallResult):
-                if ids:
+        try:
+            async for item in engine.generate(call):
+                if isinstance(item, CallResult):
+                    if ids:
+                        yield CallDelta(tuple(ids), "".join(texts))
+                    yield item
+                    return
+                ids.extend(item.token_ids)
+                texts.append(item.text)
+                now = time.monotonic()
+                if sent_at is None or now - sent_at >= STREAM_INTERVAL_S:
                     yield CallDelta(tuple(ids), "".join(texts))
-                yield item
-                return
-            ids.extend(item.token_ids)
-            texts.append(item.text)
-            now = time.monotonic()
-            if sent_at is None or now - sent_at >= STREAM_INTERVAL_S:
-                yield CallDelta(tuple(ids), "".join(texts))
-                ids.clear()
-                texts.clear()
-                sent_at = now
+                    ids.clear()
+                    texts.clear()
+                    sent_at = now
+        finally:
+            self._running.discard(call.call_id)
 
     async def abort(self, call_id: str) -> None:
-        await self._require().abort(call_id)
+        await self.abort_many([call_id])
+
+    async def abort_many(self, call_ids: list[str]) -> None:
+        """Abort a batch of calls (the pool sends a replica's aborts this way): the
+        running ones in one engine abort, each ending with finish reason ABORT; the
+        others are remembered, so a call arriving after its abort never runs."""
+        engine = self._require()
+        running = [c for c in call_ids if c in self._running]
+        if len(running) < len(call_ids):
+            early = self._early_aborts
+            for call_id in call_ids:
+                if call_id not in self._running:
+                    early[call_id] = None
+            while len(early) > MAX_EARLY_ABORTS:
+                del early[next(iter(early))]
+        if running:
+            await engine.abort_many(running)
 
     async def stats(self) -> EngineStats:
         return self._require().stats()

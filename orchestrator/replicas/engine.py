@@ -8,7 +8,7 @@ replica actor, the pool, the executor and the tests do not depend on which one s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from orchestrator.domain import CallDelta, CallRequest, CallResult, EngineStats, ErrorCode
@@ -49,6 +49,11 @@ class Engine(Protocol):
         ...
 
     async def abort(self, call_id: str) -> None: ...
+
+    async def abort_many(self, call_ids: Sequence[str]) -> None:
+        """Abort a batch of calls at once (ids not running are ignored); each aborted
+        call's `generate` ends with a CallResult of finish reason ABORT."""
+        ...
 
     def stats(self) -> EngineStats: ...
 

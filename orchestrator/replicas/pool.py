@@ -42,6 +42,7 @@ from orchestrator.domain import (
     ErrorCode,
     ReplicaState,
 )
+from orchestrator.replicas.aborts import AbortBatcher
 from orchestrator.replicas.actor import ReplicaActor, ReplicaInfo
 from orchestrator.replicas.engine import EngineError
 from orchestrator.replicas.healing import (
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 # A stats read slower than this is skipped (routing keeps the previous figures); it says
 # nothing about the replica's health.
 STATS_TIMEOUT_S = 5.0
+# How long a status read waits for an engine's fresh figures before it shows the last
+# refreshed ones (at most stats_period_s old): an engine busy with a storm of aborts
+# must not stall GetClusterStatus. The read goes on in the background.
+STATUS_STATS_WAIT_S = 0.1
 # How long a replacement waits for Ray to release the name of the actor it replaces.
 NAME_RELEASE_TIMEOUT_S = 10.0
 # How long a drained replica's engine gets to shut down before its actor is killed.
@@ -119,6 +124,14 @@ class _Replica:
         # replaced; its calls in flight finish. ReplicaState stays as the proto has it.
         self.draining = False
         self.idle: asyncio.Event | None = None  # while draining: set once no call is open
+        self.reading: asyncio.Task[EngineStats | None] | None = None  # a status's stats read
+        # Aborts of this actor's cancelled calls, sent in batches; a new actor, a new one.
+        self.aborts = abort_batcher(name, actor)
+
+
+def abort_batcher(name: str, actor: Any) -> AbortBatcher:
+    """The abort batcher of one replica actor."""
+    return AbortBatcher(name, lambda call_ids: actor.abort_many.remote(list(call_ids)))
 
 
 def _as_engine_error(replica: _Replica, exc: BaseException) -> EngineError:
@@ -255,6 +268,9 @@ class ReplicaPool:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await replica.replacing
         self._replicas.pop(name, None)
+        # Its engine shuts down (or its actor is killed) below, which ends any call an
+        # abort still pending was for.
+        await replica.aborts.close()
         if replica.state is ReplicaState.READY and left == 0:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(replica.actor.shutdown.remote(), SHUTDOWN_TIMEOUT_S)
@@ -274,8 +290,9 @@ class ReplicaPool:
             result: CallResult = await ref
             return result
         except asyncio.CancelledError:
-            ray.cancel(ref)
-            await self._abort(replica, call.call_id)
+            # The engine's abort ends the actor's call (its reply goes nowhere), so the
+            # call is no longer in flight here once the abort is queued.
+            self._abort(replica, actor, call.call_id)
             raise
         except (RayTaskError, RayActorError, TaskCancelledError) as exc:
             raise self._failed(replica, actor, exc) from exc
@@ -297,8 +314,9 @@ class ReplicaPool:
                 item: CallDelta | CallResult = await ref
                 yield item
         except (asyncio.CancelledError, GeneratorExit):
-            ray.cancel(refs)
-            await self._abort(replica, call.call_id)
+            # The engine's abort ends the actor's generator too; the stream's items
+            # left are dropped with `refs`.
+            self._abort(replica, actor, call.call_id)
             raise
         except (RayTaskError, RayActorError, TaskCancelledError) as exc:
             raise self._failed(replica, actor, exc) from exc
@@ -315,15 +333,19 @@ class ReplicaPool:
             self._apply(replica, actor, Probe.DEAD, error.message)
         return error
 
-    async def _abort(self, replica: _Replica, call_id: str) -> None:
-        # Shielded: the caller is being cancelled, and the abort must still reach vLLM.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(replica.actor.abort.remote(call_id))
+    @staticmethod
+    def _abort(replica: _Replica, actor: Any, call_id: str) -> None:
+        """Queue the abort of a call on `actor` (O(1), no await: a cancellation storm
+        must not stall this loop); its batch reaches the engine in the background. A
+        call whose actor was replaced meanwhile died with it: nothing to abort."""
+        if replica.actor is actor:
+            replica.aborts.add(call_id)
 
     async def status(self) -> ClusterStatus:
-        """Fresh status, reading each engine's live request count."""
+        """Fresh status, reading each engine's live request count (or, from an engine
+        slower than STATUS_STATS_WAIT_S to answer, its last refreshed figures)."""
         replicas = list(self._replicas.values())
-        stats = await asyncio.gather(*(self._stats_or_none(r) for r in replicas))
+        stats = await asyncio.gather(*(self._status_stats(r) for r in replicas))
         out = []
         for replica, stat in zip(replicas, stats, strict=True):
             info = replica.info
@@ -356,6 +378,18 @@ class ReplicaPool:
             )
         )
 
+    async def _status_stats(self, replica: _Replica) -> EngineStats | None:
+        if not self._probed(replica):
+            return None
+        read = replica.reading
+        if read is None or read.done():  # status reads of one engine share one Ray call
+            read = asyncio.create_task(self._stats_or_none(replica))
+            replica.reading = read
+        done, _ = await asyncio.wait({read}, timeout=STATUS_STATS_WAIT_S)
+        if read in done and (fresh := read.result()) is not None:
+            return fresh
+        return replica.stats
+
     async def _stats_or_none(self, replica: _Replica) -> EngineStats | None:
         """The engine's statistics, or None when it did not answer in STATS_TIMEOUT_S.
         A reply proves the actor alive and a dead actor is replaced, but a slow read (a
@@ -367,6 +401,8 @@ class ReplicaPool:
         if probe in (Probe.ANSWERED, Probe.DEAD):
             self._apply(replica, actor, probe, detail)
         if isinstance(stats, EngineStats):
+            if replica.actor is actor:  # a read a status stopped waiting for lands here
+                replica.stats = stats
             return stats
         return None
 
@@ -469,6 +505,7 @@ class ReplicaPool:
                     )
                     continue
                 replica.actor, replica.group, replica.info = actor, group, info
+                replica.aborts = abort_batcher(replica.name, actor)
                 replica.state, replica.failures = ReplicaState.READY, 0
                 replica.stats, replica.last_error = None, ""
                 replica.ready_at = loop.time()
@@ -531,14 +568,16 @@ class ReplicaPool:
 
     async def shutdown(self) -> None:
         self._closing = True
-        tasks = [self._health_task, self._stats_task]
+        tasks: list[asyncio.Task[Any] | None] = [self._health_task, self._stats_task]
         tasks += [r.replacing for r in self._replicas.values()]
+        tasks += [r.reading for r in self._replicas.values()]
         for task in tasks:
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
         self._health_task = self._stats_task = None
         for replica in list(self._replicas.values()):  # a drain_replica may remove one
+            await replica.aborts.close()  # the engine's shutdown ends every call
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(replica.actor.shutdown.remote(), timeout=30.0)
             with contextlib.suppress(Exception):

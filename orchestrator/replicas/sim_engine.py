@@ -23,7 +23,7 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.config import SimEngineConfig
@@ -288,10 +288,14 @@ class SimEngine:
             self._calls_served += 1
             self._output_tokens_served += n_out
         token_ids = output.token_ids[:n_out]
+        # An aborted call's caller is gone: its tokens are kept, but rendering their text
+        # (most of the cost of ending a call here; vLLM detokenizes as it goes) is not
+        # done, so a storm of aborts does not stall the replica.
+        text = "" if end is _End.ABORTED else tokenizer.decode(token_ids)
         yield CallResult(
             call_id=call.call_id,
             token_ids=token_ids,
-            text=tokenizer.decode(token_ids),
+            text=text,
             finish_reason=reason,
             usage=CallUsage(
                 prompt_tokens=len(request.prompt),
@@ -312,6 +316,13 @@ class SimEngine:
 
     async def abort(self, call_id: str) -> None:
         """Abort a call in flight: its caller gets a result with finish reason ABORT."""
+        self._abort(call_id)
+
+    async def abort_many(self, call_ids: Sequence[str]) -> None:
+        for call_id in call_ids:
+            self._abort(call_id)
+
+    def _abort(self, call_id: str) -> None:
         entry = self._calls.get(call_id)
         if entry is None:
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,11 @@ class VllmEngine:
         self._load = _SchedulerLoad()
         self._kv_block_tokens = 16
         self._kv_capacity_blocks = 0
+        self._live: set[str] = set()  # ids of the calls whose generate runs
+        # Live ids aborted by abort_many: vLLM ignores an abort that comes before the
+        # request is added (generate awaits the adding), so generate aborts again once
+        # it sees an output, and a request never keeps generating for a gone caller.
+        self._aborting: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -231,6 +236,7 @@ class VllmEngine:
         prompt_tokens = len(call.prompt_token_ids)
         finish: str | None = None
         queue_time = 0.0
+        self._live.add(call.call_id)
         outputs = llm.generate(
             prompt=TokensPrompt(prompt_token_ids=list(call.prompt_token_ids)),
             sampling_params=params,
@@ -250,6 +256,9 @@ class VllmEngine:
                     out = await anext(outputs, None)
                 if out is None:
                     break
+                if call.call_id in self._aborting and not out.finished:
+                    self._aborting.discard(call.call_id)
+                    await llm.abort(call.call_id)  # the request is in vLLM by now
                 completion = out.outputs[0]
                 new_ids = tuple(completion.token_ids)
                 if new_ids:
@@ -292,6 +301,9 @@ class VllmEngine:
             raise
         except Exception as exc:
             raise EngineError(ErrorCode.INTERNAL, f"vLLM failed: {exc!r}") from exc
+        finally:
+            self._live.discard(call.call_id)
+            self._aborting.discard(call.call_id)
 
         ttft = (first_token_at - arrival) if first_token_at is not None else 0.0
         e2e = last_token_at - arrival
@@ -316,8 +328,14 @@ class VllmEngine:
         )
 
     async def abort(self, call_id: str) -> None:
-        if self._llm is not None:
-            await self._llm.abort(call_id)
+        await self.abort_many([call_id])
+
+    async def abort_many(self, call_ids: Sequence[str]) -> None:
+        """One vLLM abort for the batch (AsyncLLM.abort takes a list of ids)."""
+        live = [c for c in call_ids if c in self._live]
+        if self._llm is not None and live:
+            self._aborting.update(live)
+            await self._llm.abort(live)
 
     def stats(self) -> EngineStats:
         """Live load; raises EngineError when the engine has died (the pool's health

@@ -57,7 +57,8 @@ class Method:
         self._handle.calls.append(self._name)
         if self.streaming:
             return self._stream(*args)
-        return asyncio.ensure_future(self._run(*args))
+        # Shielded: cancelling the caller's await leaves the actor call running, as Ray does.
+        return asyncio.shield(self._run(*args))
 
     async def _run(self, *args: Any) -> Any:
         if self._name == "generate":  # the pool's own probes are never held
@@ -400,3 +401,43 @@ async def test_a_replica_that_fails_to_start_stops_the_others(
     with pytest.raises(RayActorError):
         await pool.start()
     assert all(h.killed for h in fake_ray.handles.values())
+
+
+async def test_cancelled_calls_leave_the_pool_at_once_and_their_aborts_go_in_one_batch(
+    pool: ReplicaPool, fake_ray: FakeRay
+) -> None:
+    handle = fake_ray.handles["replica-0"]
+    handle.gate.clear()  # the calls have not reached the actor yet
+    tasks = [asyncio.create_task(pool.call("replica-0", call())) for _ in range(50)]
+    await until(lambda: view(pool, "replica-0").in_flight_calls == 50, "50 calls in flight")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Out of flight as soon as the abort is queued, not when the replica answers it.
+    assert view(pool, "replica-0").in_flight_calls == 0
+    await until(lambda: "abort_many" in handle.calls, "the batch sent")
+    assert handle.calls.count("abort_many") == 1 and "abort" not in handle.calls
+    assert fake_ray.cancelled == []  # the engine's abort ends a call: no ray.cancel
+    handle.gate.set()  # the calls arrive after their aborts: none of them runs
+    await until(lambda: handle.calls.count("generate") == 50, "the calls delivered")
+    await asyncio.sleep(0.05)
+    stats = await handle.actor.stats()
+    assert stats.unfinished_requests == 0 and stats.calls_served == 0
+
+
+async def test_a_cancelled_call_stops_running_in_the_engine(fake_ray: FakeRay) -> None:
+    config = replicas_config(count=1).model_copy(update={"sim": SimEngineConfig(time_scale=1.0)})
+    pool = ReplicaPool(config, "sim-model", "test-namespace")
+    await pool.start()
+    try:
+        handle = fake_ray.handles["replica-0"]
+        stream = pool.stream("replica-0", call(max_tokens=2000))
+        consumer = asyncio.create_task(anext(stream))
+        await until(consumer.done, "the first delta")  # the call runs in the engine
+        await stream.aclose()  # a consumer gone: the pool queues the abort and lets go
+        assert view(pool, "replica-0").in_flight_calls == 0
+        engine = handle.actor._require()
+        await until(lambda: engine.stats().unfinished_requests == 0, "the engine's call aborted")
+        assert handle.calls.count("abort_many") == 1
+    finally:
+        await pool.shutdown()
