@@ -508,9 +508,10 @@ class AdmissionConfig(_Strict):
         default=None,
         ge=1,
         description="New tasks wait while the calls in flight reach this times the healthy "
-        "replicas. None: learned from the calls' time per output token (the limit grows "
-        "while it stays within 3x the best seen, and is cut beyond), and new tasks also "
-        "wait while the engines report more requests waiting than 1/8 of those running.",
+        "replicas. None: learned from the calls (the limit grows while their time per "
+        "output token stays within 5x the best seen and they spend at most 60% of their "
+        "time queued in the engine, and is cut beyond), and new tasks also wait while the "
+        "engines report more requests waiting than 1/8 of those running.",
     )
     max_queue_wait_s: float | None = Field(
         default=None,

@@ -2,11 +2,13 @@
 
 The cluster is saturated by either of two bounds, each counting the healthy replicas:
 
-- **calls**: the calls in flight (plus one per just-admitted task) reach what the engines
-  can run at once: `max_calls_per_replica` x the replicas, or by default what the engines
-  report. A replica with requests waiting in its engine, or its KV cache full, runs all it
-  can: that many calls are its slots (`CallSlots`). Beyond them a call only queues inside
-  the engine, where it adds latency to every task and throughput to none.
+- **calls**: the calls in flight (plus one per just-admitted task) reach the call limit:
+  `max_calls_per_replica` x the replicas, or by default what `CallLimit` learns from the
+  calls themselves (their time per output token and their wait in the engine's queue:
+  past the point where a bigger batch only slows every call, or makes it wait, more
+  calls add latency to every task and throughput to none);
+- **engine queues**: the engines report more requests waiting than 1/8 of those they
+  run (`QUEUE_ALLOWANCE`);
 - **tokens**: the tokens outstanding (the router's book: prompt + max_tokens of every call
   in flight, less cached prefixes) plus the reservations of just-admitted tasks reach
   `max_outstanding_tokens_per_replica` x the replicas.
@@ -91,31 +93,37 @@ def cluster_load(views: Iterable[ReplicaView], booked: Mapping[str, int]) -> Clu
 
 @dataclass(slots=True)
 class CallLimit:
-    """How many calls the replicas may carry at once, learned from the time per output
-    token their calls take, from their arrival at the engine (so a wait in its queue
-    counts as much as a slower batch). It starts at `initial` per replica and doubles while that
-    time stays within `tolerance` x the best seen lately (more calls in a batch, more
-    throughput); beyond that, batching more only slows every call, so the limit is cut
-    in proportion and then grows by about one call per limit's worth of calls."""
+    """How many calls the replicas may carry at once, learned from two things their calls
+    report: the time per output token (a bigger batch slows every call) and the share of
+    a call spent waiting in the engine's queue (a full engine makes calls wait). It
+    starts at `per_replica` per replica and doubles while the time per token stays within
+    `tolerance` x the best seen lately and calls wait at most `max_queue_share` of their
+    time; beyond either, the limit is cut in proportion and then grows by about one call
+    per limit's worth of calls."""
 
-    tolerance: float = 3.0
+    tolerance: float = 5.0
+    max_queue_share: float = 0.6
     per_replica: float = 16.0
     baseline: float | None = None  # the best time per output token lately, seconds
-    smoothed: float | None = None  # the recent time per output token, seconds
+    tpot: float | None = None  # the recent time per output token, seconds
+    queue_share: float = 0.0  # the recent share of a call's time spent queued
     slow_start: bool = True  # doubling until the first cut
     _calls_since_cut: int = 0
 
-    def observe(self, tpot: float, in_flight: int, healthy: int) -> None:
-        """A call ended that took `tpot` per output token, with `in_flight` calls on
-        `healthy` replicas."""
+    def observe(self, tpot: float, queue_share: float, in_flight: int, healthy: int) -> None:
+        """A call ended that took `tpot` per output token and spent `queue_share` of its
+        time queued, with `in_flight` calls on `healthy` replicas."""
         healthy = max(healthy, 1)
         self.baseline = tpot if self.baseline is None else min(self.baseline * _DRIFT, tpot)
-        if self.smoothed is None:
-            self.smoothed = tpot
+        if self.tpot is None:
+            self.tpot = tpot
         else:
-            self.smoothed += _SMOOTHING * (tpot - self.smoothed)
+            self.tpot += _SMOOTHING * (tpot - self.tpot)
+        self.queue_share += _SMOOTHING * (queue_share - self.queue_share)
         self._calls_since_cut += 1
-        over = self.smoothed / (self.tolerance * self.baseline)
+        over = max(
+            self.tpot / (self.tolerance * self.baseline), self.queue_share / self.max_queue_share
+        )
         if over > 1.0:
             # Each cut waits for half the calls in flight to end: fresh evidence.
             if self._calls_since_cut >= in_flight / 2:
@@ -177,13 +185,14 @@ class AdmissionQueue(Generic[K]):
         return len(self._waiters)
 
     def call_done(self, result: CallResult) -> None:
-        """A call ended: its time per output token, its wait in the engine included,
-        adapts the call limit (calls of one token say nothing of it)."""
-        tokens = result.usage.output_tokens
-        if tokens < 2 or result.timings.e2e <= 0:
+        """A call ended: its time per output token and its wait in the engine's queue
+        adapt the call limit (calls of one token say nothing of the first)."""
+        timings = result.timings
+        if timings.tpot is None or timings.tpot <= 0 or timings.e2e <= 0:
             return
         load = self._load()
-        self.calls.observe(result.timings.e2e / tokens, load.in_flight_calls, load.healthy)
+        share = min(max(timings.queue_time / timings.e2e, 0.0), 1.0)
+        self.calls.observe(timings.tpot, share, load.in_flight_calls, load.healthy)
 
     def saturated(self) -> bool:
         load = self._load()

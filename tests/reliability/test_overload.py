@@ -8,8 +8,8 @@ Two simulated replicas in real time, each running at most 8 sequences at once (s
 the engines, not this 2-core machine, are the bottleneck); the load comes from a client
 process of its own (`overload_client`). After 8 s of warm-up, in which admission learns
 what the engines carry, capacity is measured by a closed loop of 32 tasks always in
-flight; then an open loop (Poisson arrivals) at capacity, then at ten
-times capacity, 20 s each."""
+flight (20 s); then an open loop (Poisson arrivals) at capacity, then at ten
+times capacity, 30 s each."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from tests.reliability.conftest import Figures
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "10x overload"
-PHASE_S = 20.0
-PROBE_S = 15.0
+PHASE_S = 30.0
+PROBE_S = 20.0
 WARMUP_S = 8.0
 PROBE_CONCURRENCY = 32
 OVERLOAD = 10.0

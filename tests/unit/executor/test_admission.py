@@ -314,28 +314,37 @@ def test_pure_queue_refuses_beyond_max_queued_with_a_paced_retry_after() -> None
 def test_the_call_limit_doubles_while_calls_keep_their_pace_then_cuts_in_proportion() -> None:
     limit = CallLimit(tolerance=3.0, per_replica=4.0)
     for _ in range(8):  # carrying as many as the limit allows, at the best pace
-        limit.observe(0.010, in_flight=limit.bound(healthy=2), healthy=2)
+        limit.observe(0.010, 0.0, in_flight=limit.bound(healthy=2), healthy=2)
     assert limit.slow_start and limit.per_replica == pytest.approx(8.0)  # +1/2 a call
     assert limit.bound(healthy=2) == 16
-    limit.observe(0.010, in_flight=5, healthy=2)  # far below the limit: no growth
+    limit.observe(0.010, 0.0, in_flight=5, healthy=2)  # far below the limit: no growth
     assert limit.per_replica == pytest.approx(8.0)
     # Calls now take 6x the best time per token, with 30 in flight: 15 a replica were
     # too many by 6 / 3 = 2 (once the recent pace has followed).
     for _ in range(200):
-        limit.observe(0.060, in_flight=30, healthy=2)
+        limit.observe(0.060, 0.0, in_flight=30, healthy=2)
     assert not limit.slow_start
     assert limit.per_replica == pytest.approx(7.5, rel=0.05)
     assert limit.bound(healthy=3) == round(3 * limit.per_replica)  # per healthy replica
 
 
+def test_calls_waiting_in_the_engines_queue_cut_the_limit_at_an_unchanged_pace() -> None:
+    # A full engine: calls keep their time per token but wait 90% of their time queued,
+    # 1.5x the 60% allowed, so the 24 a replica carried become 16.
+    limit = CallLimit(max_queue_share=0.6, per_replica=24.0)
+    for _ in range(200):
+        limit.observe(0.010, 0.9, in_flight=24, healthy=1)
+    assert limit.per_replica == pytest.approx(16.0, rel=0.05)
+
+
 def test_after_the_first_cut_the_limit_grows_about_one_call_per_limits_worth() -> None:
-    limit = CallLimit(tolerance=3.0, per_replica=10.0, baseline=0.01, smoothed=0.01)
+    limit = CallLimit(tolerance=3.0, per_replica=10.0, baseline=0.01, tpot=0.01)
     limit.slow_start = False
     for _ in range(10):
-        limit.observe(0.01, in_flight=10, healthy=1)
+        limit.observe(0.01, 0.0, in_flight=10, healthy=1)
     assert limit.per_replica == pytest.approx(11.0)
     for _ in range(10):  # not at the limit: no evidence that more would help
-        limit.observe(0.01, in_flight=3, healthy=1)
+        limit.observe(0.01, 0.0, in_flight=3, healthy=1)
     assert limit.per_replica == pytest.approx(11.0)
 
 
