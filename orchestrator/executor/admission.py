@@ -1,6 +1,6 @@
 """Admission control: back-pressure when the replicas are saturated.
 
-The cluster is saturated by either of two bounds, each counting the healthy replicas:
+The cluster is saturated by any of three bounds, each counting the healthy replicas:
 
 - **calls**: the calls in flight (plus one per just-admitted task) reach the call limit:
   `max_calls_per_replica` x the replicas, or by default what `CallLimit` learns from the
