@@ -62,8 +62,8 @@ _SMOOTHING = 0.05
 WAKE_EVERY_S = 0.2
 # Run times of this many recent tasks make the default wait limit (their median).
 _RUN_TIMES_KEPT = 256
-# Calls that may wait in (or on their way to) the engines, as a fraction of the calls
-# they run, before new tasks wait instead: enough that a step always has work queued.
+# Requests the engines may report waiting, as a fraction of those they run, before new
+# tasks wait instead: enough that a step always has work queued.
 QUEUE_ALLOWANCE = 0.125
 
 
