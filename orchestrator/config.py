@@ -504,6 +504,13 @@ class AdmissionConfig(_Strict):
         description="Tasks that may wait; beyond this they are refused with "
         "RESOURCE_EXHAUSTED and a retry-after hint.",
     )
+    adaptive: bool = Field(
+        default=False,
+        description="True: new tasks wait on what the engines do (a call limit learned "
+        "from the calls, the engines' queues) and at most max_queue_wait_s, then are "
+        "refused; holds latency and throughput at 10x overload. False: only the token "
+        "bound, and a waiting task waits until its deadline.",
+    )
     max_calls_per_replica: int | None = Field(
         default=None,
         ge=1,

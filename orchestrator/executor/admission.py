@@ -86,7 +86,8 @@ def cluster_load(views: Iterable[ReplicaView], booked: Mapping[str, int]) -> Clu
             healthy += 1
             tokens += booked.get(view.name, 0)
             in_flight += view.in_flight_calls
-            waiting += view.waiting_requests
+            # A report older than the calls it counts: no call of ours can wait there.
+            waiting += min(view.waiting_requests, view.in_flight_calls)
             running += view.running_requests
     return ClusterLoad(tokens, healthy, in_flight, waiting, running)
 
@@ -201,6 +202,8 @@ class AdmissionQueue(Generic[K]):
             self.config.max_outstanding_tokens_per_replica * healthy
         ):
             return True
+        if not self.config.adaptive:
+            return False
         in_flight = load.in_flight_calls + self.reserved_calls
         per_replica = self.config.max_calls_per_replica
         if per_replica is not None:
@@ -212,6 +215,8 @@ class AdmissionQueue(Generic[K]):
 
     def wait_limit_s(self) -> float:
         """How long a task may wait in the queue (module docstring)."""
+        if not self.config.adaptive:
+            return math.inf
         if self.config.max_queue_wait_s is not None:
             return self.config.max_queue_wait_s
         if self._wait_limit is None:
@@ -411,7 +416,8 @@ class Admission:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick(), name="admission-wake")
         limit = queue.wait_limit_s()
-        timeout = limit if deadline is None else min(limit, max(0.0, deadline - now))
+        left = math.inf if deadline is None else max(0.0, deadline - now)
+        timeout = None if math.isinf(min(limit, left)) else min(limit, left)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(future)

@@ -24,7 +24,9 @@ _NAMESPACES = itertools.count()
 
 
 @contextmanager
-def sim_deployment(replicas: dict[str, Any]) -> Iterator[Any]:
+def sim_deployment(
+    replicas: dict[str, Any], admission: dict[str, Any] | None = None
+) -> Iterator[Any]:
     """A deployment of simulated replicas on its own event loop thread. It starts a
     private Ray cluster (and stops it after) unless this process already has one."""
     from orchestrator.config import DeploymentConfig
@@ -39,6 +41,7 @@ def sim_deployment(replicas: dict[str, Any]) -> Iterator[Any]:
             },
             "server": {"host": "127.0.0.1", "port": 0},
             "replicas": {"backend": "sim", "num_cpus": 0, **replicas},
+            "admission": admission or {},
         }
     )
     loop = asyncio.new_event_loop()

@@ -1,8 +1,8 @@
-"""10x overload: with default admission, tasks arriving at ten times what the replicas
-can serve. The admitted ones keep their latency (p99 within 2x of the p99 at capacity),
-the excess is refused at once with RESOURCE_EXHAUSTED and a retry-after hint, the
-completed throughput stays at capacity (>= 90%), no task fails otherwise, and the
-server's memory stays bounded.
+"""10x overload: with adaptive admission (`admission.adaptive: true`), tasks arriving at
+ten times what the replicas can serve. The admitted ones keep their latency (p99 within
+2x of the p99 at capacity), the excess is refused with RESOURCE_EXHAUSTED and a
+retry-after hint, the completed throughput stays at capacity (>= 90%), no task fails
+otherwise, and the server's memory stays bounded.
 
 Two simulated replicas in real time, each running at most 8 sequences at once (so that
 the engines, not this 2-core machine, are the bottleneck); the load comes from a client
@@ -53,7 +53,8 @@ def rss_mb() -> float:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    with sim_deployment({"count": 2, "sim": {"time_scale": 1.0, "max_num_seqs": 8}}) as running:
+    replicas = {"count": 2, "sim": {"time_scale": 1.0, "max_num_seqs": 8}}
+    with sim_deployment(replicas, admission={"adaptive": True}) as running:
         yield running
 
 

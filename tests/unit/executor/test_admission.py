@@ -55,6 +55,7 @@ def make(
         max_outstanding_tokens_per_replica=BOUND,
         max_queued_tasks=max_queued_tasks,
         max_queue_wait_s=max_queue_wait_s,
+        adaptive=True,
     )
     return Admission(config, load), load
 
@@ -368,27 +369,29 @@ async def test_engines_with_requests_waiting_saturate_the_cluster() -> None:
         def __call__(self) -> ClusterLoad:
             return ClusterLoad(0, 2, 10, 13, 100)
 
-    busy = Admission(AdmissionConfig(), Waiting())
+    busy = Admission(AdmissionConfig(adaptive=True), Waiting())
     assert busy.saturated()  # 13 waiting > 100 / 8
 
 
 def test_the_wait_limit_is_the_median_run_time_of_recent_tasks() -> None:
-    queue = AdmissionQueue[str](AdmissionConfig(), Load())
+    queue = AdmissionQueue[str](AdmissionConfig(adaptive=True), Load())
     assert queue.wait_limit_s() == 5.0  # before any task completed
     for run_s, at in ((2.0, 1.0), (4.0, 2.0), (30.0, 3.0)):
         queue.finished(run_s, at)
     assert queue.wait_limit_s() == 4.0
-    fast = AdmissionQueue[str](AdmissionConfig(), Load())
+    fast = AdmissionQueue[str](AdmissionConfig(adaptive=True), Load())
     fast.finished(0.01, 1.0)
     assert fast.wait_limit_s() == 0.5  # never below half a second
-    fixed = AdmissionQueue[str](AdmissionConfig(max_queue_wait_s=2.5), Load())
+    fixed = AdmissionQueue[str](AdmissionConfig(adaptive=True, max_queue_wait_s=2.5), Load())
     fixed.finished(9.0, 1.0)
     assert fixed.wait_limit_s() == 2.5
 
 
 def test_a_task_that_would_wait_longer_than_the_limit_is_refused_at_once() -> None:
     load = Load(outstanding=BOUND)  # saturated
-    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0)
+    config = AdmissionConfig(
+        adaptive=True, max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0
+    )
     queue = AdmissionQueue[int](config, load)
     for i in range(5):  # tasks complete at 2 a second
         queue.finished(1.0, 10.0 + i / 2)
@@ -400,7 +403,9 @@ def test_a_task_that_would_wait_longer_than_the_limit_is_refused_at_once() -> No
 
 def test_queued_tasks_past_their_wait_limit_expire_in_the_pure_queue() -> None:
     load = Load(outstanding=BOUND)
-    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0)
+    config = AdmissionConfig(
+        adaptive=True, max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0
+    )
     queue = AdmissionQueue[str](config, load)
     queue.offer("a", 1, None, now=0.0)
     queue.offer("b", 1, None, now=1.0)
@@ -430,3 +435,17 @@ async def test_a_waiting_task_starts_when_the_engines_report_room_without_any_ca
     load.outstanding = 0  # a report changed the load; no call ended, nobody calls wake()
     ticket = await asyncio.wait_for(waiting, 2.0)
     ticket.release()
+
+
+async def test_without_adaptive_admission_only_the_token_bound_gates_and_tasks_wait() -> None:
+    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND)  # the default
+    load = Load(outstanding=0, healthy=1, queued=1000)  # far past any call limit
+    admission = Admission(config, load)
+    assert not admission.saturated()
+    load.outstanding = BOUND
+    assert admission.wait_limit_s() == float("inf")
+    waiting = await queue(admission, 1)
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # no wait limit: it waits for room (or its deadline)
+    load.outstanding = 0
+    (await asyncio.wait_for(waiting, 2.0)).release()

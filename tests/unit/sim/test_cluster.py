@@ -330,14 +330,14 @@ def test_overload_raises_latency_and_misses_the_slo_that_light_load_meets() -> N
         assert 0 <= result.goodput_tasks_per_s <= result.summary.tasks_per_s
 
 
-def test_default_admission_refuses_the_excess_and_keeps_the_latency_of_the_admitted() -> None:
+def test_adaptive_admission_refuses_the_excess_and_keeps_the_latency_of_the_admitted() -> None:
     # The replica of the test above serves about 2 tasks a second.
     def at(rate: float, admission: bool = True) -> SimulationResult:
         return run(
             arrival={"process": "poisson", "rate": rate},
             engine={"max_num_seqs": 4},
             duration_s=60.0,
-            admission={"enabled": admission},
+            admission={"enabled": admission, "adaptive": True},
         )
 
     capacity = at(3.0, admission=False).summary.tasks_per_s
