@@ -189,6 +189,8 @@ class AdmissionQueue(Generic[K]):
         """A call ended: its time per output token and its wait in the engine's queue
         adapt the call limit (calls of one token say nothing of the first)."""
         timings = result.timings
+        if not self.config.adaptive:
+            return  # no call limit to adapt: skip reading the load on every call
         if timings.tpot is None or timings.tpot <= 0 or timings.e2e <= 0:
             return
         load = self._load()
