@@ -14,13 +14,18 @@ The cluster is saturated by any of three bounds, each counting the healthy repli
   `max_outstanding_tokens_per_replica` x the replicas.
 
 A new task then waits in a bounded queue, earliest deadline first (tasks without one
-after, in arrival order), for at most the queue's wait limit: `max_queue_wait_s`, by
+after, in arrival order). While tasks arrive faster than they are admitted (`overloaded`:
+in each of the last two half wait limits, more than OVERLOAD_RATIO x the admissions plus
+OVERLOAD_SLACK), a task waits at most the queue's wait limit: `max_queue_wait_s`, by
 default the median run time of the tasks completed lately. A task that would wait longer
-(the queue is full, or its pace says the wait would exceed the limit), or that did wait
-that long, is refused with RESOURCE_EXHAUSTED and a retry-after hint. So under any
-overload an admitted task takes at most about twice what it takes at capacity, and the
-excess is told at once to go elsewhere. A task admitted runs to completion: only the start
-of work is gated, so a half-run task never stalls and memory stays bounded by the queue.
+(its place in the queue at the pace tasks leave it says so), or that did wait that long,
+is refused with RESOURCE_EXHAUSTED and a retry-after hint. So under any overload an
+admitted task takes at most about twice what it takes at capacity, and the excess is told
+at once to go elsewhere. A burst, or a closed loop of clients that each send their next
+task when one ends, is not overload: tasks arrive as fast as they leave, and they wait
+their turn however long it is, as they would in the engines. The queue is bounded
+(`max_queued_tasks`) either way. A task admitted runs to completion: only the start of
+work is gated, so a half-run task never stalls and memory stays bounded by the queue.
 
 Each admitted task reserves its first call (its tokens and one call) until that call is
 booked by the router (or the task ends), so a burst arriving in one instant cannot all
@@ -30,6 +35,7 @@ slip in before any of it shows up as load.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import heapq
 import itertools
@@ -65,6 +71,16 @@ _RUN_TIMES_KEPT = 256
 # Requests the engines may report waiting, as a fraction of those they run, before new
 # tasks wait instead: enough that a step always has work queued.
 QUEUE_ALLOWANCE = 0.125
+# Overload: in each of the last two half wait limits, more task arrivals than this times
+# the tasks admitted plus OVERLOAD_SLACK (the slack absorbs the instant between a task
+# ending, the next one admitted, and its client's next arrival).
+OVERLOAD_RATIO = 1.25
+OVERLOAD_SLACK = 2
+
+
+def _exceeds(arrivals: int, admissions: int) -> bool:
+    """More arrivals in a window than its admissions allow (OVERLOAD_RATIO, _SLACK)."""
+    return arrivals > OVERLOAD_RATIO * admissions + OVERLOAD_SLACK
 
 
 @dataclass(slots=True, frozen=True)
@@ -175,9 +191,12 @@ class AdmissionQueue(Generic[K]):
         self._seq = itertools.count()
         self._expiry: deque[tuple[float, int]] = deque()  # (when it gives up, seq), FIFO
         self._admitted_from_queue: deque[float] = deque(maxlen=64)
+        self._backlog_since = -math.inf  # when the current backlog began
         self._run_times: deque[float] = deque(maxlen=_RUN_TIMES_KEPT)
-        self._finished_at: deque[float] = deque(maxlen=64)
         self._wait_limit: float | None = None  # the median of _run_times, cached
+        # Times of the last wait limit's arrivals (every offer) and admissions.
+        self._arrivals: deque[float] = deque()
+        self._admissions: deque[float] = deque()
         self.refused = 0
         self.calls = CallLimit()
 
@@ -227,36 +246,59 @@ class AdmissionQueue(Generic[K]):
             self._wait_limit = max(median, MIN_QUEUE_WAIT_S)
         return self._wait_limit
 
-    def finished(self, run_s: float, now: float) -> None:
+    def finished(self, run_s: float) -> None:
         """An admitted task ended after `run_s` seconds (admission to end)."""
         self._run_times.append(run_s)
-        self._finished_at.append(now)
         self._wait_limit = None
 
-    def _service_rate(self) -> float | None:
-        """Tasks per second completed lately; None: not measured."""
-        times = self._finished_at
-        if len(times) < 2 or times[-1] <= times[0]:
-            return None
-        return (len(times) - 1) / (times[-1] - times[0])
+    def overloaded(self, now: float) -> bool:
+        """Tasks arrived faster than they were admitted in each of the last two half wait
+        limits (module docstring): only then does the wait limit refuse anybody. Two
+        windows, so that a burst (a step, not a slope) is not overload: one window after
+        it, the closed loop it starts keeps arrivals level with admissions."""
+        window = self.wait_limit_s() / 2
+        if not math.isfinite(window):
+            window = DEFAULT_QUEUE_WAIT_S / 2
+        arrivals, admissions = self._arrivals, self._admissions
+        while arrivals and arrivals[0] <= now - 2 * window:
+            arrivals.popleft()
+        while admissions and admissions[0] <= now - 2 * window:
+            admissions.popleft()
+        middle = now - window
+        recent_arrivals = len(arrivals) - bisect.bisect_right(arrivals, middle)
+        recent_admissions = len(admissions) - bisect.bisect_right(admissions, middle)
+        return _exceeds(recent_arrivals, recent_admissions) and _exceeds(
+            len(arrivals) - recent_arrivals, len(admissions) - recent_admissions
+        )
 
-    def _admission_rate(self) -> float | None:
-        """Tasks per second admitted from the queue lately; None: not measured."""
+    def _admission_rate(self, since: float = -math.inf) -> float | None:
+        """Tasks per second admitted from the queue lately (only those from `since`);
+        None: not measured."""
         times = self._admitted_from_queue
-        if len(times) < 2 or times[-1] <= times[0]:
+        first = 0
+        if since > -math.inf:
+            first = bisect.bisect_left(times, since)
+        if len(times) - first < 2 or times[-1] <= times[first]:
             return None
-        return (len(times) - 1) / (times[-1] - times[0])
+        return (len(times) - first - 1) / (times[-1] - times[first])
 
     def offer(self, key: K, tokens: int, deadline: float | None, now: float) -> Verdict:
         """A task whose first call weighs `tokens` asks to start. ADMITTED reserves the
         tokens (give them back with `release`); QUEUED waits for `ready` (or `expired`)."""
-        if not self.config.enabled or (not self._waiters and not self.saturated()):
+        if not self.config.enabled:
             self._reserve(tokens)
             return Verdict.ADMITTED
-        rate = self._service_rate()
+        self._arrivals.append(now)
+        if not self._waiters:
+            if not self.saturated():
+                self._reserve(tokens)
+                self._admissions.append(now)
+                return Verdict.ADMITTED
+            self._backlog_since = now  # a new backlog: the last one's pace is not its own
+        rate = self._admission_rate(self._backlog_since)
         limit = self.wait_limit_s()
         if len(self._waiters) >= self.config.max_queued_tasks or (
-            rate is not None and (len(self._waiters) + 1) / rate > limit
+            rate is not None and (len(self._waiters) + 1) / rate > limit and self.overloaded(now)
         ):
             self.refused += 1
             return Verdict.REFUSED
@@ -277,9 +319,14 @@ class AdmissionQueue(Generic[K]):
             self._waiters.pop(seq, None)  # its heap and expiry entries are skipped lazily
 
     def expired(self, now: float) -> list[K]:
-        """Queued tasks that have waited their limit: refused (RESOURCE_EXHAUSTED)."""
+        """Queued tasks that have waited their limit while the queue is overloaded:
+        refused (RESOURCE_EXHAUSTED). Not overloaded, they go on waiting."""
         gone: list[K] = []
         expiry = self._expiry
+        while expiry and expiry[0][1] not in self._waiters:
+            expiry.popleft()
+        if not expiry or expiry[0][0] > now or not self.overloaded(now):
+            return gone
         while expiry and (expiry[0][0] <= now or expiry[0][1] not in self._waiters):
             _, seq = expiry.popleft()
             waiter = self._waiters.pop(seq, None)
@@ -304,6 +351,7 @@ class AdmissionQueue(Generic[K]):
             del self._seq_of[key]
             self._reserve(tokens)
             self._admitted_from_queue.append(now)
+            self._admissions.append(now)
             admitted.append(waiter)
         while heap and heap[0][1] not in self._waiters:
             heapq.heappop(heap)
@@ -342,7 +390,8 @@ class AdmissionQueue(Generic[K]):
         retry = self.retry_after_s(now)
         return (
             f"the replicas stayed saturated for the {waited_s:.1f} s a task may wait for "
-            f"admission (admission.max_queue_wait_s); no call of it ran; "
+            f"admission while tasks arrive faster than they start "
+            f"(admission.max_queue_wait_s); no call of it ran; "
             f"retry after about {retry:.1f} s",
             retry,
         )
@@ -397,7 +446,7 @@ class Admission:
 
     def finished(self, run_s: float) -> None:
         """An admitted task ended after `run_s` seconds (the default wait limit's input)."""
-        self._queue.finished(run_s, time.monotonic())
+        self._queue.finished(run_s)
 
     def call_done(self, result: CallResult) -> None:
         """A call ended (its time per output token is the call limit's input)."""
@@ -418,29 +467,43 @@ class Admission:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick(), name="admission-wake")
         limit = queue.wait_limit_s()
-        left = math.inf if deadline is None else max(0.0, deadline - now)
-        timeout = None if math.isinf(min(limit, left)) else min(limit, left)
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        except BaseException as exc:  # the deadline, the wait limit, or the caller gone
-            if not future.done():
-                future.cancel()
-                queue.withdraw(future)
-            elif not future.cancelled():
-                future.result().release()  # admitted in the instant it gave up
-            if not isinstance(exc, TimeoutError):
+        wait = limit  # the first look: when the wait limit is up
+        while True:
+            left = math.inf if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = None if math.isinf(min(wait, left)) else min(wait, left)
+            by_deadline = left <= wait
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(future)
+            except TimeoutError:
+                if future.done():
+                    return future.result()  # admitted in the instant the timer fired
+                later = time.monotonic()
+                if by_deadline:
+                    self._give_up(future)
+                    raise AdmissionRefused(
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        "the task's deadline passed while it waited for the saturated "
+                        "replicas (admission queue); no call of it ran",
+                        None,
+                    ) from None
+                if queue.overloaded(later):
+                    self._give_up(future)
+                    queue.refused += 1
+                    message, retry = queue.expiry_refusal(later - now, later)
+                    raise AdmissionRefused(ErrorCode.RESOURCE_EXHAUSTED, message, retry) from None
+                wait = WAKE_EVERY_S  # not overloaded: its turn comes; look again soon
+            except BaseException:  # the caller gone
+                self._give_up(future)
                 raise
-            if deadline is not None and deadline - now <= limit:
-                raise AdmissionRefused(
-                    ErrorCode.DEADLINE_EXCEEDED,
-                    "the task's deadline passed while it waited for the saturated "
-                    "replicas (admission queue); no call of it ran",
-                    None,
-                ) from None
-            queue.refused += 1
-            message, retry = queue.expiry_refusal(limit, time.monotonic())
-            raise AdmissionRefused(ErrorCode.RESOURCE_EXHAUSTED, message, retry) from None
+
+    def _give_up(self, future: asyncio.Future[Ticket]) -> None:
+        """A waiting task leaves the queue (refused, its deadline, its caller gone)."""
+        if not future.done():
+            future.cancel()
+            self._queue.withdraw(future)
+        elif not future.cancelled():
+            future.result().release()  # admitted in the instant it gave up
 
     def wake(self) -> None:
         """Admit queued tasks while there is room (call whenever load drops)."""

@@ -504,7 +504,7 @@ class ClusterSimulation:
     def _completed(self, task: _Task, result: TaskResult, now: float) -> None:
         self._results.append(result)
         self._last_completion = now
-        self._admission.finished(now - task.admitted_at, now)
+        self._admission.finished(now - task.admitted_at)
         if task.measured:
             self._measured.append(result)
         self._window.append(result)

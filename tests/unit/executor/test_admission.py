@@ -376,57 +376,117 @@ async def test_engines_with_requests_waiting_saturate_the_cluster() -> None:
 def test_the_wait_limit_is_the_median_run_time_of_recent_tasks() -> None:
     queue = AdmissionQueue[str](AdmissionConfig(adaptive=True), Load())
     assert queue.wait_limit_s() == 5.0  # before any task completed
-    for run_s, at in ((2.0, 1.0), (4.0, 2.0), (30.0, 3.0)):
-        queue.finished(run_s, at)
+    for run_s in (2.0, 4.0, 30.0):
+        queue.finished(run_s)
     assert queue.wait_limit_s() == 4.0
     fast = AdmissionQueue[str](AdmissionConfig(adaptive=True), Load())
-    fast.finished(0.01, 1.0)
+    fast.finished(0.01)
     assert fast.wait_limit_s() == 0.5  # never below half a second
     fixed = AdmissionQueue[str](AdmissionConfig(adaptive=True, max_queue_wait_s=2.5), Load())
-    fixed.finished(9.0, 1.0)
+    fixed.finished(9.0)
     assert fixed.wait_limit_s() == 2.5
 
 
-def test_a_task_that_would_wait_longer_than_the_limit_is_refused_at_once() -> None:
+def saturated_queue(load: Load) -> AdmissionQueue[int]:
+    config = AdmissionConfig(
+        adaptive=True, max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0
+    )
+    return AdmissionQueue[int](config, load)
+
+
+def admit_one(queue: AdmissionQueue[int], load: Load, now: float) -> list[tuple[int, int]]:
+    """Room for exactly one queued task at `now`; it is admitted, then ends."""
+    load.outstanding = BOUND - 1
+    admitted = queue.ready(now)
+    for _, tokens in admitted:
+        queue.release(tokens)
+    load.outstanding = BOUND
+    return admitted
+
+
+def test_under_overload_a_task_that_would_wait_past_the_limit_is_refused_at_once() -> None:
     load = Load(outstanding=BOUND)  # saturated
-    config = AdmissionConfig(
-        adaptive=True, max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0
-    )
-    queue = AdmissionQueue[int](config, load)
-    for i in range(5):  # tasks complete at 2 a second
-        queue.finished(1.0, 10.0 + i / 2)
-    verdicts = [queue.offer(i, 1, None, now=12.0) for i in range(6)]
-    # At 2 a second, the 4th waiting would start after 2 s: the limit.
-    assert verdicts == [Verdict.QUEUED] * 4 + [Verdict.REFUSED] * 2
-    assert queue.refused == 2
+    queue = saturated_queue(load)
+    verdicts, queued = [], []
+    # Tasks arrive 10 a second for 8 s; the queue admits 2 a second.
+    for step in range(80):
+        now = step / 10
+        if step % 5 == 0:
+            admit_one(queue, load, now)
+        verdicts.append(queue.offer(step, 1, None, now))
+        queued.append(queue.queued)
+    # Two half-limit windows of arrivals outpacing admissions show the overload (the
+    # first second cannot); from then on the queue holds what starts within about the
+    # 2 s limit (4 at 2 a second, +1 for the one leaving), the rest refused at once.
+    assert Verdict.REFUSED not in verdicts[:10]
+    assert verdicts[40:].count(Verdict.REFUSED) >= 30
+    assert max(queued[40:]) <= 6
+    assert queue.refused == verdicts.count(Verdict.REFUSED)
 
 
-def test_queued_tasks_past_their_wait_limit_expire_in_the_pure_queue() -> None:
+def test_a_closed_loop_waits_its_turn_however_long_and_is_never_refused() -> None:
+    """16 clients that each send a task when one ends, on a cluster with room for one at
+    a time: the 15 behind wait ~7.5 s, past the 2 s limit, and none is refused."""
     load = Load(outstanding=BOUND)
-    config = AdmissionConfig(
-        adaptive=True, max_outstanding_tokens_per_replica=BOUND, max_queue_wait_s=2.0
-    )
-    queue = AdmissionQueue[str](config, load)
-    queue.offer("a", 1, None, now=0.0)
-    queue.offer("b", 1, None, now=1.0)
-    assert queue.expired(now=1.9) == []
-    assert queue.expired(now=2.0) == ["a"]
-    assert queue.queued == 1 and queue.refused == 1
+    queue = saturated_queue(load)
+    assert all(queue.offer(i, 1, None, now=0.0) is Verdict.QUEUED for i in range(16))
+    next_task = 16
+    for step in range(1, 60):  # one task ends every half second; its client sends the next
+        now = step / 2
+        assert admit_one(queue, load, now)
+        assert queue.offer(next_task, 1, None, now) is Verdict.QUEUED
+        next_task += 1
+        assert queue.expired(now) == []
+    assert queue.refused == 0 and queue.queued == 16
+
+
+def test_queued_tasks_past_their_wait_limit_expire_only_while_tasks_keep_arriving() -> None:
+    load = Load(outstanding=BOUND)
+    queue = saturated_queue(load)
+    queue.offer(0, 1, None, now=0.0)
+    queue.offer(1, 1, None, now=1.0)
+    assert queue.expired(now=2.5) == []  # past its limit, but nothing else arrives
+    for step in range(10):  # then 5 arrivals a second for 2 s, none admitted
+        queue.offer(10 + step, 1, None, now=2.6 + step / 5)
+    assert queue.expired(now=4.4) == [0, 1]  # 10 has not waited 2 s yet
+    assert queue.refused == 2
     load.outstanding = 0
-    assert queue.ready(now=2.5) == [("b", 1)]
-    assert queue.expired(now=10.0) == []
+    assert [key for key, _ in queue.ready(now=4.5)][:1] == [10]
 
 
-async def test_a_task_that_waited_its_limit_gets_resource_exhausted_with_a_hint() -> None:
-    admission, _ = make(Load(outstanding=BOUND), max_queue_wait_s=0.2)
+async def test_under_overload_a_task_that_waited_its_limit_gets_resource_exhausted() -> None:
+    admission, _ = make(Load(outstanding=BOUND), max_queue_wait_s=0.4, max_queued_tasks=1000)
+    arrivals: list[asyncio.Task[Ticket]] = []
+
+    async def keep_arriving() -> None:  # tasks arrive every 20 ms; none is admitted
+        while True:
+            arrivals.append(asyncio.create_task(admission.admit(1)))
+            await asyncio.sleep(0.02)
+
+    arriving = asyncio.create_task(keep_arriving())
     started = time.monotonic()
-    with pytest.raises(AdmissionRefused) as refused:
-        await admission.admit(1)
-    assert 0.15 < time.monotonic() - started < 2.0
+    try:
+        with pytest.raises(AdmissionRefused) as refused:
+            await admission.admit(1)
+    finally:
+        arriving.cancel()
+    assert 0.3 < time.monotonic() - started < 3.0
     assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
     assert refused.value.retry_after_s is not None and refused.value.retry_after_s >= 0.5
     assert "admission.max_queue_wait_s" in refused.value.message
-    assert admission.queued == 0 and admission.refused == 1
+    for task in arrivals:
+        task.cancel()
+    await asyncio.gather(*arrivals, return_exceptions=True)
+    assert admission.queued == 0
+
+
+async def test_a_lone_task_past_its_wait_limit_keeps_waiting_and_then_starts() -> None:
+    admission, load = make(Load(outstanding=BOUND), max_queue_wait_s=0.2)
+    waiting = await queue(admission, 1)
+    await asyncio.sleep(0.6)  # three limits; nothing else arrived: no overload
+    assert not waiting.done() and admission.refused == 0
+    load.outstanding = 0
+    (await asyncio.wait_for(waiting, 2.0)).release()
 
 
 async def test_a_waiting_task_starts_when_the_engines_report_room_without_any_call_ending() -> None:
