@@ -256,20 +256,25 @@ class AdmissionQueue(Generic[K]):
         limits (module docstring): only then does the wait limit refuse anybody. Two
         windows, so that a burst (a step, not a slope) is not overload: one window after
         it, the closed loop it starts keeps arrivals level with admissions."""
-        window = self.wait_limit_s() / 2
-        if not math.isfinite(window):
-            window = DEFAULT_QUEUE_WAIT_S / 2
+        window = self._forget(now)
         arrivals, admissions = self._arrivals, self._admissions
-        while arrivals and arrivals[0] <= now - 2 * window:
-            arrivals.popleft()
-        while admissions and admissions[0] <= now - 2 * window:
-            admissions.popleft()
         middle = now - window
         recent_arrivals = len(arrivals) - bisect.bisect_right(arrivals, middle)
         recent_admissions = len(admissions) - bisect.bisect_right(admissions, middle)
         return _exceeds(recent_arrivals, recent_admissions) and _exceeds(
             len(arrivals) - recent_arrivals, len(admissions) - recent_admissions
         )
+
+    def _forget(self, now: float) -> float:
+        """Drop arrivals and admissions older than two half wait limits (so memory stays
+        bounded by the rate, not the uptime); returns the half wait limit."""
+        window = self.wait_limit_s() / 2
+        if not math.isfinite(window):
+            window = DEFAULT_QUEUE_WAIT_S / 2
+        for times in (self._arrivals, self._admissions):
+            while times and times[0] <= now - 2 * window:
+                times.popleft()
+        return window
 
     def _admission_rate(self, since: float = -math.inf) -> float | None:
         """Tasks per second admitted from the queue lately (only those from `since`);
@@ -288,6 +293,7 @@ class AdmissionQueue(Generic[K]):
         if not self.config.enabled:
             self._reserve(tokens)
             return Verdict.ADMITTED
+        self._forget(now)
         self._arrivals.append(now)
         if not self._waiters:
             if not self.saturated():

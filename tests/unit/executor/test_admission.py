@@ -498,7 +498,7 @@ async def test_a_waiting_task_starts_when_the_engines_report_room_without_any_ca
 
 
 async def test_without_adaptive_admission_only_the_token_bound_gates_and_tasks_wait() -> None:
-    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND)  # the default
+    config = AdmissionConfig(max_outstanding_tokens_per_replica=BOUND, adaptive=False)
     load = Load(outstanding=0, healthy=1, queued=1000)  # far past any call limit
     admission = Admission(config, load)
     assert not admission.saturated()
@@ -509,3 +509,15 @@ async def test_without_adaptive_admission_only_the_token_bound_gates_and_tasks_w
     assert not waiting.done()  # no wait limit: it waits for room (or its deadline)
     load.outstanding = 0
     (await asyncio.wait_for(waiting, 2.0)).release()
+
+
+def test_what_overload_is_judged_on_stays_bounded_by_the_rate_not_the_uptime() -> None:
+    """Every task's arrival and admission are remembered only for two half wait limits:
+    a server up for days does not grow with the tasks it has served."""
+    load = Load()  # never saturated: every task starts at once, nothing ever queues
+    queue = saturated_queue(load)  # max_queue_wait_s 2.0: one second's window, two kept
+    for i in range(100_000):  # 100 tasks a second for 1,000 s
+        assert queue.offer(i, 1, None, now=i / 100) is Verdict.ADMITTED
+        queue.release(1)
+    assert len(queue._arrivals) <= 201 and len(queue._admissions) <= 201
+    assert not queue.overloaded(now=1000.0)
