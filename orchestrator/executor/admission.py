@@ -14,16 +14,18 @@ The cluster is saturated by any of three bounds, each counting the healthy repli
   `max_outstanding_tokens_per_replica` x the replicas.
 
 A new task then waits in a bounded queue, earliest deadline first (tasks without one
-after, in arrival order). While tasks arrive faster than they are admitted (`overloaded`:
-in each of the last two half wait limits, more than OVERLOAD_RATIO x the admissions plus
-OVERLOAD_SLACK), a task waits at most the queue's wait limit: `max_queue_wait_s`, by
+after, in arrival order). While tasks arrive faster than they leave (`overloaded`: in
+each of the last two half wait limits, more arrivals than OVERLOAD_RATIO x the tasks that
+ended plus OVERLOAD_SLACK), a task waits at most the queue's wait limit: `max_queue_wait_s`, by
 default the median run time of the tasks completed lately. A task that would wait longer
 (its place in the queue at the pace tasks leave it says so), or that did wait that long,
 is refused with RESOURCE_EXHAUSTED and a retry-after hint. So under any overload an
 admitted task takes at most about twice what it takes at capacity, and the excess is told
 at once to go elsewhere. A burst, or a closed loop of clients that each send their next
-task when one ends, is not overload: tasks arrive as fast as they leave, and they wait
-their turn however long it is, as they would in the engines. The queue is bounded
+task when one ends, is not overload: tasks arrive as fast as they leave (however few of
+them admission lets run at once), and they wait their turn however long it is, as they
+would in the engines. A refused task has not left: under overload its client's retry is
+one more arrival. The queue is bounded
 (`max_queued_tasks`) either way. A task admitted runs to completion: only the start of
 work is gated, so a half-run task never stalls and memory stays bounded by the queue.
 
@@ -72,15 +74,15 @@ _RUN_TIMES_KEPT = 256
 # tasks wait instead: enough that a step always has work queued.
 QUEUE_ALLOWANCE = 0.125
 # Overload: in each of the last two half wait limits, more task arrivals than this times
-# the tasks admitted plus OVERLOAD_SLACK (the slack absorbs the instant between a task
-# ending, the next one admitted, and its client's next arrival).
+# the tasks that ended (completed, failed, or gave up waiting) plus OVERLOAD_SLACK (the
+# slack absorbs the instant between a task ending and its client's next arrival).
 OVERLOAD_RATIO = 1.25
 OVERLOAD_SLACK = 2
 
 
-def _exceeds(arrivals: int, admissions: int) -> bool:
-    """More arrivals in a window than its admissions allow (OVERLOAD_RATIO, _SLACK)."""
-    return arrivals > OVERLOAD_RATIO * admissions + OVERLOAD_SLACK
+def _exceeds(arrivals: int, departures: int) -> bool:
+    """More arrivals in a window than its departures allow (OVERLOAD_RATIO, _SLACK)."""
+    return arrivals > OVERLOAD_RATIO * departures + OVERLOAD_SLACK
 
 
 @dataclass(slots=True, frozen=True)
@@ -194,9 +196,10 @@ class AdmissionQueue(Generic[K]):
         self._backlog_since = -math.inf  # when the current backlog began
         self._run_times: deque[float] = deque(maxlen=_RUN_TIMES_KEPT)
         self._wait_limit: float | None = None  # the median of _run_times, cached
-        # Times of the last wait limit's arrivals (every offer) and admissions.
+        # Times of the last wait limit's arrivals (every offer) and departures (tasks that
+        # ended after admission, or left the queue for their deadline or their client).
         self._arrivals: deque[float] = deque()
-        self._admissions: deque[float] = deque()
+        self._departures: deque[float] = deque()
         self.refused = 0
         self.calls = CallLimit()
 
@@ -252,26 +255,32 @@ class AdmissionQueue(Generic[K]):
         self._wait_limit = None
 
     def overloaded(self, now: float) -> bool:
-        """Tasks arrived faster than they were admitted in each of the last two half wait
-        limits (module docstring): only then does the wait limit refuse anybody. Two
-        windows, so that a burst (a step, not a slope) is not overload: one window after
-        it, the closed loop it starts keeps arrivals level with admissions."""
+        """Tasks arrived faster than they left in each of the last two half wait limits
+        (module docstring): only then does the wait limit refuse anybody. Two windows, so
+        that a burst (a step, not a slope) is not overload: one window after it, the
+        closed loop it starts keeps arrivals level with departures."""
         window = self._forget(now)
-        arrivals, admissions = self._arrivals, self._admissions
+        arrivals, departures = self._arrivals, self._departures
         middle = now - window
         recent_arrivals = len(arrivals) - bisect.bisect_right(arrivals, middle)
-        recent_admissions = len(admissions) - bisect.bisect_right(admissions, middle)
-        return _exceeds(recent_arrivals, recent_admissions) and _exceeds(
-            len(arrivals) - recent_arrivals, len(admissions) - recent_admissions
+        recent_departures = len(departures) - bisect.bisect_right(departures, middle)
+        return _exceeds(recent_arrivals, recent_departures) and _exceeds(
+            len(arrivals) - recent_arrivals, len(departures) - recent_departures
         )
 
+    def departed(self, now: float) -> None:
+        """An admitted task ended (completed or failed), or a queued one left for its
+        deadline or its client: one fewer in the system."""
+        self._forget(now)
+        self._departures.append(now)
+
     def _forget(self, now: float) -> float:
-        """Drop arrivals and admissions older than two half wait limits (so memory stays
+        """Drop arrivals and departures older than two half wait limits (so memory stays
         bounded by the rate, not the uptime); returns the half wait limit."""
         window = self.wait_limit_s() / 2
         if not math.isfinite(window):
             window = DEFAULT_QUEUE_WAIT_S / 2
-        for times in (self._arrivals, self._admissions):
+        for times in (self._arrivals, self._departures):
             while times and times[0] <= now - 2 * window:
                 times.popleft()
         return window
@@ -298,7 +307,6 @@ class AdmissionQueue(Generic[K]):
         if not self._waiters:
             if not self.saturated():
                 self._reserve(tokens)
-                self._admissions.append(now)
                 return Verdict.ADMITTED
             self._backlog_since = now  # a new backlog: the last one's pace is not its own
         rate = self._admission_rate(self._backlog_since)
@@ -357,7 +365,6 @@ class AdmissionQueue(Generic[K]):
             del self._seq_of[key]
             self._reserve(tokens)
             self._admitted_from_queue.append(now)
-            self._admissions.append(now)
             admitted.append(waiter)
         while heap and heap[0][1] not in self._waiters:
             heapq.heappop(heap)
@@ -458,6 +465,10 @@ class Admission:
         """A call ended (its time per output token is the call limit's input)."""
         self._queue.call_done(result)
 
+    def departed(self) -> None:
+        """An admitted task (or generation) ended, however it ended."""
+        self._queue.departed(time.monotonic())
+
     async def admit(self, tokens: int, deadline: float | None = None) -> Ticket:
         """Wait for room to start a task whose first call weighs `tokens`; `deadline` is
         absolute (time.monotonic()). Raises AdmissionRefused."""
@@ -487,6 +498,7 @@ class Admission:
                 later = time.monotonic()
                 if by_deadline:
                     self._give_up(future)
+                    queue.departed(later)
                     raise AdmissionRefused(
                         ErrorCode.DEADLINE_EXCEEDED,
                         "the task's deadline passed while it waited for the saturated "
@@ -501,6 +513,7 @@ class Admission:
                 wait = WAKE_EVERY_S  # not overloaded: its turn comes; look again soon
             except BaseException:  # the caller gone
                 self._give_up(future)
+                queue.departed(time.monotonic())
                 raise
 
     def _give_up(self, future: asyncio.Future[Ticket]) -> None:

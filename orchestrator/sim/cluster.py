@@ -387,6 +387,7 @@ class ClusterSimulation:
                         self._cancel(call)
             elif isinstance(command, Finish):
                 self._live -= 1
+                self._admission.departed(now)
                 if command.result is not None:
                     self._completed(task, command.result, now)
                 else:

@@ -400,6 +400,7 @@ def admit_one(queue: AdmissionQueue[int], load: Load, now: float) -> list[tuple[
     admitted = queue.ready(now)
     for _, tokens in admitted:
         queue.release(tokens)
+        queue.departed(now)
     load.outstanding = BOUND
     return admitted
 
@@ -438,6 +439,24 @@ def test_a_closed_loop_waits_its_turn_however_long_and_is_never_refused() -> Non
         next_task += 1
         assert queue.expired(now) == []
     assert queue.refused == 0 and queue.queued == 16
+
+
+def test_a_closed_loop_whose_admitted_share_shrinks_is_never_refused() -> None:
+    """16 clients; 8 of their tasks run and 8 wait. Then the engines slow down and
+    admission lets only 2 run: for 20 s tasks end (and their clients send the next) with
+    nobody admitted, so the queue grows past what starts within the limit. Tasks still
+    arrive only as fast as they leave: not overload, nobody is refused."""
+    load = Load(outstanding=BOUND)
+    queue = saturated_queue(load)
+    assert all(queue.offer(i, 1, None, now=0.0) is Verdict.QUEUED for i in range(8))
+    next_task = 8
+    for step in range(1, 41):  # one of the 8 running ends every half second
+        now = step / 2
+        queue.departed(now)
+        assert queue.offer(next_task, 1, None, now) is Verdict.QUEUED
+        next_task += 1
+        assert queue.expired(now) == []
+    assert queue.refused == 0 and queue.queued == 48
 
 
 def test_queued_tasks_past_their_wait_limit_expire_only_while_tasks_keep_arriving() -> None:
@@ -519,5 +538,7 @@ def test_what_overload_is_judged_on_stays_bounded_by_the_rate_not_the_uptime() -
     for i in range(100_000):  # 100 tasks a second for 1,000 s
         assert queue.offer(i, 1, None, now=i / 100) is Verdict.ADMITTED
         queue.release(1)
-    assert len(queue._arrivals) <= 201 and len(queue._admissions) <= 201
+    for i in range(100_000):
+        queue.departed(i / 100)
+    assert len(queue._arrivals) <= 201 and len(queue._departures) <= 201
     assert not queue.overloaded(now=1000.0)
