@@ -363,6 +363,14 @@ class ServerConfig(_Strict):
         "/v1/chat/completions, /v1/completions) on the same host; None: off. 0: an "
         "ephemeral port. Same auth_token and request size limit as gRPC.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint (GET /metrics) on the same host; "
+        "None: off. 0: an ephemeral port. With auth_token set a scrape must send it "
+        "(Prometheus: `authorization: {credentials: TOKEN}`); https when tls is set.",
+    )
     max_concurrent_streams: int = Field(
         default=1024,
         ge=1,

@@ -276,6 +276,7 @@ class ReplicaStatus:
     running_requests: int = 0
     kv_usage: float = 0.0  # 0..1
     prefix_hit_rate: float = 0.0  # the engine's, cumulative
+    replacements: int = 0  # times the pool replaced a dead actor of this replica
 
 
 @dataclass(slots=True, frozen=True)

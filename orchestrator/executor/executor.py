@@ -34,6 +34,7 @@ from orchestrator.domain import (
     TaskCompleted,
     TaskEvent,
     TaskSpec,
+    TaskUsage,
 )
 from orchestrator.executor.accounting import aborted_call, task_usage
 from orchestrator.executor.admission import (
@@ -63,6 +64,7 @@ from orchestrator.executor.interpreter import (
     Outcome,
     TaskProgress,
 )
+from orchestrator.executor.observer import Observer, TaskOutcome
 from orchestrator.replicas.engine import EngineError
 from orchestrator.routing import (
     NoReplicaAvailable,
@@ -242,8 +244,11 @@ class Executor:
         max_retries: int = 2,
         priority: PrioritySettings | None = None,
         admission: AdmissionConfig | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        # Told of every task and call that ends (the server's Prometheus metrics).
+        self._observer: Observer = observer or _Unobserved()
         self._router = router
         self._priority = priority or PrioritySettings()
         self.admission = Admission(admission or AdmissionConfig(), self._load)
@@ -357,12 +362,19 @@ class Executor:
         then when the engine produced the first answer token (dispatch + engine TTFT).
         """
         live = self._enter()
+        outcome, usage = TaskOutcome.CANCELLED, None  # unless it completes or fails
         try:
             async with contextlib.aclosing(self._run(task, live, stream_answer)) as events:
                 async for event in events:
+                    if isinstance(event, TaskCompleted):
+                        outcome, usage = TaskOutcome.OK, event.result.usage
                     yield event
+        except TaskFailed as exc:
+            outcome, usage = TaskOutcome.of(exc.code), exc.usage
+            raise
         finally:
             self._leave(live)
+            self._observer.task_ended(task.program.name, outcome, usage)
 
     async def _run(
         self, task: TaskProgress, live: _Live, stream_answer: bool
@@ -382,6 +394,7 @@ class Executor:
         admitted_at = time.monotonic()
         if live.stopped is not None:  # the drain ran out while the task was queued
             ticket.release()
+            self.admission.departed()
             raise TaskFailed(ErrorCode.UNAVAILABLE, live.stopped)
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         live.queue = queue
@@ -394,6 +407,7 @@ class Executor:
             while True:
                 for command in commands:
                     if isinstance(command, Dispatch):
+                        self._observer.call_routed(command.replica)
                         output = streams.setdefault(command.action.action_id, _StreamedOutput())
                         work = self._call(command, queue, output)
                         in_flight[command.action.action_id] = asyncio.create_task(work)
@@ -449,6 +463,7 @@ class Executor:
             driver.abandon()
             await _cancel_all(in_flight)
             ticket.release()
+            self.admission.departed()
             self.admission.wake()
 
     async def _call(
@@ -456,11 +471,14 @@ class Executor:
     ) -> None:
         """One attempt of one call; how it ended goes to the driver's queue."""
         call_id = dispatch.action.action_id
+        observer, replica = self._observer, dispatch.replica
         try:
             result = await self._attempt(dispatch, queue, output)
         except asyncio.CancelledError:
+            observer.call_ended(replica, None, TaskOutcome.CANCELLED)
             raise
         except _Diverged:
+            observer.call_ended(replica, None, TaskOutcome.UNAVAILABLE)
             # The client holds a prefix this retry contradicts: stop, never resend.
             error = EngineError(
                 ErrorCode.UNAVAILABLE,
@@ -473,8 +491,10 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 (every failure must reach the driver)
             if not isinstance(exc, EngineError):
                 exc = EngineError(ErrorCode.INTERNAL, f"call failed: {exc!r}")
+            observer.call_ended(replica, None, TaskOutcome.of(exc.code))
             queue.put_nowait(_Failed(call_id, exc))
         else:
+            observer.call_ended(replica, result, TaskOutcome.OK)
             queue.put_nowait(_Done(call_id, result))
 
     async def _attempt(
@@ -554,9 +574,12 @@ class Executor:
         try:
             replica = self._router.choose(request, self._dispatcher.views())
         except NoReplicaAvailable as exc:
+            self.admission.departed()
             raise TaskFailed(ErrorCode.UNAVAILABLE, str(exc)) from exc
         finally:
             ticket.release()
+        self._observer.call_routed(replica)
+        ended = TaskOutcome.CANCELLED  # unless it completes or fails
         output: list[int] | None = []
         try:
             async with contextlib.aclosing(self._dispatcher.stream(replica, request)) as stream:
@@ -573,6 +596,8 @@ class Executor:
                     if item is None:
                         break
                     if isinstance(item, CallResult):
+                        ended = TaskOutcome.OK
+                        self._observer.call_ended(replica, item, ended)
                         yield GenerateOutput(
                             text="",
                             token_ids=(),
@@ -604,8 +629,10 @@ class Executor:
                 elapsed=time.monotonic() - started,
             )
             output = None
+            code = ErrorCode.DEADLINE_EXCEEDED if live.stopped is None else ErrorCode.UNAVAILABLE
+            ended = TaskOutcome.of(code)
             raise TaskFailed(
-                ErrorCode.DEADLINE_EXCEEDED if live.stopped is None else ErrorCode.UNAVAILABLE,
+                code,
                 f"generation exceeded its deadline of {spec.deadline_s:.3f} s and was aborted"
                 if live.stopped is None
                 else live.stopped,
@@ -619,10 +646,27 @@ class Executor:
             ) from None
         except EngineError as exc:
             output = None
+            ended = TaskOutcome.of(exc.code)
             raise TaskFailed(exc.code, exc.message) from exc
         finally:
+            if ended is not TaskOutcome.OK:  # a completed call was told with its result
+                self._observer.call_ended(replica, None, ended)
             self._router.finished(call_id, output)
+            self.admission.departed()
             self.admission.wake()
+
+
+class _Unobserved:
+    """The observer of an executor nobody observes."""
+
+    def task_ended(self, agent: str, outcome: TaskOutcome, usage: TaskUsage | None) -> None:
+        pass
+
+    def call_routed(self, replica: str) -> None:
+        pass
+
+    def call_ended(self, replica: str, result: CallResult | None, outcome: TaskOutcome) -> None:
+        pass
 
 
 def _time_left(deadline: float | None) -> float | None:

@@ -118,6 +118,7 @@ class _Replica:
         self.stats: EngineStats | None = None  # the engine's, as of the last refresh
         self.failures = 0  # liveness checks in a row without an answer
         self.restarts = 0  # restarts in a row that did not run restart_stable_s (back-off)
+        self.replacements = 0  # dead actors replaced since the pool started (metrics)
         self.ready_at = 0.0  # loop time the current actor's engine came up
         self.replacing: asyncio.Task[None] | None = None  # while a new actor is started
         # Being drained (drain_replica): not routable, not health-checked, never
@@ -359,6 +360,7 @@ class ReplicaPool:
                     engine=info.engine if info else self._config.backend.value,
                     model=self._model,
                     node=info.node if info else "",
+                    replacements=replica.replacements,
                 )
             )
         return ClusterStatus(
@@ -505,6 +507,7 @@ class ReplicaPool:
                     )
                     continue
                 replica.actor, replica.group, replica.info = actor, group, info
+                replica.replacements += 1
                 replica.aborts = abort_batcher(replica.name, actor)
                 replica.state, replica.failures = ReplicaState.READY, 0
                 replica.stats, replica.last_error = None, ""

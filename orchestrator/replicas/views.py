@@ -42,6 +42,7 @@ def replica_status(
     engine: str,
     model: str,
     node: str,
+    replacements: int = 0,
 ) -> ReplicaStatus:
     """The status of one replica; the engine's counts are 0 until it reported any."""
     return ReplicaStatus(
@@ -59,4 +60,5 @@ def replica_status(
         running_requests=stats.running_requests if stats else 0,
         kv_usage=stats.kv_usage if stats else 0.0,
         prefix_hit_rate=stats.prefix_hit_rate if stats else 0.0,
+        replacements=replacements,
     )

@@ -51,6 +51,7 @@ from orchestrator.replicas.tiny_model import build_tiny_model, default_tiny_mode
 from orchestrator.routing import make_router
 from orchestrator.server.auth import AuthFailures, BearerTokenInterceptor
 from orchestrator.server.edge import add_orchestrator_to_server
+from orchestrator.server.metrics import Metrics, serve_metrics
 from orchestrator.server.servicer import ClusterView, OrchestratorServicer
 from orchestrator.server.tls import grpc_server_credentials, http_ssl_context
 
@@ -411,6 +412,10 @@ def check_port(config: ServerConfig) -> None:
         raise StartupError(f"port {config.host}:{config.port} is in use")
     if config.http_port is not None and _port_in_use(config.host, config.http_port):
         raise StartupError(f"port {config.host}:{config.http_port} (server.http_port) is in use")
+    if config.metrics_port is not None and _port_in_use(config.host, config.metrics_port):
+        raise StartupError(
+            f"port {config.host}:{config.metrics_port} (server.metrics_port) is in use"
+        )
 
 
 def http_max_body_bytes(config: DeploymentConfig) -> int:
@@ -462,6 +467,36 @@ async def start_http(
             ) from None
         raise StartupError(
             f"cannot serve HTTP on {server.host}:{server.http_port}: {exc.strerror or exc}"
+        ) from None
+
+
+async def start_metrics(
+    config: DeploymentConfig, metrics: Metrics, pool: Pool, executor: Executor
+) -> tuple[web.AppRunner, int]:
+    """Serve /metrics on server.host:server.metrics_port; each scrape reads the replicas'
+    status and admission's queue first. Raises StartupError for a port in use."""
+    server = config.server
+    assert server.metrics_port is not None
+
+    async def refresh() -> None:
+        metrics.read_status(await pool.status())
+        admission = executor.admission
+        metrics.read_admission(admission.queued, admission.refused, admission.wait_limit_s())
+
+    ssl_context = server_ssl_context(server.tls) if server.tls is not None else None
+    try:
+        return await serve_metrics(
+            metrics,
+            refresh,
+            server.host,
+            server.metrics_port,
+            auth_token=server.auth_token,
+            ssl_context=ssl_context,
+        )
+    except OSError as exc:
+        what = "is in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc.strerror or exc}"
+        raise StartupError(
+            f"port {server.host}:{server.metrics_port} (server.metrics_port) {what}"
         ) from None
 
 
@@ -580,6 +615,8 @@ class Deployment:
     # The gRPC health service ("" and SERVICE_NAME) and the executor, for `drain`.
     health: health_aio.HealthServicer | None = None
     executor: Executor | None = None
+    metrics_http: web.AppRunner | None = None  # /metrics, when server.metrics_port is set
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -611,6 +648,9 @@ class Deployment:
         pool: ReplicaPool | OpenAIPool | None = None
         http: web.AppRunner | None = None
         http_port: int | None = None
+        metrics_http: web.AppRunner | None = None
+        metrics_port: int | None = None
+        metrics = Metrics() if config.server.metrics_port is not None else None
         health_task: asyncio.Task[None] | None = None
         auth_failures = AuthFailures()  # both listeners lock a token guesser out together
         try:
@@ -647,6 +687,7 @@ class Deployment:
                 max_retries=config.limits.max_retries,
                 priority=config.routing.priority_settings(),
                 admission=config.admission,
+                observer=metrics,
             )
             servicer = OrchestratorServicer(executor, pool, config.limits, tokenizer.vocab_size)
             health = await serve_grpc(server, servicer)
@@ -657,9 +698,13 @@ class Deployment:
                 http, http_port = await start_http(
                     config, executor, model, tokenizer.vocab_size, auth_failures
                 )
+            if metrics is not None:
+                metrics_http, metrics_port = await start_metrics(config, metrics, pool, executor)
         except BaseException:
             if health_task is not None:
                 health_task.cancel()
+            if metrics_http is not None:
+                await metrics_http.cleanup()
             if http is not None:
                 await http.cleanup()
             if server is not None:
@@ -672,8 +717,21 @@ class Deployment:
         log.info("serving %s on %s:%d", SERVICE_NAME, config.server.host, port)
         if http_port is not None:
             log.info("serving the OpenAI-compatible API on %s:%d", config.server.host, http_port)
+        if metrics_port is not None:
+            log.info("serving Prometheus metrics on %s:%d", config.server.host, metrics_port)
         return cls(
-            config, pool, server, port, owns_ray, http, http_port, health_task, health, executor
+            config,
+            pool,
+            server,
+            port,
+            owns_ray,
+            http,
+            http_port,
+            health_task,
+            health,
+            executor,
+            metrics_http,
+            metrics_port,
         )
 
     @property
@@ -710,6 +768,8 @@ class Deployment:
         if self.http is not None:
             await self.http.cleanup()
         await self.server.stop(grace=2.0)
+        if self.metrics_http is not None:  # after the tasks: a last scrape sees them end
+            await self.metrics_http.cleanup()
         await self.pool.shutdown()
         if self.owns_ray:
             await leave_ray()

@@ -25,7 +25,9 @@ _NAMESPACES = itertools.count()
 
 @contextmanager
 def sim_deployment(
-    replicas: dict[str, Any], admission: dict[str, Any] | None = None
+    replicas: dict[str, Any],
+    admission: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """A deployment of simulated replicas on its own event loop thread. It starts a
     private Ray cluster (and stops it after) unless this process already has one."""
@@ -39,7 +41,7 @@ def sim_deployment(
                 "num_cpus": 2,
                 "namespace": f"inflection-deadlines-{next(_NAMESPACES)}",
             },
-            "server": {"host": "127.0.0.1", "port": 0},
+            "server": {"host": "127.0.0.1", "port": 0, **(server or {})},
             "replicas": {"backend": "sim", "num_cpus": 0, **replicas},
             "admission": admission or {},
         }
