@@ -516,7 +516,7 @@ class AdmissionConfig(_Strict):
         default=True,
         description="True: new tasks wait on what the engines do (a call limit learned "
         "from the calls, the engines' queues) and, while tasks arrive faster than they "
-        "start, at most max_queue_wait_s, then are refused; holds latency and throughput "
+        "leave, at most max_queue_wait_s, then are refused; holds latency and throughput "
         "at 10x overload. False: only the token bound, and a waiting task waits until its "
         "deadline.",
     )
@@ -533,7 +533,7 @@ class AdmissionConfig(_Strict):
         default=None,
         gt=0,
         description="Longest a task waits for admission while tasks arrive faster than "
-        "they start (a burst or a closed loop of clients waits its turn): a task that "
+        "they leave (a burst or a closed loop of clients waits its turn): a task that "
         "would wait longer is refused with RESOURCE_EXHAUSTED and a retry-after hint. "
         "None: the median run time of the tasks completed lately (at least 0.5 s; 5 s "
         "until one has), so that a task admitted under overload takes about what it takes "

@@ -403,7 +403,7 @@ class AdmissionQueue(Generic[K]):
         retry = self.retry_after_s(now)
         return (
             f"the replicas stayed saturated for the {waited_s:.1f} s a task may wait for "
-            f"admission while tasks arrive faster than they start "
+            f"admission while tasks arrive faster than they leave "
             f"(admission.max_queue_wait_s); no call of it ran; "
             f"retry after about {retry:.1f} s",
             retry,

@@ -170,7 +170,7 @@ class Metrics:
         )
         self.admission_wait_limit = Gauge(
             "inflection_admission_wait_limit_seconds",
-            "How long a task may wait for admission while arrivals outpace admissions "
+            "How long a task may wait for admission while tasks arrive faster than they leave "
             "(+Inf: no limit).",
             registry=r,
         )

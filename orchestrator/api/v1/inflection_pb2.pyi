@@ -312,7 +312,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("name", "state", "engine", "model", "node", "unfinished_requests", "in_flight_calls", "calls_served", "output_tokens_served", "last_error", "waiting_requests", "running_requests", "kv_usage", "prefix_hit_rate")
+    __slots__ = ("name", "state", "engine", "model", "node", "unfinished_requests", "in_flight_calls", "calls_served", "output_tokens_served", "last_error", "waiting_requests", "running_requests", "kv_usage", "prefix_hit_rate", "replacements")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +327,7 @@ class ReplicaStatus(_message.Message):
     RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     KV_USAGE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    REPLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ReplicaState
     engine: str
@@ -341,7 +342,8 @@ class ReplicaStatus(_message.Message):
     running_requests: int
     kv_usage: float
     prefix_hit_rate: float
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., unfinished_requests: _Optional[int] = ..., in_flight_calls: _Optional[int] = ..., calls_served: _Optional[int] = ..., output_tokens_served: _Optional[int] = ..., last_error: _Optional[str] = ..., waiting_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_usage: _Optional[float] = ..., prefix_hit_rate: _Optional[float] = ...) -> None: ...
+    replacements: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., unfinished_requests: _Optional[int] = ..., in_flight_calls: _Optional[int] = ..., calls_served: _Optional[int] = ..., output_tokens_served: _Optional[int] = ..., last_error: _Optional[str] = ..., waiting_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_usage: _Optional[float] = ..., prefix_hit_rate: _Optional[float] = ..., replacements: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("replicas", "max_model_len", "model")
